@@ -1,0 +1,5 @@
+import sys
+
+from hone.cli import main
+
+sys.exit(main())

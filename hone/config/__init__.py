@@ -1,0 +1,31 @@
+"""The typed configuration tree and its loading from recipes, TOML files and overrides."""
+
+from hone.config.loader import (
+    apply_override,
+    field_help,
+    from_dict,
+    load_config,
+    recipe_names,
+    to_dict,
+    to_toml,
+    validate,
+)
+from hone.config.schema import (
+    Config,
+    DataConfig,
+    DistConfig,
+    LogConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    RegConfig,
+    ScheduleConfig,
+    TrainConfig,
+    TuneConfig,
+)
+
+__all__ = [
+    "Config", "DataConfig", "DistConfig", "LogConfig", "LossConfig", "ModelConfig", "OptimConfig",
+    "RegConfig", "ScheduleConfig", "TrainConfig", "TuneConfig", "apply_override", "field_help",
+    "from_dict", "load_config", "recipe_names", "to_dict", "to_toml", "validate",
+]

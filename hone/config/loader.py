@@ -1,0 +1,240 @@
+"""Load a config from a recipe name or a TOML file, apply `--a.b=value` overrides, check it.
+
+TOML is parsed by `tomllib` and written by `tomli_w`; what is written here is the typed
+conversion between plain dicts and the dataclass tree, so that every mistake is reported
+with the key that holds it and the flag that fixes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from hone.config.schema import Config
+from hone.errors import ConfigError, did_you_mean
+
+RECIPE_PACKAGE = "hone.recipes"
+
+
+def recipe_names() -> list[str]:
+    """Names of the built-in recipes, sorted."""
+    folder = resources.files(RECIPE_PACKAGE)
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def recipe_text(name: str) -> str:
+    return resources.files(RECIPE_PACKAGE).joinpath(f"{name}.toml").read_text()
+
+
+def read_source(source: str) -> tuple[dict[str, Any], str]:
+    """Return the raw dict of a recipe name or TOML path, and the recipe name it implies."""
+    path = Path(source)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {source} does not exist; pass a TOML file or one of the recipes listed by `hone recipes`")
+        text, default_name = path.read_text(), path.stem
+    elif source in recipe_names():
+        text, default_name = recipe_text(source), source
+    else:
+        raise ConfigError(
+            f"no recipe or config file named {source!r}{did_you_mean(source, recipe_names())}; "
+            f"use one of: {', '.join(recipe_names())}, or a path to a .toml file"
+        )
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source} is not valid TOML: {e}") from None
+    return raw, default_name
+
+
+def load_config(source: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a checked `Config` from a recipe or TOML file plus `a.b=value` overrides."""
+    raw: dict[str, Any] = {}
+    default_name = ""
+    if source is not None:
+        raw, default_name = read_source(source)
+    for item in overrides:
+        apply_override(raw, item)
+    cfg = from_dict(raw)
+    if not cfg.recipe:
+        cfg.recipe = default_name
+    validate(cfg)
+    return cfg
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one 'a.b=value' (the leading '--' already removed) to a raw config dict."""
+    key, sep, text = item.partition("=")
+    if not sep:
+        raise ConfigError(f"override {item!r} has no value; write it as --{key}=VALUE")
+    parts = key.split(".")
+    kind = _field_type(parts)
+    value: Any = text if kind is str else _parse_value(text)
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def _parse_value(text: str) -> Any:
+    """Read an override value as a TOML value (3e-4, true, [1, 2]); else keep the string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if "," in text:  # allow --optim.betas=0.9,0.99
+            try:
+                return tomllib.loads(f"v = [{text}]")["v"]
+            except tomllib.TOMLDecodeError:
+                pass
+        return text
+
+
+def _field_type(parts: list[str]) -> Any:
+    """The declared type at a dotted path, or a ConfigError naming the closest valid key."""
+    cls: Any = Config
+    for i, part in enumerate(parts):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            if _origin(cls) is dict:
+                return Any  # free-form table such as model.kwargs or tune.space
+            raise ConfigError(f"unknown config key {'.'.join(parts)!r}: {'.'.join(parts[:i])} has no sub-keys")
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            prefix = ".".join(parts[:i])
+            known = [f"{prefix}.{n}" if prefix else n for n in hints]
+            full = ".".join(parts[: i + 1])
+            raise ConfigError(f"unknown config key {full!r}{did_you_mean(full, known)}; see `hone config show` for every key")
+        cls = hints[part]
+    return cls
+
+
+def _origin(tp: Any) -> Any:
+    return typing.get_origin(tp) or tp
+
+
+def from_dict(raw: dict[str, Any], cls: Any = Config, prefix: str = "") -> Any:
+    """Convert a raw dict into the dataclass `cls`, checking keys and types."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            known = [f"{prefix}{n}" for n in hints]
+            raise ConfigError(f"unknown config key {path!r}{did_you_mean(path, known)}; see `hone config show` for every key")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path} must be a table of settings, got {value!r}")
+            kwargs[key] = from_dict(value, tp, f"{path}.")
+        else:
+            kwargs[key] = _coerce(value, tp, path)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = _origin(tp)
+    if origin is types.UnionType or origin is typing.Union:
+        return value
+    if tp is Any:
+        return value
+    if origin is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path} must be true or false, got {value!r}; set --{path}=true or --{path}=false")
+    if origin is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{path} must be an integer, got {value!r}; set --{path}=<integer>")
+    if origin is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path} must be a number, got {value!r}; set --{path}=<number>")
+    if origin is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path} must be a string, got {value!r}; set --{path}=<text>")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path} must be a list, got {value!r}; set --{path}=[a, b]")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a table, got {value!r}")
+        return value
+    raise AssertionError(f"unsupported config type {tp} at {path}")
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """Check every field's range and choices; then the cross-field rules of the tree."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{path}.")
+            continue
+        meta = f.metadata
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(
+                f"{path} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}{did_you_mean(str(value), meta['choices'])}"
+            )
+        for check, ok, word in (
+            ("ge", lambda v, b: v >= b, "at least"),
+            ("gt", lambda v, b: v > b, "greater than"),
+            ("le", lambda v, b: v <= b, "at most"),
+            ("lt", lambda v, b: v < b, "less than"),
+        ):
+            if check in meta and not ok(value, meta[check]):
+                raise ConfigError(f"{path} must be {word} {meta[check]}, got {value}; set --{path}=<valid value>")
+    if prefix == "":
+        _validate_tree(cfg)
+
+
+def _validate_tree(cfg: Config) -> None:
+    t = cfg.train
+    if not (t.max_steps or t.max_epochs or t.max_seconds):
+        raise ConfigError("the run has no bound: set --train.max_steps, --train.max_epochs or --train.max_seconds")
+    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {cfg.optim.betas}; set --optim.betas=[0.9,0.999]")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise ConfigError("data.val_fraction + data.test_fraction must be below 1; lower one of them")
+    if cfg.model.name == "gpt" and cfg.model.n_embd % cfg.model.n_head:
+        raise ConfigError(f"model.n_embd ({cfg.model.n_embd}) must be divisible by model.n_head ({cfg.model.n_head})")
+    if cfg.model.name == "custom" and ":" not in cfg.model.target:
+        raise ConfigError("model.name = 'custom' needs --model.target=package.module:factory")
+    if cfg.data.name == "custom" and ":" not in cfg.data.target:
+        raise ConfigError("data.name = 'custom' needs --data.target=package.module:factory")
+    if not (t.monitor == "val_loss" or t.monitor.startswith("val_")):
+        raise ConfigError(f"train.monitor must be val_loss or val_<metric>, got {t.monitor!r}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_toml(cfg: Config) -> str:
+    """The fully resolved config as TOML, accepted back unchanged by `load_config`."""
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def field_help(cls: Any = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(key, default, help) for every leaf field, in declaration order."""
+    rows = []
+    default = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(default, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += field_help(type(value), f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,206 @@
+"""The typed config tree: one dataclass per section, the single place where defaults live.
+
+Every field's `help` is its documentation; `ge`/`gt`/`le`/`lt`/`choices` are checked when a
+config is loaded, so a bad value is answered with one line that names the flag to fix.
+Names that pick an implementation from a registry (`model.name`, `optim.name`, ...) are
+checked by that registry when the component is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def opt(default: Any, help: str, **checks: Any) -> Any:
+    """A config field with its help text and range checks (ge, gt, le, lt, choices)."""
+    if isinstance(default, list | dict):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata={"help": help, **checks})
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass
+class ModelConfig:
+    name: str = opt("mlp", "model architecture: linear, logistic, mlp, cnn, gpt, or custom (see target)")
+    target: str = opt("", "user model factory 'package.module:factory' (used when name = 'custom')")
+    kwargs: dict[str, Any] = opt({}, "keyword arguments passed to the user model factory")
+    init: str = opt(
+        "default",
+        "weight initialization",
+        choices=["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal"],
+    )
+    init_std: float = opt(0.02, "standard deviation for init = 'normal'", gt=0)
+    zero_bias: bool = opt(False, "set all biases to zero after initialization")
+    dropout: float = opt(0.0, "dropout probability", ge=0, lt=1)
+    # MLP
+    depth: int = opt(2, "MLP: number of hidden layers", ge=0)
+    width: int = opt(128, "MLP: units per hidden layer", ge=1)
+    activation: str = opt("relu", "MLP: activation", choices=["relu", "gelu", "tanh", "sigmoid"])
+    # CNN
+    channels: list[int] = opt([16, 32], "CNN: output channels of each conv block (conv, act, pool)")
+    kernel_size: int = opt(3, "CNN: convolution kernel size", ge=1)
+    # GPT
+    n_layer: int = opt(4, "GPT: number of transformer blocks", ge=1)
+    n_head: int = opt(4, "GPT: attention heads per block", ge=1)
+    n_embd: int = opt(128, "GPT: embedding width (must divide by n_head)", ge=1)
+    block_size: int = opt(64, "GPT: context length in tokens", ge=1)
+    vocab_size: int = opt(0, "GPT: vocabulary size; 0 takes it from the tokenizer", ge=0)
+    bias: bool = opt(True, "GPT: bias in linear layers and norms")
+    norm: str = opt("layernorm", "GPT: normalization", choices=["layernorm", "rmsnorm"])
+    pos: str = opt("learned", "GPT: position encoding", choices=["learned", "rope"])
+    mlp: str = opt("gelu", "GPT: MLP activation", choices=["gelu", "relu2"])
+    attn: str = opt(
+        "auto", "GPT: attention kernel; auto picks by device", choices=["auto", "sdpa", "plain"]
+    )
+    qk_norm: bool = opt(False, "GPT: normalize queries and keys per head")
+    tie_embeddings: bool = opt(True, "GPT: share the token embedding with the LM head")
+    zero_init_proj: bool = opt(False, "GPT: zero-initialize residual output projections")
+
+
+@dataclass
+class DataConfig:
+    name: str = opt("digits", "data set: synthetic_linear, digits, mnist, fashion_mnist, csv, npz, custom, shakespeare, text, tokens")
+    path: str = opt("", "file or folder for csv, npz, mnist, fashion_mnist, text and tokens data")
+    target: str = opt("", "user data set factory 'package.module:factory' (name = 'custom')")
+    kwargs: dict[str, Any] = opt({}, "keyword arguments passed to the user data set factory")
+    val_fraction: float = opt(0.15, "fraction of the data held out for validation", ge=0, lt=1)
+    test_fraction: float = opt(0.15, "fraction of the data held out for testing", ge=0, lt=1)
+    split_seed: int = opt(0, "seed of the train/validation/test split (independent of train.seed)")
+    normalize: str = opt(
+        "standard", "feature scaling fitted on the training split", choices=["none", "standard", "minmax"]
+    )
+    augment_shift: int = opt(0, "images: random shift of up to this many pixels while training", ge=0)
+    augment_noise: float = opt(0.0, "images: std of Gaussian noise added while training", ge=0)
+    # synthetic_linear
+    num_samples: int = opt(1000, "synthetic: number of samples", ge=2)
+    num_features: int = opt(5, "synthetic: number of features", ge=1)
+    noise: float = opt(0.1, "synthetic: std of the label noise", ge=0)
+    # csv / npz
+    target_column: str = opt("", "csv: name of the target column (default: the last column); npz: key of the targets (default 'y')")
+    task: str = opt(
+        "auto", "csv/npz/custom: task of the targets", choices=["auto", "regression", "classification", "binary"]
+    )
+    # language modelling
+    tokenizer: str = opt("char", "text: tokenizer", choices=["char", "byte", "bpe"])
+    tokenizer_path: str = opt("", "text: a tokenizer.json to load instead of training one")
+    bpe_vocab_size: int = opt(1024, "text: vocabulary size when training a BPE tokenizer", ge=257)
+    token_dtype: str = opt("uint16", "tokens: dtype of a pre-tokenized file", choices=["uint16", "uint32"])
+    cache_dir: str = opt("", "where tokenized corpora are cached (default ~/.cache/hone)")
+
+
+@dataclass
+class LossConfig:
+    name: str = opt("cross_entropy", "loss: mse, mae, huber, cross_entropy, bce")
+    label_smoothing: float = opt(0.0, "cross_entropy: label smoothing", ge=0, lt=1)
+    huber_delta: float = opt(1.0, "huber: threshold between quadratic and linear", gt=0)
+
+
+@dataclass
+class OptimConfig:
+    name: str = opt("adamw", "optimizer: gd, sgd, adam, adamw, adagrad, rmsprop, lbfgs, newton, muon")
+    lr: float = opt(1e-3, "learning rate (the peak, when a schedule warms up)", gt=0)
+    weight_decay: float = opt(0.0, "decoupled (adamw, muon) or L2 (others) weight decay", ge=0)
+    momentum: float = opt(0.0, "sgd/rmsprop: momentum", ge=0, lt=1)
+    nesterov: bool = opt(False, "sgd: Nesterov momentum")
+    betas: list[float] = opt([0.9, 0.999], "adam/adamw/muon's AdamW: (beta1, beta2)")
+    eps: float = opt(1e-8, "adam/adamw/adagrad/rmsprop: epsilon", gt=0)
+    alpha: float = opt(0.99, "rmsprop: smoothing constant", gt=0, lt=1)
+    history_size: int = opt(10, "lbfgs: history size", ge=1)
+    max_iter: int = opt(20, "lbfgs: iterations per step", ge=1)
+    line_search: str = opt("strong_wolfe", "lbfgs: line search", choices=["strong_wolfe", "none"])
+    damping: float = opt(0.0, "newton: added to the Hessian diagonal", ge=0)
+    max_params: int = opt(5000, "newton: refuse models with more parameters than this", ge=1)
+    muon_lr: float = opt(0.02, "muon: learning rate of the 2-D hidden weights", gt=0)
+    muon_momentum: float = opt(0.95, "muon: momentum of the 2-D hidden weights", ge=0, lt=1)
+    impl: str = opt(
+        "auto", "kernel: auto (fused/foreach where torch has it), foreach, fused, single", choices=["auto", "foreach", "fused", "single"]
+    )
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = opt("constant", "lr schedule: constant, inverse_time, step, exponential, cosine, linear, wsd")
+    warmup_steps: int = opt(0, "linear warmup from 0 over this many steps", ge=0)
+    decay_steps: int = opt(0, "cosine/linear/wsd: step at which decay ends (0: the run's last step)", ge=0)
+    min_lr: float = opt(0.0, "cosine/linear/wsd: lr at the end of decay", ge=0)
+    decay: float = opt(0.01, "inverse_time: lr = lr0 / (1 + decay * step)", ge=0)
+    step_size: int = opt(100, "step: multiply the lr by gamma every step_size steps", ge=1)
+    gamma: float = opt(0.1, "step/exponential: multiplicative factor", gt=0, le=1)
+    decay_fraction: float = opt(0.2, "wsd: fraction of decay_steps spent decaying", gt=0, le=1)
+
+
+@dataclass
+class RegConfig:
+    l1: float = opt(0.0, "coefficient of the L1 penalty added to the loss", ge=0)
+    l2: float = opt(0.0, "coefficient of the L2 penalty (sum of squares) added to the loss", ge=0)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = opt(0, "global seed of torch, numpy, Python and the data order")
+    deterministic: bool = opt(False, "bit-identical runs on the CPU (deterministic kernels)")
+    max_steps: int = opt(0, "stop after this many optimizer steps (0: no bound)", ge=0)
+    max_epochs: int = opt(0, "stop after this many epochs (0: no bound)", ge=0)
+    max_seconds: float = opt(0.0, "stop after this much training time (0: no bound)", ge=0)
+    batch_size: int = opt(64, "global batch size per optimizer step", ge=1)
+    eval_batch_size: int = opt(512, "batch size for evaluation", ge=1)
+    eval_batches: int = opt(20, "language models: validation batches per evaluation", ge=1)
+    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step", ge=1)
+    eval_every: int = opt(0, "evaluate every N steps (0: once per epoch, or at the end)", ge=0)
+    device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
+    precision: str = opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + GradScaler, CUDA)", choices=["fp32", "bf16", "fp16"])
+    compile: bool = opt(False, "wrap the model in torch.compile")
+    clip_norm: float = opt(0.0, "clip the gradient norm to this (0: off)", ge=0)
+    clip_value: float = opt(0.0, "clip each gradient element to +-this (0: off)", ge=0)
+    monitor: str = opt("val_loss", "metric for early stopping and best checkpoints: val_loss or val_<metric>")
+    patience: int = opt(0, "early stopping: evaluations without improvement before stopping (0: off)", ge=0)
+    min_delta: float = opt(0.0, "early stopping: least change that counts as improvement", ge=0)
+    peak_flops: float = opt(0.0, "device peak FLOP/s for MFU (0: look up or measure)", ge=0)
+    checkpoint_every: int = opt(0, "write a checkpoint every N steps (0: only at the end)", ge=0)
+    keep_last: int = opt(3, "checkpoints to keep (the newest)", ge=1)
+    keep_best: bool = opt(False, "also keep the best checkpoint by train.monitor")
+    max_bad_steps: int = opt(3, "consecutive non-finite steps before rolling back", ge=1)
+    max_rollbacks: int = opt(2, "rollbacks before giving up with exit code 3", ge=0)
+    rollback_skip: int = opt(1, "batches to skip after a rollback", ge=0)
+    activation_checkpointing: bool = opt(False, "recompute each block's activations in backward")
+    sample_tokens: int = opt(200, "language models: tokens sampled at the end of training", ge=0)
+
+
+@dataclass
+class LogConfig:
+    every: int = opt(10, "log training metrics every N steps", ge=1)
+    progress: str = opt("auto", "progress bar: auto (when a terminal), on, off", choices=["auto", "on", "off"])
+    tensorboard: bool = opt(True, "write TensorBoard event files")
+
+
+@dataclass
+class DistConfig:
+    strategy: str = opt("ddp", "multi-process strategy: ddp or fsdp", choices=["ddp", "fsdp"])
+    timeout_seconds: float = opt(120.0, "collective timeout before a stuck group fails", gt=0)
+    fsdp_param_dtype: str = opt("fp32", "fsdp: parameter dtype in compute", choices=["fp32", "bf16"])
+    fsdp_reduce_dtype: str = opt("fp32", "fsdp: gradient reduction dtype", choices=["fp32", "bf16"])
+    cpu_offload: bool = opt(False, "fsdp: keep parameters and optimizer state on the CPU")
+
+
+@dataclass
+class TuneConfig:
+    space: dict[str, Any] = opt({}, "search space keyed by config path, e.g. 'optim.lr' = {type='float', low=1e-4, high=1e-1, log=true}")
+    metric: str = opt("val_loss", "objective: a validation metric of the trial's run")
+    direction: str = opt("minimize", "minimize or maximize the metric", choices=["minimize", "maximize"])
+
+
+@dataclass
+class Config:
+    recipe: str = opt("", "name of the recipe this config came from")
+    description: str = opt("", "one line saying what this config trains")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
