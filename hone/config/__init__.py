@@ -25,7 +25,23 @@ from hone.config.schema import (
 )
 
 __all__ = [
-    "Config", "DataConfig", "DistConfig", "LogConfig", "LossConfig", "ModelConfig", "OptimConfig",
-    "RegConfig", "ScheduleConfig", "TrainConfig", "TuneConfig", "apply_override", "field_help",
-    "from_dict", "load_config", "recipe_names", "to_dict", "to_toml", "validate",
+    "Config",
+    "DataConfig",
+    "DistConfig",
+    "LogConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RegConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "TuneConfig",
+    "apply_override",
+    "field_help",
+    "from_dict",
+    "load_config",
+    "recipe_names",
+    "to_dict",
+    "to_toml",
+    "validate",
 ]

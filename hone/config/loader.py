@@ -38,7 +38,9 @@ def read_source(source: str) -> tuple[dict[str, Any], str]:
     path = Path(source)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise ConfigError(f"config file {source} does not exist; pass a TOML file or one of the recipes listed by `hone recipes`")
+            raise ConfigError(
+                f"config file {source} does not exist; pass a TOML file or one of the recipes listed by `hone recipes`"
+            )
         text, default_name = path.read_text(), path.stem
     elif source in recipe_names():
         text, default_name = recipe_text(source), source
@@ -105,13 +107,17 @@ def _field_type(parts: list[str]) -> Any:
         if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
             if _origin(cls) is dict:
                 return Any  # free-form table such as model.kwargs or tune.space
-            raise ConfigError(f"unknown config key {'.'.join(parts)!r}: {'.'.join(parts[:i])} has no sub-keys")
+            raise ConfigError(
+                f"unknown config key {'.'.join(parts)!r}: {'.'.join(parts[:i])} has no sub-keys"
+            )
         hints = typing.get_type_hints(cls)
         if part not in hints:
             prefix = ".".join(parts[:i])
             known = [f"{prefix}.{n}" if prefix else n for n in hints]
             full = ".".join(parts[: i + 1])
-            raise ConfigError(f"unknown config key {full!r}{did_you_mean(full, known)}; see `hone config show` for every key")
+            raise ConfigError(
+                f"unknown config key {full!r}{did_you_mean(full, known)}; see `hone config show` for every key"
+            )
         cls = hints[part]
     return cls
 
@@ -128,7 +134,9 @@ def from_dict(raw: dict[str, Any], cls: Any = Config, prefix: str = "") -> Any:
         path = f"{prefix}{key}"
         if key not in hints:
             known = [f"{prefix}{n}" for n in hints]
-            raise ConfigError(f"unknown config key {path!r}{did_you_mean(path, known)}; see `hone config show` for every key")
+            raise ConfigError(
+                f"unknown config key {path!r}{did_you_mean(path, known)}; see `hone config show` for every key"
+            )
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
@@ -148,7 +156,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{path} must be true or false, got {value!r}; set --{path}=true or --{path}=false")
+        raise ConfigError(
+            f"{path} must be true or false, got {value!r}; set --{path}=true or --{path}=false"
+        )
     if origin is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -195,7 +205,9 @@ def validate(cfg: Any, prefix: str = "") -> None:
             ("lt", lambda v, b: v < b, "less than"),
         ):
             if check in meta and not ok(value, meta[check]):
-                raise ConfigError(f"{path} must be {word} {meta[check]}, got {value}; set --{path}=<valid value>")
+                raise ConfigError(
+                    f"{path} must be {word} {meta[check]}, got {value}; set --{path}=<valid value>"
+                )
     if prefix == "":
         _validate_tree(cfg)
 
@@ -203,13 +215,21 @@ def validate(cfg: Any, prefix: str = "") -> None:
 def _validate_tree(cfg: Config) -> None:
     t = cfg.train
     if not (t.max_steps or t.max_epochs or t.max_seconds):
-        raise ConfigError("the run has no bound: set --train.max_steps, --train.max_epochs or --train.max_seconds")
+        raise ConfigError(
+            "the run has no bound: set --train.max_steps, --train.max_epochs or --train.max_seconds"
+        )
     if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
-        raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {cfg.optim.betas}; set --optim.betas=[0.9,0.999]")
+        raise ConfigError(
+            f"optim.betas must be two numbers in [0, 1), got {cfg.optim.betas}; set --optim.betas=[0.9,0.999]"
+        )
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
-        raise ConfigError("data.val_fraction + data.test_fraction must be below 1; lower one of them")
+        raise ConfigError(
+            "data.val_fraction + data.test_fraction must be below 1; lower one of them"
+        )
     if cfg.model.name == "gpt" and cfg.model.n_embd % cfg.model.n_head:
-        raise ConfigError(f"model.n_embd ({cfg.model.n_embd}) must be divisible by model.n_head ({cfg.model.n_head})")
+        raise ConfigError(
+            f"model.n_embd ({cfg.model.n_embd}) must be divisible by model.n_head ({cfg.model.n_head})"
+        )
     if cfg.model.name == "custom" and ":" not in cfg.model.target:
         raise ConfigError("model.name = 'custom' needs --model.target=package.module:factory")
     if cfg.data.name == "custom" and ":" not in cfg.data.target:

@@ -22,13 +22,22 @@ def opt(default: Any, help: str, **checks: Any) -> Any:
 
 @dataclass
 class ModelConfig:
-    name: str = opt("mlp", "model architecture: linear, logistic, mlp, cnn, gpt, or custom (see target)")
+    name: str = opt(
+        "mlp", "model architecture: linear, logistic, mlp, cnn, gpt, or custom (see target)"
+    )
     target: str = opt("", "user model factory 'package.module:factory' (used when name = 'custom')")
     kwargs: dict[str, Any] = opt({}, "keyword arguments passed to the user model factory")
     init: str = opt(
         "default",
         "weight initialization",
-        choices=["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal"],
+        choices=[
+            "default",
+            "xavier_uniform",
+            "xavier_normal",
+            "kaiming_uniform",
+            "kaiming_normal",
+            "normal",
+        ],
     )
     init_std: float = opt(0.02, "standard deviation for init = 'normal'", gt=0)
     zero_bias: bool = opt(False, "set all biases to zero after initialization")
@@ -60,7 +69,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    name: str = opt("digits", "data set: synthetic_linear, digits, mnist, fashion_mnist, csv, npz, custom, shakespeare, text, tokens")
+    name: str = opt(
+        "digits",
+        "data set: synthetic_linear, digits, mnist, fashion_mnist, csv, npz, custom, shakespeare, text, tokens",
+    )
     path: str = opt("", "file or folder for csv, npz, mnist, fashion_mnist, text and tokens data")
     target: str = opt("", "user data set factory 'package.module:factory' (name = 'custom')")
     kwargs: dict[str, Any] = opt({}, "keyword arguments passed to the user data set factory")
@@ -68,24 +80,35 @@ class DataConfig:
     test_fraction: float = opt(0.15, "fraction of the data held out for testing", ge=0, lt=1)
     split_seed: int = opt(0, "seed of the train/validation/test split (independent of train.seed)")
     normalize: str = opt(
-        "standard", "feature scaling fitted on the training split", choices=["none", "standard", "minmax"]
+        "standard",
+        "feature scaling fitted on the training split",
+        choices=["none", "standard", "minmax"],
     )
-    augment_shift: int = opt(0, "images: random shift of up to this many pixels while training", ge=0)
+    augment_shift: int = opt(
+        0, "images: random shift of up to this many pixels while training", ge=0
+    )
     augment_noise: float = opt(0.0, "images: std of Gaussian noise added while training", ge=0)
     # synthetic_linear
     num_samples: int = opt(1000, "synthetic: number of samples", ge=2)
     num_features: int = opt(5, "synthetic: number of features", ge=1)
     noise: float = opt(0.1, "synthetic: std of the label noise", ge=0)
     # csv / npz
-    target_column: str = opt("", "csv: name of the target column (default: the last column); npz: key of the targets (default 'y')")
+    target_column: str = opt(
+        "",
+        "csv: name of the target column (default: the last column); npz: key of the targets (default 'y')",
+    )
     task: str = opt(
-        "auto", "csv/npz/custom: task of the targets", choices=["auto", "regression", "classification", "binary"]
+        "auto",
+        "csv/npz/custom: task of the targets",
+        choices=["auto", "regression", "classification", "binary"],
     )
     # language modelling
     tokenizer: str = opt("char", "text: tokenizer", choices=["char", "byte", "bpe"])
     tokenizer_path: str = opt("", "text: a tokenizer.json to load instead of training one")
     bpe_vocab_size: int = opt(1024, "text: vocabulary size when training a BPE tokenizer", ge=257)
-    token_dtype: str = opt("uint16", "tokens: dtype of a pre-tokenized file", choices=["uint16", "uint32"])
+    token_dtype: str = opt(
+        "uint16", "tokens: dtype of a pre-tokenized file", choices=["uint16", "uint32"]
+    )
     cache_dir: str = opt("", "where tokenized corpora are cached (default ~/.cache/hone)")
 
 
@@ -98,9 +121,17 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = opt("adamw", "optimizer: gd, sgd, adam, adamw, adagrad, rmsprop, lbfgs, newton, muon")
-    lr: float = opt(1e-3, "learning rate (the peak, when a schedule warms up)", gt=0)
-    weight_decay: float = opt(0.0, "decoupled (adamw, muon) or L2 (others) weight decay", ge=0)
+    name: str = opt(
+        "adamw", "optimizer: gd, sgd, adam, adamw, adagrad, rmsprop, lbfgs, newton, muon"
+    )
+    lr: float = opt(
+        1e-3, "learning rate (the peak, when a schedule warms up); lbfgs and newton want 1", gt=0
+    )
+    weight_decay: float = opt(
+        0.0,
+        "decoupled (adamw, muon) or L2 (others) weight decay; lbfgs/newton have none (use reg.l2)",
+        ge=0,
+    )
     momentum: float = opt(0.0, "sgd/rmsprop: momentum", ge=0, lt=1)
     nesterov: bool = opt(False, "sgd: Nesterov momentum")
     betas: list[float] = opt([0.9, 0.999], "adam/adamw/muon's AdamW: (beta1, beta2)")
@@ -114,16 +145,26 @@ class OptimConfig:
     muon_lr: float = opt(0.02, "muon: learning rate of the 2-D hidden weights", gt=0)
     muon_momentum: float = opt(0.95, "muon: momentum of the 2-D hidden weights", ge=0, lt=1)
     impl: str = opt(
-        "auto", "kernel: auto (fused/foreach where torch has it), foreach, fused, single", choices=["auto", "foreach", "fused", "single"]
+        "auto",
+        "kernel: auto (fused/foreach where torch has it), foreach, fused, single",
+        choices=["auto", "foreach", "fused", "single"],
     )
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = opt("constant", "lr schedule: constant, inverse_time, step, exponential, cosine, linear, wsd")
-    warmup_steps: int = opt(0, "linear warmup from 0 over this many steps", ge=0)
-    decay_steps: int = opt(0, "cosine/linear/wsd: step at which decay ends (0: the run's last step)", ge=0)
-    min_lr: float = opt(0.0, "cosine/linear/wsd: lr at the end of decay", ge=0)
+    name: str = opt(
+        "constant", "lr schedule: constant, inverse_time, step, exponential, cosine, linear, wsd"
+    )
+    warmup_steps: int = opt(
+        0, "linear warmup over this many steps: lr * (step + 1) / warmup_steps", ge=0
+    )
+    decay_steps: int = opt(
+        0, "cosine/linear/wsd: step at which the lr reaches min_lr (0: the run's total steps)", ge=0
+    )
+    min_lr: float = opt(
+        0.0, "cosine/linear/wsd: lr at the end of decay; the floor of every schedule", ge=0
+    )
     decay: float = opt(0.01, "inverse_time: lr = lr0 / (1 + decay * step)", ge=0)
     step_size: int = opt(100, "step: multiply the lr by gamma every step_size steps", ge=1)
     gamma: float = opt(0.1, "step/exponential: multiplicative factor", gt=0, le=1)
@@ -149,12 +190,20 @@ class TrainConfig:
     grad_accum: int = opt(1, "micro-batches accumulated per optimizer step", ge=1)
     eval_every: int = opt(0, "evaluate every N steps (0: once per epoch, or at the end)", ge=0)
     device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
-    precision: str = opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + GradScaler, CUDA)", choices=["fp32", "bf16", "fp16"])
+    precision: str = opt(
+        "fp32",
+        "fp32, bf16 (autocast) or fp16 (autocast + GradScaler, CUDA)",
+        choices=["fp32", "bf16", "fp16"],
+    )
     compile: bool = opt(False, "wrap the model in torch.compile")
     clip_norm: float = opt(0.0, "clip the gradient norm to this (0: off)", ge=0)
     clip_value: float = opt(0.0, "clip each gradient element to +-this (0: off)", ge=0)
-    monitor: str = opt("val_loss", "metric for early stopping and best checkpoints: val_loss or val_<metric>")
-    patience: int = opt(0, "early stopping: evaluations without improvement before stopping (0: off)", ge=0)
+    monitor: str = opt(
+        "val_loss", "metric for early stopping and best checkpoints: val_loss or val_<metric>"
+    )
+    patience: int = opt(
+        0, "early stopping: evaluations without improvement before stopping (0: off)", ge=0
+    )
     min_delta: float = opt(0.0, "early stopping: least change that counts as improvement", ge=0)
     peak_flops: float = opt(0.0, "device peak FLOP/s for MFU (0: look up or measure)", ge=0)
     checkpoint_every: int = opt(0, "write a checkpoint every N steps (0: only at the end)", ge=0)
@@ -170,7 +219,9 @@ class TrainConfig:
 @dataclass
 class LogConfig:
     every: int = opt(10, "log training metrics every N steps", ge=1)
-    progress: str = opt("auto", "progress bar: auto (when a terminal), on, off", choices=["auto", "on", "off"])
+    progress: str = opt(
+        "auto", "progress bar: auto (when a terminal), on, off", choices=["auto", "on", "off"]
+    )
     tensorboard: bool = opt(True, "write TensorBoard event files")
 
 
@@ -178,16 +229,23 @@ class LogConfig:
 class DistConfig:
     strategy: str = opt("ddp", "multi-process strategy: ddp or fsdp", choices=["ddp", "fsdp"])
     timeout_seconds: float = opt(120.0, "collective timeout before a stuck group fails", gt=0)
-    fsdp_param_dtype: str = opt("fp32", "fsdp: parameter dtype in compute", choices=["fp32", "bf16"])
+    fsdp_param_dtype: str = opt(
+        "fp32", "fsdp: parameter dtype in compute", choices=["fp32", "bf16"]
+    )
     fsdp_reduce_dtype: str = opt("fp32", "fsdp: gradient reduction dtype", choices=["fp32", "bf16"])
     cpu_offload: bool = opt(False, "fsdp: keep parameters and optimizer state on the CPU")
 
 
 @dataclass
 class TuneConfig:
-    space: dict[str, Any] = opt({}, "search space keyed by config path, e.g. 'optim.lr' = {type='float', low=1e-4, high=1e-1, log=true}")
+    space: dict[str, Any] = opt(
+        {},
+        "search space keyed by config path, e.g. 'optim.lr' = {type='float', low=1e-4, high=1e-1, log=true}",
+    )
     metric: str = opt("val_loss", "objective: a validation metric of the trial's run")
-    direction: str = opt("minimize", "minimize or maximize the metric", choices=["minimize", "maximize"])
+    direction: str = opt(
+        "minimize", "minimize or maximize the metric", choices=["minimize", "maximize"]
+    )
 
 
 @dataclass

@@ -1,0 +1,127 @@
+"""The `hone` command line: parse, build, run, report. Logic lives in the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from hone.errors import ConfigError, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}; see `{self.prog} --help`")
+
+
+def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate config overrides (--a.b=value or --a.b value) from the other arguments."""
+    rest, overrides = [], []
+    items = list(args)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        key = item[2:].split("=", 1)[0]
+        if item.startswith("--") and "." in key:
+            if "=" in item:
+                overrides.append(item[2:])
+            elif i + 1 < len(items):
+                overrides.append(f"{key}={items[i + 1]}")
+                i += 1
+            else:
+                raise ConfigError(f"override {item} has no value; write it as {item}=VALUE")
+        else:
+            rest.append(item)
+        i += 1
+    return rest, overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hone.cli import commands
+
+    parser = _Parser(
+        prog="hone", description="Train and tune neural networks from one typed config."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser(
+        "train",
+        help="train a recipe or TOML config",
+        description="Config overrides: --section.key=value",
+    )
+    p.add_argument("config", nargs="?", help="recipe name or TOML file (default: mlp-digits)")
+    p.add_argument("--run-dir", help="run directory (default runs/<recipe>-<UTC time>)")
+    p.add_argument("--cv", type=int, default=0, help="k-fold cross-validation with K folds")
+    p.add_argument(
+        "--resume", help="resume a run directory, or 'auto' for --run-dir's newest checkpoint"
+    )
+    p.add_argument(
+        "--nproc", type=int, default=1, help="worker processes on this machine (torchrun)"
+    )
+    p.add_argument("--nnodes", type=int, default=1, help="machines taking part (c10d rendezvous)")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank among --nnodes")
+    p.add_argument(
+        "--rdzv-endpoint", default="", help="HOST:PORT of the rendezvous for several machines"
+    )
+    p.add_argument(
+        "--max-restarts", type=int, default=0, help="elastic restarts of the worker group"
+    )
+    p.set_defaults(run=commands.train)
+
+    p = sub.add_parser("recipes", help="list the built-in recipes")
+    p.set_defaults(run=commands.recipes)
+
+    p = sub.add_parser("config", help="inspect configs")
+    csub = p.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    show = csub.add_parser("show", help="print the fully resolved config as TOML")
+    show.add_argument("config", nargs="?", help="recipe name or TOML file")
+    show.set_defaults(run=commands.config_show)
+    keys = csub.add_parser("keys", help="list every config key with its default and help")
+    keys.set_defaults(run=commands.config_keys)
+
+    p = sub.add_parser("eval", help="evaluate a finished run")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="val", help="val, test or train")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=commands.eval_run)
+
+    p = sub.add_parser("predict", help="predict a CSV file with a finished run")
+    p.add_argument("run_dir")
+    p.add_argument("--input", required=True, help="CSV with a header and the feature columns")
+    p.add_argument("--output", required=True, help="CSV to write (input columns + predictions)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=commands.predict)
+
+    p = sub.add_parser("sample", help="generate text from a trained language model")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument(
+        "--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: all)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=commands.sample)
+
+    commands.add_tune_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hone` console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rest, overrides = split_overrides(args_list)
+        args = build_parser().parse_args(rest)
+        args.overrides = overrides
+        return int(args.run(args) or 0)
+    except UserError as e:
+        print(f"hone: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("hone: interrupted", file=sys.stderr)
+        return 130

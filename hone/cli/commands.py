@@ -1,0 +1,116 @@
+"""One function per `hone` command: parse arguments into library calls and print results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hone.config import field_help, load_config, recipe_names, to_toml
+from hone.config.loader import read_source
+from hone.errors import ConfigError
+
+DEFAULT_RECIPE = "mlp-digits"
+
+
+def train(args: argparse.Namespace) -> int:
+    from hone.engine import Trainer
+    from hone.engine.cv import cross_validate
+    from hone.track.progress import print_summary
+    from hone.track.run import default_run_dir
+
+    cfg = load_config(args.config or DEFAULT_RECIPE, args.overrides)
+    if args.nproc > 1 or args.nnodes > 1:
+        from hone.distributed.launch import launch
+
+        return launch(args)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.recipe)
+    if args.cv:
+        result = cross_validate(cfg, run_dir, args.cv)
+        print(
+            f"{args.cv}-fold cross-validation: val {result['metric']} "
+            f"{result['best_val_metric_mean']:.4f} ± {result['best_val_metric_std']:.4f}, "
+            f"val loss {result['best_val_loss_mean']:.4f} ± {result['best_val_loss_std']:.4f} ({run_dir})"
+        )
+        return 0
+    summary = Trainer(cfg, run_dir).fit()
+    sample = summary.pop("sample", None)
+    print_summary(
+        {k: v for k, v in summary.items() if v is not None}, title=f"hone train {cfg.recipe}"
+    )
+    if sample is not None:
+        print(f"--- sample ---\n{sample}\n--------------")
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def recipes(args: argparse.Namespace) -> int:
+    names = recipe_names()
+    width = max(map(len, names))
+    for name in names:
+        raw, _ = read_source(name)
+        print(f"{name:<{width}}  {raw.get('description', '')}")
+    return 0
+
+
+def config_show(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config or DEFAULT_RECIPE, args.overrides)
+    sys.stdout.write(to_toml(cfg))
+    return 0
+
+
+def config_keys(args: argparse.Namespace) -> int:
+    for key, default, help_text in field_help():
+        print(f"{key} = {json.dumps(default)}  # {help_text}")
+    return 0
+
+
+def _print_metrics(result: dict[str, Any]) -> None:
+    for key, value in result.items():
+        print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
+
+
+def eval_run(args: argparse.Namespace) -> int:
+    from hone.engine.inference import evaluate_run
+
+    _print_metrics(evaluate_run(args.run_dir, args.split, args.device))
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    from hone.engine.inference import predict_csv
+
+    rows = predict_csv(args.run_dir, args.input, args.output, args.device)
+    print(f"wrote {rows} predictions to {args.output}")
+    return 0
+
+
+def sample(args: argparse.Namespace) -> int:
+    from hone.engine.sampling import sample_run
+
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise ConfigError(f"--temperature must be at least 0, got {args.temperature}")
+    text = sample_run(
+        args.run_dir,
+        args.prompt,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k or None,
+        args.seed,
+        args.device,
+    )
+    print(text)
+    return 0
+
+
+def add_tune_parser(sub: Any) -> None:
+    """`hone tune` is defined next to the tuner (hone.tune.cli) when that package is present."""
+    try:
+        from hone.tune.cli import add_parser
+    except ImportError:
+        return
+    add_parser(sub)

@@ -1,0 +1,26 @@
+"""Data sets by name: classic in-memory data, language-model token streams, user data."""
+
+from __future__ import annotations
+
+from hone.config import Config
+from hone.data import custom, digits, idx, synthetic, tabular, text  # noqa: F401  (register)
+from hone.data.base import DATASETS, Data, Preprocessor, TensorData, TokenData
+from hone.data.batching import FullBatcher, TensorBatcher, WindowBatcher
+
+
+def build_data(cfg: Config) -> Data:
+    """Load, split and preprocess the data set named by `data.name`."""
+    return DATASETS.get(cfg.data.name)(cfg)
+
+
+__all__ = [
+    "DATASETS",
+    "Data",
+    "FullBatcher",
+    "Preprocessor",
+    "TensorBatcher",
+    "TensorData",
+    "TokenData",
+    "WindowBatcher",
+    "build_data",
+]

@@ -1,0 +1,194 @@
+"""Batches for the training loop, checkpointable without replaying any data.
+
+The order of an epoch is a pure function of (seed, epoch) and a language-model batch a pure
+function of (seed, step), so resuming restores a couple of integers instead of replaying a
+loader. Each optimizer step consumes one global batch; it is cut into `grad_accum`
+micro-batches, and each micro-batch into `world_size` disjoint rank shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from hone.errors import ConfigError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def micro_batch_size(batch_size: int, world_size: int, grad_accum: int) -> int:
+    """Per-rank micro-batch size, or a ConfigError when the global batch does not divide."""
+    parts = world_size * grad_accum
+    if batch_size % parts:
+        raise ConfigError(
+            f"train.batch_size ({batch_size}) must be divisible by processes x train.grad_accum "
+            f"({world_size} x {grad_accum} = {parts}); set --train.batch_size={max(parts, batch_size // parts * parts)}"
+        )
+    return batch_size // parts
+
+
+def _generator(*keys: int) -> torch.Generator:
+    g = torch.Generator()
+    seed = 0
+    for k in keys:  # mix keys into one 63-bit seed; any fixed injective-enough mix works
+        seed = (seed * 1_000_003 + int(k) + 0x9E3779B9) % (2**63 - 1)
+    g.manual_seed(seed)
+    return g
+
+
+class TensorBatcher:
+    """Shuffled, drop-last batches over in-memory tensors, by epoch."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        grad_accum: int = 1,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    ) -> None:
+        n = len(x)
+        if batch_size > n:
+            raise ConfigError(
+                f"train.batch_size ({batch_size}) is larger than the training split ({n} samples); "
+                f"set --train.batch_size={n} or less"
+            )
+        self.x, self.y = x, y
+        self.batch_size, self.seed = batch_size, seed
+        self.rank, self.world_size, self.grad_accum = rank, world_size, grad_accum
+        self.micro = micro_batch_size(batch_size, world_size, grad_accum)
+        self.augment = augment
+        self.steps_per_epoch = n // batch_size
+        self.epoch = 0
+        self.position = 0  # batches of this epoch already consumed
+        self._order: torch.Tensor | None = None
+
+    def _epoch_order(self) -> torch.Tensor:
+        if self._order is None:
+            self._order = torch.randperm(len(self.x), generator=_generator(self.seed, self.epoch))
+        return self._order
+
+    def next_step(self) -> list[Batch]:
+        """The micro-batches this rank computes for the next optimizer step."""
+        if self.position == self.steps_per_epoch:
+            self.epoch, self.position, self._order = self.epoch + 1, 0, None
+        order = self._epoch_order()
+        start = self.position * self.batch_size
+        self.position += 1
+        batches = []
+        for k in range(self.grad_accum):
+            offset = start + (k * self.world_size + self.rank) * self.micro
+            idx = order[offset : offset + self.micro]
+            x = self.x[idx]
+            if self.augment is not None:
+                x = self.augment(
+                    x, _generator(self.seed, self.epoch, self.position, k, self.rank, 7)
+                )
+            batches.append((x, self.y[idx]))
+        return batches
+
+    @property
+    def epochs_done(self) -> float:
+        return self.epoch + self.position / self.steps_per_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position, self._order = int(state["epoch"]), int(state["position"]), None
+
+
+class FullBatcher:
+    """The whole training split every step (gradient descent, L-BFGS, Newton)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+        self.steps_per_epoch = 1
+        self.step = 0
+
+    def next_step(self) -> list[Batch]:
+        self.step += 1
+        return [(self.x, self.y)]
+
+    @property
+    def epochs_done(self) -> float:
+        return float(self.step)
+
+    @property
+    def epoch(self) -> int:
+        return self.step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+
+
+class WindowBatcher:
+    """Random contiguous windows of a token stream; batch s is a function of (seed, s).
+
+    Token windows are gathered with one vectorised numpy index per micro-batch, so the
+    per-step Python work does not grow with the batch size.
+    """
+
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        block_size: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        grad_accum: int = 1,
+    ) -> None:
+        if len(tokens) <= block_size + 1:
+            raise ConfigError(
+                f"the token stream ({len(tokens)} tokens) is shorter than model.block_size + 1 "
+                f"({block_size + 1}); lower --model.block_size or give more text"
+            )
+        self.tokens, self.block_size = tokens, block_size
+        self.batch_size, self.seed = batch_size, seed
+        self.rank, self.world_size, self.grad_accum = rank, world_size, grad_accum
+        self.micro = micro_batch_size(batch_size, world_size, grad_accum)
+        self.offsets = np.arange(block_size + 1)
+        self.step = 0
+        self.steps_per_epoch = max(1, (len(tokens) - 1) // (block_size * batch_size))
+
+    def starts(self, step: int) -> np.ndarray:
+        """Window starts of the whole global batch of `step` (same on every rank)."""
+        g = _generator(self.seed, step, 11)
+        high = len(self.tokens) - self.block_size - 1
+        return torch.randint(0, high + 1, (self.batch_size,), generator=g).numpy()
+
+    def next_step(self) -> list[Batch]:
+        starts = self.starts(self.step)
+        self.step += 1
+        batches = []
+        for k in range(self.grad_accum):
+            offset = (k * self.world_size + self.rank) * self.micro
+            mine = starts[offset : offset + self.micro]
+            windows = np.asarray(self.tokens[mine[:, None] + self.offsets], dtype=np.int64)
+            t = torch.from_numpy(windows)  # (micro, block_size + 1)
+            batches.append((t[:, :-1], t[:, 1:]))
+        return batches
+
+    @property
+    def epochs_done(self) -> float:
+        return self.step / self.steps_per_epoch
+
+    @property
+    def epoch(self) -> int:
+        return self.step // self.steps_per_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])

@@ -1,0 +1,1 @@
+"""Multi-process training through torch.distributed (see hone.distributed.context)."""

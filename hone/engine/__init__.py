@@ -1,0 +1,18 @@
+"""The training engine: `train(cfg)` for Python users, the same path `hone train` takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hone.config import Config
+from hone.engine.trainer import Trainer
+from hone.track.run import default_run_dir
+
+
+def train(cfg: Config, run_dir: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Train `cfg` into `run_dir` (default runs/<recipe>-<timestamp>); return the summary."""
+    return Trainer(cfg, run_dir or default_run_dir(cfg.recipe), **kwargs).fit()
+
+
+__all__ = ["Trainer", "train"]

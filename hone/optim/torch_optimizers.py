@@ -1,0 +1,126 @@
+"""The first-order and quasi-Newton optimizers that torch.optim implements, built from the config.
+
+`optim.weight_decay` maps onto each optimizer's own `weight_decay`: decoupled for adamw, an L2
+term added to the gradient for the others. L-BFGS has none and refuses it (use reg.l2).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hone.config import OptimConfig
+from hone.errors import ConfigError
+from hone.optim.base import (
+    OptimizerKind,
+    check_betas,
+    check_no_weight_decay,
+    kernel_kwargs,
+    register_optimizer,
+    trainable_parameters,
+)
+
+
+@register_optimizer("gd", OptimizerKind(full_batch=True))
+def build_gd(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """Full-batch gradient descent: SGD without momentum, fed the whole training split."""
+    if cfg.momentum > 0:
+        raise ConfigError(
+            f"optim.momentum must be 0 for optim.name='gd' (plain gradient descent), got "
+            f"{cfg.momentum}; set --optim.name=sgd for momentum"
+        )
+    return torch.optim.SGD(
+        trainable_parameters(model),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        **kernel_kwargs(cfg, "gd", device),
+    )
+
+
+@register_optimizer("sgd")
+def build_sgd(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """Mini-batch SGD with optional (Nesterov) momentum."""
+    if cfg.nesterov and cfg.momentum == 0:
+        raise ConfigError(
+            f"optim.momentum must be > 0 with optim.nesterov=true, got {cfg.momentum}; "
+            "set --optim.momentum=0.9 or --optim.nesterov=false"
+        )
+    return torch.optim.SGD(
+        trainable_parameters(model),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+        **kernel_kwargs(cfg, "sgd", device),
+    )
+
+
+@register_optimizer("adam")
+def build_adam(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """Adam with L2 weight decay added to the gradient."""
+    return torch.optim.Adam(
+        trainable_parameters(model),
+        lr=cfg.lr,
+        betas=check_betas(cfg),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        **kernel_kwargs(cfg, "adam", device),
+    )
+
+
+@register_optimizer("adamw")
+def build_adamw(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """Adam with decoupled weight decay."""
+    return torch.optim.AdamW(
+        trainable_parameters(model),
+        lr=cfg.lr,
+        betas=check_betas(cfg),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        **kernel_kwargs(cfg, "adamw", device),
+    )
+
+
+@register_optimizer("adagrad")
+def build_adagrad(
+    cfg: OptimConfig, model: nn.Module, device: torch.device
+) -> torch.optim.Optimizer:
+    """Adagrad: per-coordinate steps shrinking with the sum of squared gradients."""
+    return torch.optim.Adagrad(
+        trainable_parameters(model),
+        lr=cfg.lr,
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        **kernel_kwargs(cfg, "adagrad", device),
+    )
+
+
+@register_optimizer("rmsprop")
+def build_rmsprop(
+    cfg: OptimConfig, model: nn.Module, device: torch.device
+) -> torch.optim.Optimizer:
+    """RMSprop with smoothing constant `optim.alpha` and optional momentum."""
+    return torch.optim.RMSprop(
+        trainable_parameters(model),
+        lr=cfg.lr,
+        alpha=cfg.alpha,
+        eps=cfg.eps,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        **kernel_kwargs(cfg, "rmsprop", device),
+    )
+
+
+@register_optimizer("lbfgs", OptimizerKind(full_batch=True, closure=True))
+def build_lbfgs(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """L-BFGS over the whole training split, stepped with a closure; wants optim.lr = 1."""
+    check_no_weight_decay(cfg)
+    if cfg.impl == "fused":
+        kernel_kwargs(cfg, "lbfgs", device)  # raises: L-BFGS has no fused kernel
+    return torch.optim.LBFGS(
+        trainable_parameters(model),
+        lr=cfg.lr,
+        max_iter=cfg.max_iter,
+        history_size=cfg.history_size,
+        line_search_fn=None if cfg.line_search == "none" else cfg.line_search,
+    )

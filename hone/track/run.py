@@ -1,0 +1,92 @@
+"""The run directory: resolved config, metrics.jsonl, TensorBoard events, summary.json.
+
+Only the main process (rank 0) writes; on other ranks every method is a no-op, so the
+engine never branches on rank to log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hone.config import Config, to_toml
+
+
+def default_run_dir(recipe: str, root: str | Path = "runs") -> Path:
+    """runs/<recipe>-<UTC timestamp>, with a numeric suffix if that already exists."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = Path(root) / f"{recipe or 'run'}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        path, n = Path(f"{base}-{n}"), n + 1
+    return path
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as strings so every line stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+class RunLog:
+    """Writes a run's files; silent on every rank but the main one."""
+
+    def __init__(
+        self, path: Path, cfg: Config, is_main: bool = True, tensorboard: bool = True
+    ) -> None:
+        self.path = Path(path)
+        self.is_main = is_main
+        self._metrics = None
+        self._tb: Any = None
+        if not is_main:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "config.toml").write_text(to_toml(cfg))
+        # Line-buffered append: every event is on disk as soon as it is logged, so a killed run
+        # loses nothing it had logged, and a resumed run appends to the same file.
+        self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+
+    def log(self, event: dict[str, Any]) -> None:
+        """Append one event (step, split, loss, ...) to metrics.jsonl and TensorBoard."""
+        if self._metrics is None:
+            return
+        self._metrics.write(json.dumps({k: _clean(v) for k, v in event.items()}) + "\n")
+        if self._tb is not None:
+            split, step = event.get("split", "train"), event["step"]
+            for key, value in event.items():
+                if key not in ("step", "split", "epoch") and isinstance(value, int | float):
+                    self._tb.add_scalar(f"{split}/{key}", value, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        if self._tb is not None:
+            self._tb.add_text(tag, text, step)
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(json.dumps({k: _clean(v) for k, v in data.items()}, indent=2) + "\n")
+        os.replace(tmp, self.path / name)
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All events of a run's metrics.jsonl."""
+    with open(Path(path) / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
