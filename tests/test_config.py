@@ -19,7 +19,16 @@ def test_recipes_are_listed_and_load() -> None:
 
 
 def test_overrides_are_typed() -> None:
-    cfg = load_config("mlp-digits", ["optim.lr=3e-4", "train.batch_size=32", "model.activation=gelu", "train.deterministic=true", "optim.betas=[0.9, 0.95]"])
+    cfg = load_config(
+        "mlp-digits",
+        [
+            "optim.lr=3e-4",
+            "train.batch_size=32",
+            "model.activation=gelu",
+            "train.deterministic=true",
+            "optim.betas=[0.9, 0.95]",
+        ],
+    )
     assert cfg.optim.lr == pytest.approx(3e-4)
     assert cfg.train.batch_size == 32 and isinstance(cfg.train.batch_size, int)
     assert cfg.model.activation == "gelu"
