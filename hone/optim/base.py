@@ -80,6 +80,20 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
+def decay_groups(model: nn.Module, weight_decay: float) -> list[Any]:
+    """Parameter groups for weight decay: matrices and embeddings (ndim >= 2) decay; biases and
+    norm gains do not (decaying them pulls activations' scale and offset toward zero for no
+    regularizing benefit). With no weight decay: the plain parameter list."""
+    params = trainable_parameters(model)
+    if weight_decay == 0:
+        return params
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
 def check_betas(cfg: OptimConfig) -> tuple[float, float]:
     """`optim.betas` as the pair torch expects, each in [0, 1)."""
     if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):

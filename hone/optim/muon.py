@@ -103,8 +103,12 @@ def build_muon(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torc
     # for AdamW, which refuses an empty list.
     adamw = None
     if adamw_params:
+        groups = [
+            {"params": [p for p in adamw_params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in adamw_params if p.ndim < 2], "weight_decay": 0.0},
+        ]
         adamw = torch.optim.AdamW(
-            adamw_params,
+            [g for g in groups if g["params"]],
             lr=cfg.lr,
             betas=check_betas(cfg),
             eps=cfg.eps,

@@ -1,7 +1,7 @@
 """The first-order and quasi-Newton optimizers that torch.optim implements, built from the config.
 
-`optim.weight_decay` maps onto each optimizer's own `weight_decay`: decoupled for adamw, an L2
-term added to the gradient for the others. L-BFGS has none and refuses it (use reg.l2).
+`optim.weight_decay` maps onto each optimizer's own `weight_decay` (decoupled for adamw, an L2
+term added to the gradient for the others), for weight matrices and embeddings only. L-BFGS has none and refuses it (use reg.l2).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from hone.optim.base import (
     OptimizerKind,
     check_betas,
     check_no_weight_decay,
+    decay_groups,
     kernel_kwargs,
     register_optimizer,
     trainable_parameters,
@@ -30,7 +31,7 @@ def build_gd(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.
             f"{cfg.momentum}; set --optim.name=sgd for momentum"
         )
     return torch.optim.SGD(
-        trainable_parameters(model),
+        decay_groups(model, cfg.weight_decay),
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         **kernel_kwargs(cfg, "gd", device),
@@ -46,7 +47,7 @@ def build_sgd(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch
             "set --optim.momentum=0.9 or --optim.nesterov=false"
         )
     return torch.optim.SGD(
-        trainable_parameters(model),
+        decay_groups(model, cfg.weight_decay),
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov,
@@ -59,7 +60,7 @@ def build_sgd(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch
 def build_adam(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """Adam with L2 weight decay added to the gradient."""
     return torch.optim.Adam(
-        trainable_parameters(model),
+        decay_groups(model, cfg.weight_decay),
         lr=cfg.lr,
         betas=check_betas(cfg),
         eps=cfg.eps,
@@ -72,7 +73,7 @@ def build_adam(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torc
 def build_adamw(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """Adam with decoupled weight decay."""
     return torch.optim.AdamW(
-        trainable_parameters(model),
+        decay_groups(model, cfg.weight_decay),
         lr=cfg.lr,
         betas=check_betas(cfg),
         eps=cfg.eps,
@@ -87,7 +88,7 @@ def build_adagrad(
 ) -> torch.optim.Optimizer:
     """Adagrad: per-coordinate steps shrinking with the sum of squared gradients."""
     return torch.optim.Adagrad(
-        trainable_parameters(model),
+        decay_groups(model, cfg.weight_decay),
         lr=cfg.lr,
         eps=cfg.eps,
         weight_decay=cfg.weight_decay,
@@ -101,7 +102,7 @@ def build_rmsprop(
 ) -> torch.optim.Optimizer:
     """RMSprop with smoothing constant `optim.alpha` and optional momentum."""
     return torch.optim.RMSprop(
-        trainable_parameters(model),
+        decay_groups(model, cfg.weight_decay),
         lr=cfg.lr,
         alpha=cfg.alpha,
         eps=cfg.eps,
