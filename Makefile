@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/hone train $(or $(RECIPE),mlp-digits)
+	$(BIN)/hone train $(or $(RECIPE),gpt-shakespeare-char)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -12,30 +12,58 @@ from hone.config import field_help, load_config, recipe_names, to_toml
 from hone.config.loader import read_source
 from hone.errors import ConfigError
 
-DEFAULT_RECIPE = "mlp-digits"
+DEFAULT_RECIPE = "gpt-shakespeare-char"
 
 
 def train(args: argparse.Namespace) -> int:
+    from hone.checkpoint import TrainingInterrupted, plan_resume
     from hone.engine import Trainer
     from hone.engine.cv import cross_validate
     from hone.track.progress import print_summary
     from hone.track.run import default_run_dir
 
-    cfg = load_config(args.config or DEFAULT_RECIPE, args.overrides)
-    if args.nproc > 1 or args.nnodes > 1:
+    resume: bool | str = False
+    if args.resume:  # the run's own config (overrides only where exactness allows)
+        cfg, folder, resume = plan_resume(
+            args.resume, args.run_dir, args.config, args.overrides, DEFAULT_RECIPE
+        )
+        args.run_dir = str(folder)
+    else:
+        cfg = load_config(args.config or DEFAULT_RECIPE, args.overrides)
+    if args.nproc > 1 or args.nnodes > 1 or args.max_restarts:
         from hone.distributed.launch import launch
 
-        return launch(args)
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.recipe)
+        return launch(args, cfg)
+    from hone.distributed.launch import external_run_dir
+
+    run_dir = (
+        Path(args.run_dir)
+        if args.run_dir
+        else external_run_dir(cfg.recipe) or default_run_dir(cfg.recipe)
+    )
     if args.cv:
-        result = cross_validate(cfg, run_dir, args.cv)
+        try:
+            result = cross_validate(cfg, run_dir, args.cv, resume=bool(resume))
+        except TrainingInterrupted as stop:
+            print(
+                f"hone: {stop}; continue with `hone train --cv {args.cv} --resume {run_dir}`",
+                file=sys.stderr,
+            )
+            return stop.exit_code
         print(
             f"{args.cv}-fold cross-validation: val {result['metric']} "
             f"{result['best_val_metric_mean']:.4f} ± {result['best_val_metric_std']:.4f}, "
             f"val loss {result['best_val_loss_mean']:.4f} ± {result['best_val_loss_std']:.4f} ({run_dir})"
         )
         return 0
-    summary = Trainer(cfg, run_dir).fit()
+    trainer = Trainer(cfg, run_dir, resume=resume)
+    try:
+        summary = trainer.fit()
+    except TrainingInterrupted as stop:
+        print(f"hone: {stop}; continue with `hone train --resume {run_dir}`", file=sys.stderr)
+        return stop.exit_code
+    if not trainer.dist.is_main:  # one process reports for the whole group
+        return 0
     sample = summary.pop("sample", None)
     print_summary(
         {k: v for k, v in summary.items() if v is not None}, title=f"hone train {cfg.recipe}"
@@ -108,9 +136,7 @@ def sample(args: argparse.Namespace) -> int:
 
 
 def add_tune_parser(sub: Any) -> None:
-    """`hone tune` is defined next to the tuner (hone.tune.cli) when that package is present."""
-    try:
-        from hone.tune.cli import add_parser
-    except ImportError:
-        return
+    """`hone tune` and `hone tune show` (hone/cli/tune.py)."""
+    from hone.cli.tune import add_parser
+
     add_parser(sub)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,14 @@ from hone.errors import ConfigError
 from hone.track.run import RunLog
 
 
-def cross_validate(cfg: Config, run_dir: Path, k: int, is_main: bool = True) -> dict[str, Any]:
-    """Train on each of `k` folds of train+val (in run_dir/fold-<i>); summarize the folds."""
+def cross_validate(
+    cfg: Config, run_dir: Path, k: int, is_main: bool = True, resume: bool = False
+) -> dict[str, Any]:
+    """Train on each of `k` folds of train+val (in run_dir/fold-<i>); summarize the folds.
+
+    With `resume`, finished folds are read back from their summary.json and the fold that was
+    interrupted continues from its newest checkpoint.
+    """
     if k < 2:
         raise ConfigError(f"--cv must be at least 2 folds, got {k}")
     from hone.engine.trainer import Trainer
@@ -26,9 +33,13 @@ def cross_validate(cfg: Config, run_dir: Path, k: int, is_main: bool = True) -> 
         )
     folds = []
     for fold in range(k):
+        fold_dir = run_dir / f"fold-{fold}"
+        if resume and (fold_dir / "summary.json").is_file():
+            folds.append(json.loads((fold_dir / "summary.json").read_text()))
+            continue
         fold_data = kfold(data, k, fold, cfg.data.split_seed)
-        summary = Trainer(cfg, run_dir / f"fold-{fold}", data=fold_data).fit()
-        folds.append(summary)
+        trainer = Trainer(cfg, fold_dir, data=fold_data, resume="auto" if resume else False)
+        folds.append(trainer.fit())
     metric = folds[0]["metric"]
     result: dict[str, Any] = {"recipe": cfg.recipe, "folds": k, "metric": metric}
     for key in ("best_val_loss", "best_val_metric"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from hone.checkpoint import StopSignals
 from hone.config import Config
 from hone.data import FullBatcher, TensorBatcher, TensorData, TokenData, WindowBatcher, build_data
 from hone.distributed.context import DistContext
+from hone.distributed.dcp import ShardedStateIO, is_sharded
+from hone.distributed.strategy import build_strategy
+from hone.engine.checkpointing import Checkpointing, NonFiniteStep
 from hone.engine.early_stopping import EarlyStopping
 from hone.engine.evaluate import METRIC_OF_TASK, evaluate, tensor_batches
 from hone.engine.runtime import (
@@ -64,6 +69,22 @@ class LoopState:
         self.__dict__.update(state)
 
 
+@dataclass
+class LogWindow:
+    """Train losses summed since the last log step; checkpointed, so a resumed run logs the
+    same mean losses as one never stopped."""
+
+    loss_sum: torch.Tensor  # on the device: adding to it costs no host sync
+    count: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss_sum.copy_(state["loss_sum"])
+        self.count = int(state["count"])
+
+
 class Trainer:
     """Trains the model a `Config` describes; `fit()` returns the run's summary."""
 
@@ -74,13 +95,18 @@ class Trainer:
         dist: DistContext | None = None,
         data: TensorData | TokenData | None = None,
         callbacks: Iterable[EvalCallback] = (),
+        resume: bool | str | Path = False,
     ) -> None:
+        """`resume`: False starts afresh; True continues from the newest valid checkpoint in
+        run_dir; "auto" does so when there is one; a path names one checkpoint directory."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.dist = dist or DistContext()
+        self.dist = dist or DistContext.from_env()
         self.callbacks = list(callbacks)
         t = cfg.train
         seed_everything(t.seed, t.deterministic)
         self.device = resolve_device(t.device, self.dist.local_rank)
+        # None in a single process; else the process group is joined here (hone.distributed).
+        self.strategy = build_strategy(cfg, self.dist, self.device)
         enable_fast_matmul(self.device)
         self.autocast = precision_context(t, self.device)
         self.data = data if data is not None else build_data(cfg)
@@ -91,6 +117,9 @@ class Trainer:
         if hasattr(self.model, "activation_checkpointing"):
             self.model.activation_checkpointing = t.activation_checkpointing
         self.num_parameters = num_parameters(self.model)
+        # The module called in training steps (DDP wraps, FSDP shards in place); before the
+        # optimizer, which must see FSDP's sharded parameters.
+        self.train_module = self.strategy.wrap(self.model) if self.strategy else self.model
         self.kind = optimizer_kind(cfg.optim.name)
         self.optimizer = build_optimizer(cfg.optim, self.model, self.device)
         self.batcher = self._build_batcher()
@@ -100,14 +129,24 @@ class Trainer:
         self._schedule_moves = not (
             cfg.schedule.name == "constant" and cfg.schedule.warmup_steps == 0
         )
-        self.forward = torch.compile(self.model) if t.compile else self.model
+        self.forward = torch.compile(self.train_module) if t.compile else self.train_module
         self.early_stopping = EarlyStopping(t.monitor, t.patience, t.min_delta)
         self.state = LoopState()
         self.metric_name = METRIC_OF_TASK[self.task]
         self._penalized = [p for p in self.model.parameters() if p.ndim >= 2]
+        self.window = LogWindow(torch.zeros((), device=self.device))
+        self.checkpointing = Checkpointing(self)
+        # Before the log opens metrics.jsonl: resuming cuts it back to the checkpoint.
+        resume_from = self.checkpointing.prepare(resume)
+        if resume_from is not None and not self.strategy and is_sharded(resume_from.path):
+            # Written by several processes (DCP shards): one process reads it just as well.
+            self.checkpointing.manager.io = ShardedStateIO()
         self.log = RunLog(self.run_dir, cfg, self.dist.is_main, cfg.log.tensorboard)
         self.stop_reason = ""
+        self._agreed_seconds = 0.0  # train_seconds averaged over ranks at the last log step
         self.tokens_per_sample = cfg.model.block_size if self.task == "lm" else 0
+        if resume_from is not None:  # last: everything it restores must be built
+            self.checkpointing.restore(resume_from)
 
     # ----------------------------------------------------------------- building
     def _build_batcher(self) -> TensorBatcher | FullBatcher | WindowBatcher:
@@ -146,57 +185,86 @@ class Trainer:
         self.model.train()
         progress = ProgressBar(self.total_steps or None, cfg.log.progress, self.dist.is_main)
         log_every = cfg.log.every
-        loss_sum = torch.zeros((), device=self.device)
-        loss_count = 0
+        window, checkpoints = self.window, self.checkpointing
         window_start = time.perf_counter()
-        window_steps = 0
+        window_steps = 0  # steps this process timed in the window (window.count may be resumed)
         try:
-            while not self._should_stop():
-                loss = self.train_step(self.batcher.next_step())
-                self.state.step += 1
-                loss_sum += loss
-                loss_count += 1
-                window_steps += 1
-                step = self.state.step
-                if step % log_every == 0 or self._bound_reached():
-                    now = time.perf_counter()
-                    self.state.train_seconds += now - window_start
-                    self._log_train(loss_sum, loss_count, window_steps, now - window_start)
-                    progress.update(step, self._progress_info())
-                    loss_sum.zero_()
-                    loss_count = window_steps = 0
-                    window_start = time.perf_counter()
-                if self._eval_due(step):
-                    self.state.train_seconds += time.perf_counter() - window_start
+            # SIGTERM/SIGINT only set a flag; the step ends, a checkpoint is written, and
+            # after_step raises TrainingInterrupted.
+            with StopSignals() as signals:
+                while not self._should_stop():
+                    loss = self.train_step(self.batcher.next_step())
+                    if not checkpoints.step_ok:  # non-finite: nothing was stepped
+                        checkpoints.on_bad_step(signals.received)
+                        continue
+                    self.state.step += 1
+                    window.loss_sum += loss
+                    window.count += 1
+                    window_steps += 1
+                    step = self.state.step
+                    if step % log_every == 0 or self._bound_reached():
+                        now = time.perf_counter()
+                        self.state.train_seconds += now - window_start
+                        self._log_train(
+                            window.loss_sum, window.count, window_steps, now - window_start
+                        )
+                        progress.update(step, self._progress_info())
+                        window.loss_sum.zero_()
+                        window.count = window_steps = 0
+                        window_start = time.perf_counter()
+                    if self._eval_due(step):
+                        self.state.train_seconds += time.perf_counter() - window_start
+                        self.run_evaluation()
+                        window_start = time.perf_counter()
+                    checkpoints.after_step(signals.received)
+                self.state.train_seconds += time.perf_counter() - window_start
+                if self.state.step and not self.state.last_val.get("_step") == self.state.step:
                     self.run_evaluation()
-                    window_start = time.perf_counter()
-            self.state.train_seconds += time.perf_counter() - window_start
-            if self.state.step and not self.state.last_val.get("_step") == self.state.step:
-                self.run_evaluation()
+                checkpoints.at_end(signals.received)
+        except BaseException:
+            # A callback (the tuner's pruning) or an error ended the run: close the run's files
+            # so what was logged is complete on disk; finish() is not reached.
+            self.log.close()
+            raise
         finally:
             progress.close()
         return self.finish()
 
     def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """One optimizer step over the step's micro-batches; returns the mean loss (on device)."""
+        faults = self.checkpointing.next_faults()  # None unless a test injects faults
         if self.kind.closure:
-            return self._closure_step(batches)
+            return self._closure_step(batches, faults)
         scale = 1.0 / len(batches)
-        total = torch.zeros((), device=self.device)
-        for x, y in batches:
+        penalized = bool(self.cfg.reg.l1 or self.cfg.reg.l2)
+        total: torch.Tensor | None = None
+        for i, (x, y) in enumerate(batches):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self.autocast():
-                loss = self.loss_fn(self.forward(x), y)
-            loss = loss * scale if scale != 1.0 else loss
-            loss = loss + self._penalty()
-            loss.backward()
-            total += loss.detach()
-        self._clip()
+            # Across processes, gradients are communicated once per step: on the last micro-batch.
+            with self._sync_context(last=i == len(batches) - 1):
+                with self.autocast():
+                    loss = self.loss_fn(self.forward(x), y)
+                # Only the ops a step needs: no multiply by 1 nor add of a zero penalty.
+                if scale != 1.0:
+                    loss = loss * scale
+                if penalized:
+                    loss = loss + self._penalty()
+                loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None
+        if not self.checkpointing.step_is_finite(total, self._clip(), faults):
+            self.optimizer.zero_grad(set_to_none=True)  # skip: params, state, lr unchanged
+            return total
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self._schedule_moves:
             self.schedule.step()
         return total
+
+    def _sync_context(self, last: bool) -> AbstractContextManager[None]:
+        if self.strategy is None or last:
+            return nullcontext()
+        return self.strategy.no_sync(self.train_module)
 
     def _penalty(self, params: Iterable[torch.Tensor] | None = None) -> torch.Tensor | float:
         """Explicit L1 and L2 penalties on the weight matrices (not biases or norms)."""
@@ -211,14 +279,18 @@ class Trainer:
             penalty = penalty + reg.l2 * sum(p.pow(2).sum() for p in params)
         return penalty
 
-    def _clip(self) -> None:
+    def _clip(self) -> torch.Tensor | None:
+        """Clip the gradients; returns their norm (before clipping) when clipping by norm."""
         t = self.cfg.train
         if t.clip_value:
             nn.utils.clip_grad_value_(self.model.parameters(), t.clip_value)
         if t.clip_norm:
-            nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm, foreach=True)
+            return nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm, foreach=True)
+        return None
 
-    def _closure_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def _closure_step(
+        self, batches: list[tuple[torch.Tensor, torch.Tensor]], faults: set[str] | None = None
+    ) -> torch.Tensor:
         """L-BFGS and Newton re-evaluate the loss themselves through a closure."""
         batches = [(x.to(self.device), y.to(self.device)) for x, y in batches]
         scale = 1.0 / len(batches)
@@ -247,9 +319,15 @@ class Trainer:
                 )
                 return total + self._penalty(tensors)
 
-            loss = self.optimizer.step(closure, loss_fn=loss_fn)
-        else:
-            loss = self.optimizer.step(closure)
+        # The closure's first call, before the optimizer moves anything, is checked for NaN.
+        guarded = self.checkpointing.guarded_closure(closure, faults)
+        try:
+            if self.kind.functional:
+                loss = self.optimizer.step(guarded, loss_fn=loss_fn)
+            else:
+                loss = self.optimizer.step(guarded)
+        except NonFiniteStep as skipped:
+            return skipped.loss
         if self._schedule_moves:
             self.schedule.step()
         return loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
@@ -272,7 +350,9 @@ class Trainer:
             return True
         t = self.cfg.train
         # The clock is read on log steps only; max_seconds is honoured to within log.every steps.
-        if t.max_seconds and self.state.train_seconds >= t.max_seconds:
+        # Across processes only the clock agreed on at log steps counts: all ranks stop together.
+        seconds = self._agreed_seconds if self.strategy else self.state.train_seconds
+        if t.max_seconds and seconds >= t.max_seconds:
             self.stop_reason = "max_seconds"
             return True
         return False
@@ -288,6 +368,8 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _log_train(self, loss_sum: torch.Tensor, count: int, steps: int, seconds: float) -> None:
+        if self.strategy:  # the mean over the global batch, and one clock for every rank
+            loss_sum, self._agreed_seconds = self.strategy.agree(loss_sum, self.state.train_seconds)
         loss = (loss_sum / count).item()
         samples = steps * self.cfg.train.batch_size
         event: dict[str, Any] = {
@@ -314,16 +396,17 @@ class Trainer:
             self._flops_per_token = flops_per_token(
                 self.cfg.model, self.num_parameters, self.spec.vocab_size
             )
-            self._peak, self._peak_source = peak_flops(
-                self.device, self.cfg.train.peak_flops, self.cfg.train.precision
-            )
+            # Measuring the peak (first run on a machine) draws random matrices: fork the RNGs
+            # so that the run's dropout masks do not depend on whether it was cached.
+            cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                self._peak, self._peak_source = peak_flops(
+                    self.device, self.cfg.train.peak_flops, self.cfg.train.precision
+                )
+        # tokens_per_second counts the global batch (all ranks); the peak is one device's.
         return {
-            "tokens_per_second": tokens_per_second * self.dist.world_size,
-            "mfu": mfu(
-                tokens_per_second * self.dist.world_size,
-                self._flops_per_token,
-                self._peak * self.dist.world_size,
-            ),
+            "tokens_per_second": tokens_per_second,
+            "mfu": mfu(tokens_per_second, self._flops_per_token, self._peak * self.dist.world_size),
         }
 
     def _progress_info(self) -> str:
@@ -346,6 +429,13 @@ class Trainer:
         if isinstance(self.data, TokenData):
             tokens = self.data.val
             # A fixed set of windows, so that successive evaluations are comparable.
+            if self.strategy:  # each rank its share, in training-sized micro-batches
+                d = self.dist
+                batcher = WindowBatcher(
+                    tokens, self.cfg.model.block_size, t.batch_size, 1234, d.rank, d.world_size,
+                    t.grad_accum,
+                )  # fmt: skip
+                return (b for _ in range(t.eval_batches) for b in batcher.next_step())
             batcher = WindowBatcher(tokens, self.cfg.model.block_size, t.batch_size, seed=1234)
             batcher.step = 0
             return (batcher.next_step()[0] for _ in range(t.eval_batches))
@@ -364,6 +454,11 @@ class Trainer:
             self.device,
             self.autocast,
         )
+        if self.strategy and self.task == "lm":  # equal shares of the windows: mean of means
+            loss = self.strategy.mean_over_ranks(result["loss"])
+            result = {"loss": loss, "perplexity": float(torch.tensor(loss).exp())}
+        elif self.strategy:  # every rank evaluated everything; rank 0's numbers decide for all
+            result = self.strategy.broadcast_metrics(result)
         return {f"{split}_{k}": v for k, v in result.items()}
 
     def run_evaluation(self) -> None:
@@ -425,15 +520,21 @@ class Trainer:
             self.log.log(
                 {"step": self.state.step, "split": "test", **{k[5:]: v for k, v in test.items()}}
             )
-        if self.dist.is_main:
+        if self.strategy:  # every rank takes part (FSDP gathers shards); rank 0 writes one file
+            self.strategy.save_model(self.model, self.run_dir / "model.safetensors")
+        elif self.dist.is_main:
             save_model(self.model, str(self.run_dir / "model.safetensors"))
+        if self.dist.is_main:
             self._save_data_info()
         summary = self.summary(test)
         self.log.write_json("summary.json", summary)
-        if self.task == "lm" and self.cfg.train.sample_tokens and self.dist.is_main:
+        # Every rank samples (under FSDP each forward is a collective); only rank 0 logs it.
+        if self.task == "lm" and self.cfg.train.sample_tokens:
             summary["sample"] = self.sample(self.cfg.train.sample_tokens)
             self.log.log({"step": self.state.step, "split": "sample", "text": summary["sample"]})
         self.log.close()
+        if self.strategy:
+            self.strategy.close()
         return summary
 
     def _save_data_info(self) -> None:

@@ -1,0 +1,138 @@
+"""Training FLOPs per token, the device's peak FLOP/s, and model FLOPs utilization (MFU).
+
+MFU = achieved model FLOP/s / peak FLOP/s, where the model FLOPs are what the architecture
+needs (6 per parameter per token for forward + backward, plus attention), not what the
+kernels happen to run (recomputation from activation checkpointing does not count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from hone.config import ModelConfig
+
+# Dense bf16 tensor-core peaks from NVIDIA's datasheets (the sparsity figures are twice
+# these), matched against torch.cuda.get_device_name. More specific patterns come first.
+GPU_PEAK_FLOPS: list[tuple[str, float]] = [
+    (r"H100.*PCIe", 756e12),
+    (r"H100.*NVL", 835e12),
+    (r"H100", 989e12),  # SXM5, "NVIDIA H100 80GB HBM3"
+    (r"H200", 989e12),
+    (r"A100", 312e12),
+    (r"\bL4\b", 121e12),
+    (r"A10G", 125e12),  # the A10 datasheet figure, which AWS's A10G is quoted with
+    (r"RTX 4090", 165e12),  # with fp32 accumulation, as torch uses
+]
+
+MEASURE_SECONDS = 0.5  # how long the CPU matmul rate is measured, once per machine
+MATMUL_SIZE = 1024
+
+
+def flops_per_token(cfg: ModelConfig, num_params: int, vocab_size: int) -> float:
+    """Training FLOPs per token of a GPT: 6 N + 12 n_layer n_embd block_size (PaLM, app. B).
+
+    N counts the parameters that take part in a matrix multiply per token: all of them except
+    the embedding lookups (the learned position table, and the token table when the head is
+    untied), but including the LM head, which multiplies every token by a V x C matrix
+    whether or not it shares the token table's weights. `num_params` is the model's total.
+    The attention term counts q @ k^T and att @ v over the full context for forward and
+    backward, without halving for the causal mask (as PaLM and nanoGPT do).
+    """
+    embeddings = cfg.block_size * cfg.n_embd if cfg.pos == "learned" else 0
+    if not cfg.tie_embeddings:
+        embeddings += vocab_size * cfg.n_embd  # the token table; the untied head stays in N
+    n = num_params - embeddings
+    return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+def mfu(tokens_per_second: float, flops_per_token: float, peak: float) -> float:
+    """Model FLOPs utilization: the fraction of the peak FLOP/s that training achieves."""
+    return tokens_per_second * flops_per_token / peak
+
+
+def cache_dir() -> Path:
+    """$HONE_CACHE_DIR, else ~/.cache/hone (the same root the data sets cache tokens in)."""
+    return Path(os.environ.get("HONE_CACHE_DIR") or Path.home() / ".cache" / "hone")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _measure_matmul(device: torch.device, dtype: torch.dtype, seconds: float) -> float:
+    """FLOP/s of back-to-back square matmuls on `device`, run for about `seconds`."""
+    n = MATMUL_SIZE
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b  # warm-up: thread pool start, kernel selection
+    sync()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(4):
+            a @ b
+        sync()
+        count += 4
+    return count * 2 * n**3 / (time.perf_counter() - start)
+
+
+def _measured(device: torch.device, dtype: torch.dtype, folder: Path) -> tuple[float, str]:
+    """The matmul rate of this device, measured once and cached as JSON in `folder`."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    dtype_name = str(dtype).removeprefix("torch.")
+    key = f"{name}|threads={torch.get_num_threads()}|torch={torch.__version__}|{dtype_name}"
+    file = folder / "peak_flops.json"
+    try:
+        table = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError):  # first use, or a file cut short by a crash
+        table = {}
+    if key in table:
+        return float(table[key]), f"measured {dtype_name} matmul rate of {name} (cached)"
+    rate = _measure_matmul(device, dtype, MEASURE_SECONDS)
+    table[key] = rate
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(table, indent=1))
+    tmp.replace(file)  # atomic: readers see the old table or the new one
+    return rate, f"measured {dtype_name} matmul rate of {name}"
+
+
+def peak_flops(
+    device: torch.device, configured: float, precision: str = "fp32", folder: Path | None = None
+) -> tuple[float, str]:
+    """(peak FLOP/s, where the number came from) for MFU.
+
+    `train.peak_flops` when set; else the datasheet table for known GPUs; else a matmul rate
+    measured once (in the training precision: bf16 and fp32 differ a lot on CPUs) and cached
+    in `folder` (default: the hone cache dir), keyed by device, threads and torch version.
+    """
+    if configured > 0:
+        return configured, "train.peak_flops"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for pattern, flops in GPU_PEAK_FLOPS:
+            if re.search(pattern, name):
+                return flops, f"bf16 datasheet peak of {name}"
+    dtype = (
+        torch.bfloat16
+        if precision == "bf16"
+        else torch.float16
+        if precision == "fp16"
+        else torch.float32
+    )
+    if device.type == "cuda" and dtype == torch.float32:
+        dtype = torch.bfloat16  # an unknown GPU: its tensor-core rate, like the table
+    return _measured(device, dtype, folder or cache_dir())
