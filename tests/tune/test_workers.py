@@ -1,0 +1,95 @@
+"""`hone tune` as processes: parallel workers on one SQLite file, and a worker killed mid-trial."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from tests.conftest import ROOT
+from tests.tune.conftest import linreg_config
+
+SAFE_LR = {"optim.lr": {"type": "float", "low": 1e-3, "high": 0.3, "log": True}}
+
+
+def hone_tune(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hone", "tune", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def trials_of(directory: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{directory / 'study.db'}")
+    return study.get_trials()
+
+
+def test_two_workers_run_trials_at_the_same_time(tmp_path: Path) -> None:
+    config = linreg_config(
+        tmp_path / "c.toml",
+        SAFE_LR,
+        train={"max_steps": 1200, "max_epochs": 0, "eval_every": 400},
+        sampler="random",
+        pruner="none",
+    )
+    out = subprocess.run(
+        hone_tune(str(config), "--trials", "4", "--workers", "2", "--dir", str(tmp_path / "t")),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    trials = trials_of(tmp_path / "t", "linreg")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    overlapping = [
+        (a.number, b.number)
+        for a, b in itertools.combinations(trials, 2)
+        if a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+    ]
+    assert overlapping, "the two workers never trained at the same time"
+    logs = "".join(p.read_text() for p in (tmp_path / "t" / "workers").glob("*.log"))
+    assert "locked" not in logs + out.stderr and "Traceback" not in logs
+    assert "best trial" in out.stdout
+
+
+def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path: Path) -> None:
+    config = linreg_config(
+        tmp_path / "c.toml",
+        SAFE_LR,
+        train={"max_steps": 3000, "max_epochs": 0, "eval_every": 100},
+        sampler="random",
+        pruner="none",
+        heartbeat_seconds=1,
+        grace_seconds=2,
+    )
+    command = hone_tune(str(config), "--trials", "2", "--dir", str(tmp_path / "t"))
+    first = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = tmp_path / "t" / "trials" / "trial-0" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    # Kill it in the middle of trial 0: after its first evaluation, long before step 3000.
+    while '"split": "val"' not in (metrics.read_text() if metrics.exists() else ""):
+        assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert trials_of(tmp_path / "t", "linreg")[0].state == TrialState.RUNNING
+    time.sleep(2.5)  # past the grace period: trial 0 is now stale
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env(), timeout=300)
+    assert again.returncode == 0, again.stderr
+    trials = trials_of(tmp_path / "t", "linreg")
+    states = [t.state for t in trials]
+    assert states[0] == TrialState.FAIL and states.count(TrialState.COMPLETE) == 2
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[0].params
