@@ -118,7 +118,9 @@ def test_tokens_file_vocabulary_and_split(tmp_path: Path) -> None:
     data = DATASETS.get("tokens")(cfg)
     assert data.vocab_size == 97 and isinstance(data.tokenizer, IdTokenizer)
     assert len(data.train) == 900 and np.array_equal(data.val, ids[900:])
-    assert data.tokenizer.decode([3, 14]) == "3 14"
+    assert data.tokenizer.decode([3, 14]) == "3 14" and data.tokenizer.encode("3 14") == [3, 14]
+    with pytest.raises(ConfigError, match="ids separated by spaces"):
+        data.tokenizer.encode("To be")
     cfg.model.vocab_size = 128
     assert DATASETS.get("tokens")(cfg).vocab_size == 128
     cfg.model.vocab_size = 50

@@ -101,7 +101,13 @@ class IdTokenizer:
         return np.array(self.encode(text), dtype=np.uint32)
 
     def encode(self, text: str) -> list[int]:
-        return [int(word) for word in text.split()]
+        try:
+            return [int(word) for word in text.split()]
+        except ValueError:
+            raise ConfigError(
+                f"this model was trained on token ids without a tokenizer, so text must be ids "
+                f"separated by spaces, got {text[:40]!r}; train with --data.tokenizer_path to use text"
+            ) from None
 
     def decode(self, ids: list[int]) -> str:
         return " ".join(map(str, ids))
@@ -158,9 +164,6 @@ class BPETokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
-
-    def state(self) -> dict[str, Any]:
-        return json.loads(self.tokenizer.to_str())
 
     def save(self, folder: str) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
