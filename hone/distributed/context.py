@@ -1,4 +1,9 @@
-"""Who this process is in a (possibly single-process) group, read from torchrun's environment."""
+"""Who this process is in a (possibly single-process) group, read from the launcher's environment.
+
+torchrun (and `hone train --nproc`) sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE;
+SLURM's `srun` without torchrun sets SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID and friends,
+and the batch script sets MASTER_ADDR/MASTER_PORT (see examples/slurm/).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes on this machine: they share its CPU cores
 
     @property
     def is_main(self) -> bool:
@@ -26,9 +32,19 @@ class DistContext:
         """Read RANK/WORLD_SIZE/LOCAL_RANK as set by torchrun (or SLURM through srun)."""
         env = os.environ
         if "RANK" not in env and "SLURM_PROCID" in env and "MASTER_ADDR" in env:
+            world_size = int(env["SLURM_NTASKS"])
+            nodes = int(env.get("SLURM_NNODES", 1))
+            per_node = env.get("SLURM_NTASKS_PER_NODE", "").split("(")[0]
             return cls(
-                int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+                int(env["SLURM_PROCID"]),
+                world_size,
+                int(env.get("SLURM_LOCALID", 0)),
+                int(per_node) if per_node.isdigit() else max(1, world_size // nodes),
             )
+        world_size = int(env.get("WORLD_SIZE", 1))
         return cls(
-            int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+            int(env.get("RANK", 0)),
+            world_size,
+            int(env.get("LOCAL_RANK", 0)),
+            int(env.get("LOCAL_WORLD_SIZE", world_size)),
         )

@@ -176,8 +176,16 @@ class Checkpointing:
 
     # ----------------------------------------------------------------- saving
     def _metrics_bytes(self) -> int:
-        path = self.trainer.run_dir / "metrics.jsonl"
-        return path.stat().st_size if self.trainer.dist.is_main and path.exists() else 0
+        """Size of metrics.jsonl as rank 0 sees it, on every rank (so all ranks agree on
+        whether a final save is due: the save is a collective under several processes)."""
+        tr = self.trainer
+        path = tr.run_dir / "metrics.jsonl"
+        size = path.stat().st_size if tr.dist.is_main and path.exists() else 0
+        if getattr(tr, "strategy", None):
+            shared = torch.tensor([size], dtype=torch.int64, device=tr.device)
+            torch.distributed.broadcast(shared, src=0)
+            size = int(shared.item())
+        return size
 
     def _monitor_value(self) -> float | None:
         tr = self.trainer

@@ -141,7 +141,9 @@ class Trainer:
         if resume_from is not None and not self.strategy and is_sharded(resume_from.path):
             # Written by several processes (DCP shards): one process reads it just as well.
             self.checkpointing.manager.io = ShardedStateIO()
-        self.log = RunLog(self.run_dir, cfg, self.dist.is_main, cfg.log.tensorboard)
+        # TensorBoard drops the events a killed run logged after its checkpoint, as metrics.jsonl does.
+        purge_step = resume_from.step + 1 if resume_from is not None else None
+        self.log = RunLog(self.run_dir, cfg, self.dist.is_main, cfg.log.tensorboard, purge_step)
         self.stop_reason = ""
         self._agreed_seconds = 0.0  # train_seconds averaged over ranks at the last log step
         self.tokens_per_sample = cfg.model.block_size if self.task == "lm" else 0

@@ -37,7 +37,12 @@ class RunLog:
     """Writes a run's files; silent on every rank but the main one."""
 
     def __init__(
-        self, path: Path, cfg: Config, is_main: bool = True, tensorboard: bool = True
+        self,
+        path: Path,
+        cfg: Config,
+        is_main: bool = True,
+        tensorboard: bool = True,
+        purge_step: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.is_main = is_main
@@ -53,7 +58,7 @@ class RunLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+            self._tb = SummaryWriter(log_dir=str(self.path / "tensorboard"), purge_step=purge_step)
 
     def log(self, event: dict[str, Any]) -> None:
         """Append one event (step, split, loss, ...) to metrics.jsonl and TensorBoard."""
