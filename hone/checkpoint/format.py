@@ -83,15 +83,24 @@ def looks_like_pickle(path: Path) -> bool:
     """A suffix that pickle writers use, or the first bytes of a pickle or of torch.save's zip."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return True
-    with open(path, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError:  # removed meanwhile by another rank's cleanup: nothing to load
+        return False
     # Pickle protocols 2-5 open with PROTO (0x80) and the protocol number; torch.save writes a
     # zip archive (PK\x03\x04) holding a pickle.
     return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head == b"PK\x03\x04"
 
 
 def _files_under(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    # os.walk skips folders that vanish while it walks: under several processes, rank 0 may be
+    # removing a partial checkpoint while another rank looks.
+    return sorted(
+        str((Path(root) / name).relative_to(folder))
+        for root, _, names in os.walk(folder)
+        for name in names
+    )
 
 
 def refuse_pickles(folder: Path, what: str) -> None:
