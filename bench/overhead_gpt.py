@@ -27,11 +27,19 @@ from hone.engine.runtime import seed_everything  # noqa: E402
 from hone.models import ModelSpec, build_model  # noqa: E402
 from hone.track.run import read_metrics  # noqa: E402
 
-OVERRIDES = ["train.eval_every=0", "train.sample_tokens=0", "log.progress=on", "train.deterministic=true"]
+OVERRIDES = [
+    "train.eval_every=0",
+    "train.sample_tokens=0",
+    "log.progress=on",
+    "train.deterministic=true",
+]
 
 
 def hone_run(steps: int, run_dir: str, log_every: int = 10) -> tuple[float, list[dict]]:
-    cfg = load_config("gpt-shakespeare-baseline", [*OVERRIDES, f"train.max_steps={steps}", f"log.every={log_every}"])
+    cfg = load_config(
+        "gpt-shakespeare-baseline",
+        [*OVERRIDES, f"train.max_steps={steps}", f"log.every={log_every}"],
+    )
     trainer = Trainer(cfg, run_dir)
     trainer.fit()
     tokens = steps * cfg.train.batch_size * cfg.model.block_size
@@ -43,14 +51,21 @@ def plain_run(steps: int) -> tuple[float, list[float]]:
     cfg = load_config("gpt-shakespeare-baseline", [*OVERRIDES, f"train.max_steps={steps}"])
     seed_everything(cfg.train.seed, deterministic=True)
     data = build_data(cfg)
-    model = build_model(cfg.model, ModelSpec("lm", (cfg.model.block_size,), data.vocab_size, data.vocab_size))
+    model = build_model(
+        cfg.model, ModelSpec("lm", (cfg.model.block_size,), data.vocab_size, data.vocab_size)
+    )
     model.train()
     o, s = cfg.optim, cfg.schedule
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=o.lr, betas=tuple(o.betas), fused=True,
+        [
+            {"params": decay, "weight_decay": o.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=o.lr,
+        betas=tuple(o.betas),
+        fused=True,
     )
     batches = WindowBatcher(data.train, cfg.model.block_size, cfg.train.batch_size, cfg.train.seed)
     losses = []
@@ -87,12 +102,19 @@ def main() -> None:
             plain, _ = plain_run(args.steps)
             ours, _ = hone_run(args.steps, f"{tmp}/r{r}")
             ratios.append(ours / plain)
-            print(f"round {r}: plain {plain:8.0f} tok/s   hone {ours:8.0f} tok/s   ratio {ours / plain:.3f}", flush=True)
+            print(
+                f"round {r}: plain {plain:8.0f} tok/s   hone {ours:8.0f} tok/s   ratio {ours / plain:.3f}",
+                flush=True,
+            )
         _, events = hone_run(200, f"{tmp}/check", log_every=1)
         _, plain_losses = plain_run(200)
     hone_loss = next(e["loss"] for e in events if e["split"] == "train" and e["step"] == 200)
-    print(f"median ratio hone/plain: {statistics.median(ratios):.3f} (torch {torch.__version__}, {torch.get_num_threads()} threads)")
-    print(f"loss at step 200: hone {hone_loss:.7f}  plain {plain_losses[199]:.7f}  |diff| {abs(hone_loss - plain_losses[199]):.2e}")
+    print(
+        f"median ratio hone/plain: {statistics.median(ratios):.3f} (torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    )
+    print(
+        f"loss at step 200: hone {hone_loss:.7f}  plain {plain_losses[199]:.7f}  |diff| {abs(hone_loss - plain_losses[199]):.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -98,7 +98,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--plain-fused", action="store_true", help="give the plain loop hone's fused AdamW kernel")
+    parser.add_argument(
+        "--plain-fused", action="store_true", help="give the plain loop hone's fused AdamW kernel"
+    )
     args = parser.parse_args()
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,11 +23,21 @@ from hone.engine import Trainer  # noqa: E402
 from hone.track.run import read_metrics  # noqa: E402
 
 
-def measure(recipe: str, precision: str, compile_model: bool, steps: int, device: str, extra: list[str]) -> dict:
+def measure(
+    recipe: str, precision: str, compile_model: bool, steps: int, device: str, extra: list[str]
+) -> dict:
     overrides = [
-        f"train.max_steps={steps}", "train.max_seconds=0", "train.eval_every=0", "train.sample_tokens=0",
-        f"train.precision={precision}", f"train.compile={str(compile_model).lower()}", f"train.device={device}",
-        f"log.every={max(1, steps // 10)}", "log.tensorboard=false", "log.progress=off", *extra,
+        f"train.max_steps={steps}",
+        "train.max_seconds=0",
+        "train.eval_every=0",
+        "train.sample_tokens=0",
+        f"train.precision={precision}",
+        f"train.compile={str(compile_model).lower()}",
+        f"train.device={device}",
+        f"log.every={max(1, steps // 10)}",
+        "log.tensorboard=false",
+        "log.progress=off",
+        *extra,
     ]
     cfg = load_config(recipe, overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,15 +56,24 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--compile", default="false,true")
-    parser.add_argument("--override", action="append", default=[], help="extra config override a.b=v")
+    parser.add_argument(
+        "--override", action="append", default=[], help="extra config override a.b=v"
+    )
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     print("| recipe | precision | compile | tokens/s | MFU |")
     print("| --- | --- | --- | ---: | ---: |")
-    settings = itertools.product(args.recipes.split(","), args.precisions.split(","), args.compile.split(","))
+    settings = itertools.product(
+        args.recipes.split(","), args.precisions.split(","), args.compile.split(",")
+    )
     for recipe, precision, compiled in settings:
-        result = measure(recipe, precision, compiled == "true", args.steps, args.device, args.override)
-        print(f"| {recipe} | {precision} | {compiled} | {result['tokens_per_second']:.0f} | {result['mfu']:.1%} |", flush=True)
+        result = measure(
+            recipe, precision, compiled == "true", args.steps, args.device, args.override
+        )
+        print(
+            f"| {recipe} | {precision} | {compiled} | {result['tokens_per_second']:.0f} | {result['mfu']:.1%} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a recipe or TOML config",
         description="Config overrides: --section.key=value",
     )
-    p.add_argument("config", nargs="?", help="recipe name or TOML file (default: gpt-shakespeare-char)")
+    p.add_argument(
+        "config", nargs="?", help="recipe name or TOML file (default: gpt-shakespeare-char)"
+    )
     p.add_argument("--run-dir", help="run directory (default runs/<recipe>-<UTC time>)")
     p.add_argument("--cv", type=int, default=0, help="k-fold cross-validation with K folds")
     p.add_argument(

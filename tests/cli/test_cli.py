@@ -28,9 +28,7 @@ def test_config_show_is_accepted_back_by_train(tmp_path) -> None:
     path.write_text(shown.stdout)
     again = run_hone("config", "show", str(path))
     assert again.stdout == shown.stdout
-    trained = run_hone(
-        "train", str(path), "--run-dir", str(tmp_path / "run")
-    )
+    trained = run_hone("train", str(path), "--run-dir", str(tmp_path / "run"))
     assert trained.returncode == 0, trained.stderr
     assert tomllib.loads((tmp_path / "run" / "config.toml").read_text()) == tomllib.loads(
         shown.stdout

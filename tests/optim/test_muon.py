@@ -57,12 +57,20 @@ def test_no_hidden_matrix_is_a_config_error() -> None:
 def test_groups_have_their_own_lrs_and_one_schedule_drives_both() -> None:
     optimizer = build_optimizer(OptimConfig(name="muon", lr=1e-3, muon_lr=0.02), TinyLM(), CPU)
     assert isinstance(optimizer, MuonWithAdamW)
-    assert [g["lr"] for g in optimizer.param_groups] == [0.02, 1e-3, 1e-3]  # muon; adamw decay, no-decay
+    assert [g["lr"] for g in optimizer.param_groups] == [
+        0.02,
+        1e-3,
+        1e-3,
+    ]  # muon; adamw decay, no-decay
     schedule = build_schedule(ScheduleConfig(name="constant", warmup_steps=4), optimizer, 10)
-    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.02 / 4, 1e-3 / 4, 1e-3 / 4])
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
+        [0.02 / 4, 1e-3 / 4, 1e-3 / 4]
+    )
     optimizer.step()  # no gradients yet: a no-op, but the scheduler wants a step before its own
     schedule.step()
-    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.02 / 2, 1e-3 / 2, 1e-3 / 2])
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
+        [0.02 / 2, 1e-3 / 2, 1e-3 / 2]
+    )
     assert optimizer.inner[0].param_groups[0]["lr"] == pytest.approx(0.02 / 2)  # shared dicts
 
 

@@ -166,7 +166,9 @@ def test_one_step_on_device(name: str, device_type: str) -> None:
 
 def test_weight_decay_spares_biases_and_norms() -> None:
     model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
-    optimizer = build_optimizer(OptimConfig(name="adamw", weight_decay=0.1), model, torch.device("cpu"))
+    optimizer = build_optimizer(
+        OptimConfig(name="adamw", weight_decay=0.1), model, torch.device("cpu")
+    )
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert decayed == {id(model[0].weight), id(model[2].weight)}
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
