@@ -15,15 +15,6 @@ from hone.track.run import read_metrics
 from tests.checkpoint.helpers import LINREG, MLP, checkpoint_steps, config, train_steps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
-
-
 def faults(run_dir) -> list[dict]:
     return [e for e in read_metrics(run_dir) if e["split"] == "fault"]
 

@@ -27,15 +27,6 @@ from tests.checkpoint.helpers import (
 RUN = [*LINREG, "optim.name=sgd", "train.max_steps=15", "train.checkpoint_every=5"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
-
-
 @pytest.fixture
 def finished(tmp_path):
     """A run of 15 steps with checkpoints 5, 10, 15."""

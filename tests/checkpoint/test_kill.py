@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
 
 from hone.cli import main
 from hone.config import Config, to_toml
@@ -38,15 +37,6 @@ from tests.checkpoint.helpers import (
 
 ROOT = Path(__file__).resolve().parents[2]
 POLL_SECONDS = 0.005
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
 
 
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:

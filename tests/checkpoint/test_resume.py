@@ -8,7 +8,6 @@ the same with real signals to subprocesses.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from hone.cli import main
 from hone.config import to_toml
@@ -28,16 +27,6 @@ from tests.checkpoint.helpers import (
     train_steps,
     weights,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Bit-exact comparisons need the same kernels: pin one thread, restore after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(False)
 
 
 def run(run_dir, overrides, crash: int | None = None, resume=False, data=None):
