@@ -33,7 +33,7 @@ def synthetic(num_samples: int = NUM_SAMPLES):
     return x, y
 
 
-def hone_steps_per_second(steps: int, run_dir: str) -> float:
+def hone_steps_per_second(steps: int, run_dir: str, nan_guard: bool = True) -> float:
     cfg = load_config(
         "mlp-digits",
         [
@@ -59,6 +59,7 @@ def hone_steps_per_second(steps: int, run_dir: str) -> float:
             "log.every=50",
             "log.progress=on",
             "log.tensorboard=true",
+            f"train.nan_guard={str(nan_guard).lower()}",
         ],
     )
     trainer = Trainer(cfg, run_dir)
@@ -99,6 +100,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
+        "--no-nan-guard", action="store_true", help="hone with train.nan_guard=false"
+    )
+    parser.add_argument(
         "--plain-fused", action="store_true", help="give the plain loop hone's fused AdamW kernel"
     )
     args = parser.parse_args()
@@ -108,7 +112,7 @@ def main() -> None:
         plain_steps_per_second(200)
         for r in range(args.rounds):
             plain = plain_steps_per_second(args.steps, args.plain_fused)
-            ours = hone_steps_per_second(args.steps, f"{tmp}/r{r}")
+            ours = hone_steps_per_second(args.steps, f"{tmp}/r{r}", not args.no_nan_guard)
             ratios.append(ours / plain)
             print(
                 f"round {r}: plain {plain:8.0f} steps/s   hone {ours:8.0f} steps/s   ratio {ours / plain:.3f}",

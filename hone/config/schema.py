@@ -209,6 +209,9 @@ class TrainConfig:
     checkpoint_every: int = opt(0, "write a checkpoint every N steps (0: only at the end)", ge=0)
     keep_last: int = opt(3, "checkpoints to keep (the newest)", ge=1)
     keep_best: bool = opt(False, "also keep the best checkpoint by train.monitor")
+    nan_guard: bool = opt(
+        True, "skip steps whose loss or gradient norm is not finite (one host sync per step)"
+    )
     max_bad_steps: int = opt(3, "consecutive non-finite steps before rolling back", ge=1)
     max_rollbacks: int = opt(2, "rollbacks before giving up with exit code 3", ge=0)
     rollback_skip: int = opt(1, "batches to skip after a rollback", ge=0)

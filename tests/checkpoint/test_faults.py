@@ -137,3 +137,17 @@ def test_no_checkpoint_to_roll_back_to_aborts(tmp_path, monkeypatch) -> None:
     overrides = [*LINREG, "train.max_steps=30", "train.max_bad_steps=2"]
     with pytest.raises(TrainingAborted, match="checkpoint_every"):
         Trainer(config(*overrides), tmp_path / "run").fit()
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_nan_guard_switch(tmp_path, guard: bool) -> None:
+    # An lr of 1e38 overflows the weights to inf within a few steps: the guard skips those steps
+    # and keeps every weight finite; without it (train.nan_guard=false) they are taken.
+    overrides = [*MLP, "optim.name=sgd", "optim.lr=1e38", f"train.nan_guard={str(guard).lower()}"]
+    trainer = Trainer(
+        config(*overrides, "train.max_steps=10", "train.max_bad_steps=100"), tmp_path / "run"
+    )
+    for _ in range(6):
+        trainer.train_step(trainer.batcher.next_step())
+    finite = all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
+    assert finite is guard
