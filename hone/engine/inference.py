@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +124,7 @@ def predict_csv(
     spec = ModelSpec(info["task"], tuple(info["input_shape"]), info["num_outputs"])
     model = load_run_model(path, spec, cfg, dev)
     header, body, x = _read_csv(Path(input_csv), info["feature_names"])
-    expected = 1
-    for d in spec.input_shape:
-        expected *= d
+    expected = math.prod(spec.input_shape)
     if x.shape[1] != expected:
         raise ConfigError(f"--input has {x.shape[1]} feature columns, the model expects {expected}")
     pre = Preprocessor()
