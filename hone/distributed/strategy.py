@@ -119,6 +119,9 @@ class Strategy:
         """Leave the process group if hone created it."""
         global _GROUP_OWNED
         if _GROUP_OWNED and dist.is_initialized():
+            # Every rank reaches this point before any tears the group down: a rank that
+            # destroys its gloo pairs while a peer still talks to them makes that peer abort.
+            dist.barrier()
             dist.destroy_process_group()
         _GROUP_OWNED = False
 

@@ -90,8 +90,9 @@ def run_group(runs: list[dict], folder: Path, nproc: int = 2) -> None:
     spec = folder / "runs.json"
     spec.write_text(json.dumps(runs))
     result = torchrun(["-m", "tests.distributed.worker", str(spec)], nproc=nproc)
-    first_error = result.stderr.find("Traceback")  # a worker's, before torchrun's summary
-    assert result.returncode == 0, result.stderr[first_error : first_error + 6000]
+    # A worker that dies in C++ (an abort) prints no traceback: show what came before too.
+    first_error = max(result.stderr.find("Traceback"), 0)
+    assert result.returncode == 0, result.stderr[max(first_error - 3000, 0) : first_error + 6000]
 
 
 def train_losses(run_dir: Path) -> list[float]:

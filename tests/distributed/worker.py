@@ -31,6 +31,7 @@ def main(spec_path: str) -> None:
             continue
         cfg = load_config(entry["config"], entry["overrides"])
         Trainer(cfg, entry["run_dir"], resume=entry.get("resume", False)).fit()
+    dist.barrier()  # no rank tears the group down while a peer still uses it
     dist.destroy_process_group()
 
 
