@@ -1,0 +1,180 @@
+"""Every data set in `DATASETS`, built through `load_config` and `build_data` on inputs the test
+writes itself: disjoint splits sized by data.val_fraction / data.test_fraction, the dtypes and
+shapes the engine expects for the task, the same split for the same data.split_seed, and token
+ids inside the vocabulary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hone.config import load_config
+from hone.data import DATASETS, Data, TensorData, TokenData, build_data
+from tests.data.test_data_images import write_mnist
+from tests.data.test_data_tabular import write_csv
+
+VAL_FRACTION, TEST_FRACTION = 0.2, 0.1
+TEXT = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(200))
+
+
+@dataclass(frozen=True)
+class Case:
+    """How to build one data set: files written under tmp_path, then config overrides."""
+
+    make: Callable[[Path], list[str]]  # writes the inputs, returns the data.* overrides
+    task: str  # the task the built data must have
+    num_samples: int = 0  # samples split by the fractions (in-memory data sets)
+    num_test_samples: int = 0  # a test split of its own files (IDX t10k), not carved out
+
+
+def csv_case(tmp: Path) -> list[str]:
+    rng = np.random.default_rng(0)
+    rows = [f"{a:.6f},{b:.6f},{a - 2 * b:.6f}" for a, b in rng.normal(size=(40, 2))]
+    path = write_csv(tmp / "table.csv", "a,b,target", rows)
+    return [f"data.path={path}", "data.task=regression"]
+
+
+def npz_case(tmp: Path) -> list[str]:
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    np.savez(tmp / "arrays.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    return [f"data.path={tmp / 'arrays.npz'}", "data.task=binary"]
+
+
+def mnist_case(tmp: Path) -> list[str]:
+    write_mnist(tmp, gz_test=True)  # 40 train and 10 t10k images of 6 x 5 pixels
+    return [f"data.path={tmp}"]
+
+
+def text_case(tmp: Path) -> list[str]:
+    (tmp / "corpus.txt").write_text(TEXT)
+    return [f"data.path={tmp / 'corpus.txt'}", "data.tokenizer=char"]
+
+
+def tokens_case(tmp: Path) -> list[str]:
+    (np.arange(500, dtype=np.uint16) * 7 % 23).tofile(tmp / "tokens.bin")
+    return [f"data.path={tmp / 'tokens.bin'}"]
+
+
+CASES: dict[str, Case] = {
+    "csv": Case(csv_case, "regression", num_samples=40),
+    "npz": Case(npz_case, "binary", num_samples=40),
+    "custom": Case(
+        lambda tmp: ["data.target=tests.contracts.user_data:factory", "data.kwargs.num_samples=40"],
+        "classification",
+        num_samples=40,
+    ),
+    "digits": Case(lambda tmp: [], "classification", num_samples=1797),
+    "mnist": Case(mnist_case, "classification", num_samples=40, num_test_samples=10),
+    "fashion_mnist": Case(mnist_case, "classification", num_samples=40, num_test_samples=10),
+    "synthetic_linear": Case(
+        lambda tmp: ["data.num_samples=50", "data.num_features=3"], "regression", num_samples=50
+    ),
+    "text": Case(text_case, "lm"),
+    "tokens": Case(tokens_case, "lm"),
+    "shakespeare": Case(lambda tmp: ["data.tokenizer=byte"], "lm"),  # byte: nothing to train
+}
+
+
+def case(name: str) -> Case:
+    assert name in CASES, f"data set {name!r} has no contract: add it to CASES"
+    return CASES[name]
+
+
+def build(name: str, tmp: Path, *extra: str) -> Data:
+    overrides = [
+        "train.max_steps=1",
+        f"data.name={name}",
+        f"data.val_fraction={VAL_FRACTION}",
+        f"data.test_fraction={TEST_FRACTION}",
+        f"data.cache_dir={tmp / 'cache'}",
+        *case(name).make(tmp),
+        *extra,
+    ]
+    return build_data(load_config(None, overrides))
+
+
+def rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x}
+
+
+def check_tensor_data(data: TensorData, c: Case) -> None:
+    splits = {"train": data.train, "val": data.val, "test": data.test}
+    # Sizes: val and test by their fractions (to a sample of rounding), train the rest.
+    sizes = {name: len(x) for name, (x, _) in splits.items()}
+    assert all(len(x) == len(y) for x, y in splits.values()), sizes
+    assert sizes["train"] + sizes["val"] == c.num_samples - (
+        0 if c.num_test_samples else sizes["test"]
+    ), sizes
+    assert abs(sizes["val"] - VAL_FRACTION * c.num_samples) <= 1, sizes
+    if c.num_test_samples:
+        assert sizes["test"] == c.num_test_samples, sizes
+    else:
+        assert abs(sizes["test"] - TEST_FRACTION * c.num_samples) <= 1, sizes
+    # Disjoint: every sample the test writes is distinct, so no row may appear twice.
+    seen = [rows(x) for x, _ in splits.values()]
+    assert sum(len(s) for s in seen) == len(set().union(*seen)) == sum(sizes.values())
+    for x, y in splits.values():
+        assert x.dtype == torch.float32 and tuple(x.shape[1:]) == data.input_shape
+        assert torch.isfinite(x).all()
+        if data.task == "classification":
+            assert y.dtype == torch.int64 and y.ndim == 1 and data.num_outputs >= 2
+            assert 0 <= int(y.min()) and int(y.max()) < data.num_outputs
+        elif data.task == "binary":
+            assert y.dtype == torch.float32 and y.ndim == 1 and data.num_outputs == 1
+            assert set(y.tolist()) <= {0.0, 1.0}
+        else:
+            assert data.task == "regression", data.task
+            assert y.dtype == torch.float32 and y.shape == (len(x), data.num_outputs)
+            assert torch.isfinite(y).all()
+
+
+def check_token_data(data: TokenData) -> None:
+    num_train, num_val = len(data.train), len(data.val)
+    assert num_train > 0 and num_val > 0
+    # Contiguous split: val is the tail, about data.val_fraction of the stream (cut at a line).
+    assert abs(num_val / (num_train + num_val) - VAL_FRACTION) < 0.02, (num_train, num_val)
+    assert not np.shares_memory(data.train, data.val)
+    assert data.tokenizer.vocab_size <= data.vocab_size
+    for ids in (data.train, data.val):
+        assert ids.ndim == 1 and ids.dtype.kind in "iu", ids.dtype
+        assert 0 <= int(ids.min()) and int(ids.max()) < data.vocab_size
+
+
+def test_every_registered_data_set_has_a_contract() -> None:
+    assert sorted(CASES) == DATASETS.names()
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_splits_dtypes_and_shapes(name: str, tmp_path: Path) -> None:
+    c = case(name)
+    data = build(name, tmp_path)
+    assert data.task == c.task
+    if isinstance(data, TokenData):
+        check_token_data(data)
+    else:
+        assert isinstance(data, TensorData)
+        check_tensor_data(data, c)
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_the_same_split_seed_gives_the_same_splits(name: str, tmp_path: Path) -> None:
+    # A second cache: language-model data sets tokenize again instead of reading the first.
+    first, again = (
+        build(name, tmp_path),
+        build(name, tmp_path, f"data.cache_dir={tmp_path / 'again'}"),
+    )
+    if isinstance(first, TokenData):
+        assert isinstance(again, TokenData)
+        assert np.array_equal(first.train, again.train) and np.array_equal(first.val, again.val)
+        return
+    assert isinstance(first, TensorData) and isinstance(again, TensorData)
+    tensors = (*first.train, *first.val, *first.test)
+    assert all(map(torch.equal, tensors, (*again.train, *again.val, *again.test)))
+    other = build(name, tmp_path, "data.split_seed=1")
+    assert isinstance(other, TensorData)
+    assert not torch.equal(first.train[0], other.train[0]), "data.split_seed is not used"
