@@ -1,5 +1,11 @@
 """The typed configuration tree and its loading from recipes, TOML files and overrides."""
 
+from hone.config.components import (
+    model_config_class,
+    model_config_classes,
+    register_model_config,
+)
+from hone.config.fields import opt
 from hone.config.loader import (
     apply_override,
     field_help,
@@ -40,7 +46,11 @@ __all__ = [
     "field_help",
     "from_dict",
     "load_config",
+    "model_config_class",
+    "model_config_classes",
+    "opt",
     "recipe_names",
+    "register_model_config",
     "to_dict",
     "to_toml",
     "validate",

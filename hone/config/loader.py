@@ -7,6 +7,7 @@ with the key that holds it and the flag that fixes it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tomllib
 import types
@@ -17,7 +18,14 @@ from typing import Any
 
 import tomli_w
 
-from hone.config.schema import Config
+from hone.config.components import (
+    families_with_key,
+    model_config_class,
+    model_config_classes,
+    not_applicable,
+)
+from hone.config.fields import field_default
+from hone.config.schema import Config, ModelConfig
 from hone.errors import ConfigError, did_you_mean
 
 RECIPE_PACKAGE = "hone.recipes"
@@ -101,7 +109,11 @@ def _parse_value(text: str) -> Any:
 
 
 def _field_type(parts: list[str]) -> Any:
-    """The declared type at a dotted path, or a ConfigError naming the closest valid key."""
+    """The declared type at a dotted path, or a ConfigError naming the closest valid key.
+
+    Under `model`, the keys of every registered family are accepted: the family is known only
+    when the whole config is built, which refuses a key that does not apply to it.
+    """
     cls: Any = Config
     for i, part in enumerate(parts):
         if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
@@ -110,7 +122,7 @@ def _field_type(parts: list[str]) -> Any:
             raise ConfigError(
                 f"unknown config key {'.'.join(parts)!r}: {'.'.join(parts[:i])} has no sub-keys"
             )
-        hints = typing.get_type_hints(cls)
+        hints = _keys(cls)
         if part not in hints:
             prefix = ".".join(parts[:i])
             known = [f"{prefix}.{n}" if prefix else n for n in hints]
@@ -122,12 +134,36 @@ def _field_type(parts: list[str]) -> Any:
     return cls
 
 
+def _keys(cls: Any) -> dict[str, Any]:
+    """The keys of a config table and their types; the model's include every family's."""
+    hints = {
+        f.name: hint
+        for f, hint in zip(dataclasses.fields(cls), _hints(cls), strict=True)
+        if not f.metadata.get("flatten")
+    }
+    if cls is ModelConfig:
+        for family in model_config_classes().values():
+            hints = {**_own_keys(family), **hints}
+    return hints
+
+
+def _hints(cls: Any) -> list[Any]:
+    types_by_name = typing.get_type_hints(cls)
+    return [types_by_name[f.name] for f in dataclasses.fields(cls)]
+
+
+def _own_keys(cls: Any) -> dict[str, Any]:
+    return dict(zip((f.name for f in dataclasses.fields(cls)), _hints(cls), strict=True))
+
+
 def _origin(tp: Any) -> Any:
     return typing.get_origin(tp) or tp
 
 
 def from_dict(raw: dict[str, Any], cls: Any = Config, prefix: str = "") -> Any:
     """Convert a raw dict into the dataclass `cls`, checking keys and types."""
+    if cls is ModelConfig:
+        return _model_from_dict(raw, prefix)
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
@@ -145,6 +181,30 @@ def from_dict(raw: dict[str, Any], cls: Any = Config, prefix: str = "") -> Any:
         else:
             kwargs[key] = _coerce(value, tp, path)
     return cls(**kwargs)
+
+
+def _model_from_dict(raw: dict[str, Any], prefix: str) -> ModelConfig:
+    """The flat [model] table: the common keys, and those of the family `name` picks."""
+    common = {k: tp for k, tp in _own_keys(ModelConfig).items() if k != "arch"}
+    name = _coerce(raw.get("name", ModelConfig.name), str, f"{prefix}name")
+    family = model_config_class(name)
+    own = _own_keys(family)
+    values: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if key in common:
+            values[key] = _coerce(value, common[key], path)
+        elif key in own:
+            fields[key] = _coerce(value, own[key], path)
+        elif families_with_key(key):
+            raise ConfigError(not_applicable(key, name))
+        else:
+            known = [f"{prefix}{n}" for n in _keys(ModelConfig)]
+            raise ConfigError(
+                f"unknown config key {path!r}{did_you_mean(path, known)}; see `hone config keys` for every key"
+            )
+    return ModelConfig(arch=family(**fields), **values)
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
@@ -191,7 +251,7 @@ def validate(cfg: Any, prefix: str = "") -> None:
         value = getattr(cfg, f.name)
         path = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value):
-            validate(value, f"{path}.")
+            validate(value, prefix if f.metadata.get("flatten") else f"{path}.")
             continue
         meta = f.metadata
         if "choices" in meta and value not in meta["choices"]:
@@ -208,6 +268,8 @@ def validate(cfg: Any, prefix: str = "") -> None:
                 raise ConfigError(
                     f"{path} must be {word} {meta[check]}, got {value}; set --{path}=<valid value>"
                 )
+    if callable(getattr(type(cfg), "validate", None)):
+        cfg.validate()  # a component's own cross-field rules
     if prefix == "":
         _validate_tree(cfg)
 
@@ -226,12 +288,6 @@ def _validate_tree(cfg: Config) -> None:
         raise ConfigError(
             "data.val_fraction + data.test_fraction must be below 1; lower one of them"
         )
-    if cfg.model.name == "gpt" and cfg.model.n_embd % cfg.model.n_head:
-        raise ConfigError(
-            f"model.n_embd ({cfg.model.n_embd}) must be divisible by model.n_head ({cfg.model.n_head})"
-        )
-    if cfg.model.name == "custom" and ":" not in cfg.model.target:
-        raise ConfigError("model.name = 'custom' needs --model.target=package.module:factory")
     if cfg.data.name == "custom" and ":" not in cfg.data.target:
         raise ConfigError("data.name = 'custom' needs --data.target=package.module:factory")
     if not (t.monitor == "val_loss" or t.monitor.startswith("val_")):
@@ -239,7 +295,18 @@ def _validate_tree(cfg: Config) -> None:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The config as plain dicts; a family's fields sit flat in the [model] table."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            if f.metadata.get("flatten"):
+                out.update(to_dict(value))
+            else:
+                out[f.name] = to_dict(value)
+        else:
+            out[f.name] = copy.deepcopy(value)
+    return out
 
 
 def to_toml(cfg: Config) -> str:
@@ -248,13 +315,24 @@ def to_toml(cfg: Config) -> str:
 
 
 def field_help(cls: Any = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(key, default, help) for every leaf field, in declaration order."""
+    """(key, default, help) for every leaf field, in declaration order.
+
+    The model's common keys come first, then each registered family's keys, their help
+    prefixed by the family's name ("gpt: number of transformer blocks").
+    """
     rows = []
-    default = cls()
     for f in dataclasses.fields(cls):
-        value = getattr(default, f.name)
-        if dataclasses.is_dataclass(value):
-            rows += field_help(type(value), f"{prefix}{f.name}.")
+        if f.metadata.get("flatten"):
+            continue
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += field_help(tp, f"{prefix}{f.name}.")
         else:
-            rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
+            rows.append((f"{prefix}{f.name}", field_default(f), f.metadata.get("help", "")))
+    if cls is ModelConfig:
+        for family, config in model_config_classes().items():
+            rows += [
+                (key, default, f"{family}: {help_text}")
+                for key, default, help_text in field_help(config, prefix)
+            ]
     return rows

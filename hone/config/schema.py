@@ -8,25 +8,34 @@ checked by that registry when the component is built.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-
-def opt(default: Any, help: str, **checks: Any) -> Any:
-    """A config field with its help text and range checks (ge, gt, le, lt, choices)."""
-    if isinstance(default, list | dict):
-        value = default
-        return field(default_factory=lambda: type(value)(value), metadata={"help": help, **checks})
-    return field(default=default, metadata={"help": help, **checks})
+from hone.config.components import field_names, model_config_class, not_applicable
+from hone.config.fields import field_default, opt
+from hone.errors import ConfigError
 
 
-@dataclass
+@dataclass(init=False)
 class ModelConfig:
+    """Settings every model has, and in `arch` the chosen family's own config.
+
+    Each model family owns a config dataclass next to its code (`GPTConfig` in
+    `hone/models/gpt.py`, registered by `model.name`, see `hone.config.components`). Its fields
+    read and write as if they were ModelConfig's own (`cfg.model.n_layer`), and are written to
+    TOML in the same flat `[model]` table, so `--model.n_layer=8` names them. A field of another
+    family is refused with one line naming the family it belongs to. Setting `name` switches
+    `arch` to the new family's config, keeping the values of the fields both families have.
+    """
+
     name: str = opt(
         "mlp", "model architecture: linear, logistic, mlp, cnn, gpt, or custom (see target)"
     )
-    target: str = opt("", "user model factory 'package.module:factory' (used when name = 'custom')")
-    kwargs: dict[str, Any] = opt({}, "keyword arguments passed to the user model factory")
+    arch: Any = field(
+        default=None,
+        metadata={"flatten": True, "help": "the chosen family's own config (flat in [model])"},
+    )
     init: str = opt(
         "default",
         "weight initialization",
@@ -41,30 +50,63 @@ class ModelConfig:
     )
     init_std: float = opt(0.02, "standard deviation for init = 'normal'", gt=0)
     zero_bias: bool = opt(False, "set all biases to zero after initialization")
-    dropout: float = opt(0.0, "dropout probability", ge=0, lt=1)
-    # MLP
-    depth: int = opt(2, "MLP: number of hidden layers", ge=0)
-    width: int = opt(128, "MLP: units per hidden layer", ge=1)
-    activation: str = opt("relu", "MLP: activation", choices=["relu", "gelu", "tanh", "sigmoid"])
-    # CNN
-    channels: list[int] = opt([16, 32], "CNN: output channels of each conv block (conv, act, pool)")
-    kernel_size: int = opt(3, "CNN: convolution kernel size", ge=1)
-    # GPT
-    n_layer: int = opt(4, "GPT: number of transformer blocks", ge=1)
-    n_head: int = opt(4, "GPT: attention heads per block", ge=1)
-    n_embd: int = opt(128, "GPT: embedding width (must divide by n_head)", ge=1)
-    block_size: int = opt(64, "GPT: context length in tokens", ge=1)
-    vocab_size: int = opt(0, "GPT: vocabulary size; 0 takes it from the tokenizer", ge=0)
-    bias: bool = opt(True, "GPT: bias in linear layers and norms")
-    norm: str = opt("layernorm", "GPT: normalization", choices=["layernorm", "rmsnorm"])
-    pos: str = opt("learned", "GPT: position encoding", choices=["learned", "rope"])
-    mlp: str = opt("gelu", "GPT: MLP activation", choices=["gelu", "relu2"])
-    attn: str = opt(
-        "auto", "GPT: attention kernel; auto picks by device", choices=["auto", "sdpa", "plain"]
-    )
-    qk_norm: bool = opt(False, "GPT: normalize queries and keys per head")
-    tie_embeddings: bool = opt(True, "GPT: share the token embedding with the LM head")
-    zero_init_proj: bool = opt(False, "GPT: zero-initialize residual output projections")
+
+    def __init__(self, arch: Any = None, **values: Any) -> None:
+        """Common fields and the family's fields as keywords, e.g. ModelConfig(name="gpt", n_layer=2)."""
+        for f in dataclasses.fields(self):
+            if f.name != "arch":
+                value = values.pop(f.name) if f.name in values else field_default(f)
+                object.__setattr__(self, f.name, value)
+        family = model_config_class(self.name)
+        for key in values:
+            if key not in field_names(family):
+                raise ConfigError(not_applicable(key, self.name) or _unknown(key))
+        if arch is None:
+            arch = family(**values)
+        else:
+            assert isinstance(arch, family), f"arch {arch!r} is not the config of {self.name!r}"
+            arch = dataclasses.replace(arch, **values)
+        object.__setattr__(self, "arch", arch)
+
+    @property
+    def context_length(self) -> int:
+        """Tokens per training window of a language model (GPT: block_size); 0 for others."""
+        return int(getattr(self.arch, "context_length", 0))
+
+    def __getattr__(self, key: str) -> Any:
+        # Called only when normal lookup fails: the family's fields read through. `arch` is
+        # read from __dict__ so that copy and pickle, which probe a bare instance, get an
+        # AttributeError instead of a recursion.
+        arch = self.__dict__.get("arch")
+        if arch is None or key.startswith("__"):
+            raise AttributeError(key)
+        if key in field_names(arch):
+            return getattr(arch, key)
+        raise AttributeError(not_applicable(key, self.name) or _unknown(key))
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key in _COMMON_FIELDS:
+            object.__setattr__(self, key, value)
+            if key == "name":
+                self._switch_family()
+        elif key in field_names(self.arch):
+            setattr(self.arch, key, value)
+        else:
+            raise AttributeError(not_applicable(key, self.name) or _unknown(key))
+
+    def _switch_family(self) -> None:
+        family = model_config_class(self.name)
+        if type(self.arch) is not family:
+            shared = field_names(family) & field_names(self.arch)
+            kept = {key: getattr(self.arch, key) for key in shared}
+            object.__setattr__(self, "arch", family(**kept))
+
+
+def _unknown(key: str) -> str:
+    return f"unknown config key 'model.{key}'; see `hone config keys` for every key"
+
+
+_COMMON_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
 
 
 @dataclass

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from hone.config import ModelConfig
+from hone.config import ModelConfig, opt, register_model_config
+from hone.config.components import NoModelFields
 from hone.errors import ConfigError
 from hone.models.base import MODELS, ModelSpec
 
@@ -17,6 +19,32 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
 }
+
+
+register_model_config("linear")(NoModelFields)
+register_model_config("logistic")(NoModelFields)
+
+
+@register_model_config("mlp")
+@dataclass
+class MLPConfig:
+    """`model.*` keys of the MLP."""
+
+    depth: int = opt(2, "number of hidden layers", ge=0)
+    width: int = opt(128, "units per hidden layer", ge=1)
+    activation: str = opt("relu", "activation", choices=list(ACTIVATIONS))
+    dropout: float = opt(0.0, "dropout probability after each hidden layer", ge=0, lt=1)
+
+
+@register_model_config("cnn")
+@dataclass
+class CNNConfig:
+    """`model.*` keys of the small CNN."""
+
+    channels: list[int] = opt([16, 32], "output channels of each conv block (conv, act, pool)")
+    kernel_size: int = opt(3, "convolution kernel size", ge=1)
+    activation: str = opt("relu", "activation", choices=list(ACTIVATIONS))
+    dropout: float = opt(0.0, "dropout probability before the linear head", ge=0, lt=1)
 
 
 def _features(spec: ModelSpec) -> int:
@@ -43,13 +71,14 @@ def logistic(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
 @MODELS.register("mlp")
 def mlp(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
     """`depth` hidden layers of `width` units, each followed by the activation and dropout."""
+    own: MLPConfig = cfg.arch
     layers: list[nn.Module] = [nn.Flatten()]
     width_in = _features(spec)
-    for _ in range(cfg.depth):
-        layers += [nn.Linear(width_in, cfg.width), ACTIVATIONS[cfg.activation]()]
-        if cfg.dropout:
-            layers.append(nn.Dropout(cfg.dropout))
-        width_in = cfg.width
+    for _ in range(own.depth):
+        layers += [nn.Linear(width_in, own.width), ACTIVATIONS[own.activation]()]
+        if own.dropout:
+            layers.append(nn.Dropout(own.dropout))
+        width_in = own.width
     layers.append(nn.Linear(width_in, spec.num_outputs))
     return nn.Sequential(*layers)
 
@@ -57,7 +86,7 @@ def mlp(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
 class SmallCNN(nn.Module):
     """Conv blocks (conv, activation, 2x2 max-pool while the image is large enough), then a linear head."""
 
-    def __init__(self, cfg: ModelConfig, spec: ModelSpec) -> None:
+    def __init__(self, cfg: CNNConfig, spec: ModelSpec) -> None:
         super().__init__()
         if len(spec.input_shape) == 2:
             spec = ModelSpec(spec.task, (1, *spec.input_shape), spec.num_outputs)
@@ -92,4 +121,4 @@ class SmallCNN(nn.Module):
 
 @MODELS.register("cnn")
 def cnn(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
-    return SmallCNN(cfg, spec)
+    return SmallCNN(cfg.arch, spec)

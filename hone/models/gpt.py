@@ -1,20 +1,21 @@
 """A GPT language model in one file: token embedding, pre-norm transformer blocks, LM head.
 
 Shapes in comments: B batch, T time (tokens), C channels (n_embd), H heads, D head width (C / H),
-V vocabulary. Every choice in the architecture is a `model.*` key (see ModelConfig); the
+V vocabulary. Every choice in the architecture is a `model.*` key (see GPTConfig); the
 builder registered as "gpt" turns the config into a module.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from hone.config import ModelConfig
+from hone.config import ModelConfig, opt, register_model_config
 from hone.errors import ConfigError
 from hone.models.base import MODELS, ModelSpec
 
@@ -29,7 +30,41 @@ from hone.models.base import MODELS, ModelSpec
 # kernel is kept as the readable reference (and for bit-for-bit comparisons with it).
 
 
-def _norm(cfg: ModelConfig, width: int) -> nn.Module:
+@register_model_config("gpt")
+@dataclass
+class GPTConfig:
+    """`model.*` keys of the GPT."""
+
+    n_layer: int = opt(4, "number of transformer blocks", ge=1)
+    n_head: int = opt(4, "attention heads per block", ge=1)
+    n_embd: int = opt(128, "embedding width (must divide by n_head)", ge=1)
+    block_size: int = opt(64, "context length in tokens", ge=1)
+    vocab_size: int = opt(0, "vocabulary size; 0 takes it from the tokenizer", ge=0)
+    bias: bool = opt(True, "bias in linear layers and norms")
+    norm: str = opt("layernorm", "normalization", choices=["layernorm", "rmsnorm"])
+    pos: str = opt("learned", "position encoding", choices=["learned", "rope"])
+    mlp: str = opt("gelu", "MLP activation", choices=["gelu", "relu2"])
+    attn: str = opt(
+        "auto", "attention kernel; auto picks by device", choices=["auto", "sdpa", "plain"]
+    )
+    qk_norm: bool = opt(False, "normalize queries and keys per head")
+    tie_embeddings: bool = opt(True, "share the token embedding with the LM head")
+    zero_init_proj: bool = opt(False, "zero-initialize residual output projections")
+    dropout: float = opt(0.0, "dropout probability (embeddings, attention, residual)", ge=0, lt=1)
+
+    @property
+    def context_length(self) -> int:
+        return self.block_size
+
+    def validate(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}); "
+                f"set --model.n_head to a divisor of {self.n_embd}"
+            )
+
+
+def _norm(cfg: GPTConfig, width: int) -> nn.Module:
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(width)
     return nn.LayerNorm(width, bias=cfg.bias)
@@ -60,7 +95,7 @@ class CausalSelfAttention(nn.Module):
     causal_mask: torch.Tensor
     rope: torch.Tensor | None
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
         self.attn, self.block_size, self.dropout = cfg.attn, cfg.block_size, cfg.dropout
@@ -106,7 +141,7 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     """Position-wise feed-forward: C -> 4C -> C with GELU or squared ReLU."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
@@ -123,7 +158,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.norm1, self.attn = _norm(cfg, cfg.n_embd), CausalSelfAttention(cfg)
         self.norm2, self.mlp = _norm(cfg, cfg.n_embd), MLP(cfg)
@@ -136,8 +171,9 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only transformer: idx (B, T) token ids -> logits (B, T, V)."""
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+    def __init__(self, cfg: GPTConfig, vocab_size: int) -> None:
         super().__init__()
+        self.config = cfg
         self.block_size, self.vocab_size = cfg.block_size, vocab_size
         # Set by the engine from train.activation_checkpointing: recompute each block's
         # activations in backward, trading about a third more compute for memory.
@@ -154,7 +190,30 @@ class GPT(nn.Module):
             self.lm_head.weight = self.token_embedding.weight
         self._init_weights(cfg)
 
-    def _init_weights(self, cfg: ModelConfig) -> None:
+    @property
+    def context_length(self) -> int:
+        """Tokens per training window: the block size."""
+        return self.block_size
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6 N + 12 n_layer n_embd block_size (PaLM, app. B).
+
+        N counts the parameters that take part in a matrix multiply per token: all of them
+        except the embedding lookups (the learned position table, and the token table when the
+        head is untied), but including the LM head, which multiplies every token by a V x C
+        matrix whether or not it shares the token table's weights. The attention term counts
+        q @ k^T and att @ v over the full context for forward and backward, without halving for
+        the causal mask (as PaLM and nanoGPT do).
+        """
+        cfg = self.config
+        n = sum(p.numel() for p in self.parameters())  # a tied weight counts once
+        if self.pos_embedding is not None:
+            n -= self.pos_embedding.weight.numel()
+        if not cfg.tie_embeddings:
+            n -= self.token_embedding.weight.numel()  # the untied head stays in N
+        return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+    def _init_weights(self, cfg: GPTConfig) -> None:
         """GPT-2 init: N(0, 0.02) everywhere; residual projections scaled by 1/sqrt(2 n_layer).
 
         Each block adds two residual branches, so scaling their output projections keeps the
@@ -195,15 +254,13 @@ def gpt(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
             f"model.name = 'gpt' needs a token data set (shakespeare, text, tokens), but the data's "
             f"task is {spec.task}; set --data.name=shakespeare or pick another model"
         )
-    if cfg.n_embd % cfg.n_head:
-        raise ConfigError(
-            f"model.n_embd ({cfg.n_embd}) must be divisible by model.n_head ({cfg.n_head}); "
-            f"set --model.n_head to a divisor of {cfg.n_embd}"
-        )
-    vocab_size = cfg.vocab_size or spec.vocab_size
+    own: GPTConfig = cfg.arch
+    own.validate()  # also for configs built in Python, which no loader has checked
+    vocab_size = own.vocab_size or spec.vocab_size
     if vocab_size < spec.vocab_size:
         raise ConfigError(
-            f"model.vocab_size must be at least the tokenizer's vocabulary ({spec.vocab_size}), "
-            f"got {cfg.vocab_size}; set --model.vocab_size=0 to take it from the tokenizer"
+            f"model.vocab_size must be at least {spec.vocab_size} (the data's vocabulary: the "
+            f"tokenizer's, or the largest token id + 1), got {own.vocab_size}; "
+            "set --model.vocab_size=0 to take it from the data"
         )
-    return GPT(cfg, vocab_size)
+    return GPT(own, vocab_size)

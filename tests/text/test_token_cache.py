@@ -121,12 +121,11 @@ def test_tokens_file_vocabulary_and_split(tmp_path: Path) -> None:
     assert data.tokenizer.decode([3, 14]) == "3 14" and data.tokenizer.encode("3 14") == [3, 14]
     with pytest.raises(ConfigError, match="ids separated by spaces"):
         data.tokenizer.encode("To be")
+    # the data reports the vocabulary it needs; a larger model.vocab_size is the GPT's business
+    cfg.model.name = "gpt"
     cfg.model.vocab_size = 128
-    assert DATASETS.get("tokens")(cfg).vocab_size == 128
-    cfg.model.vocab_size = 50
-    with pytest.raises(ConfigError, match="model.vocab_size must be at least 97"):
-        DATASETS.get("tokens")(cfg)
-    cfg.model.vocab_size, cfg.data.token_dtype = 0, "uint32"
+    assert DATASETS.get("tokens")(cfg).vocab_size == 97
+    cfg.data.token_dtype = "uint32"
     (tmp_path / "tokens.bin").write_bytes(b"\0" * 6)
     with pytest.raises(ConfigError, match="data.token_dtype"):
         DATASETS.get("tokens")(cfg)

@@ -28,6 +28,8 @@ def test_flops_per_token_matches_a_hand_count(tie: bool, pos: str) -> None:
     assert n == 1840
     attention = 12 * L * C * T  # q k^T and att v, forward and backward
     assert flops_per_token(cfg, num_parameters(model), V) == 6 * n + attention == 11808
+    # the model reports the same count itself, and its context length
+    assert model.flops_per_token() == 11808 and model.context_length == T
 
 
 def test_mfu_is_achieved_over_peak() -> None:

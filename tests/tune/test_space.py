@@ -191,7 +191,10 @@ def test_every_value_of_the_space_is_checked_against_the_config(tmp_path, space,
 
 
 def test_trial_config_sets_typed_values(tmp_path) -> None:
-    configs = TrialConfigs(str(linreg_config(tmp_path / "c.toml", LR_SPACE)), ["train.seed=7"])
+    custom_model = ["model.name=custom", "model.target=mypkg.models:build"]
+    configs = TrialConfigs(
+        str(linreg_config(tmp_path / "c.toml", LR_SPACE)), ["train.seed=7", *custom_model]
+    )
     cfg = configs.build({"optim.lr": 0.25, "model.kwargs.hidden": [3, 4]})
     assert math.isclose(cfg.optim.lr, 0.25) and cfg.train.seed == 7
     assert cfg.model.kwargs == {"hidden": [3, 4]} and cfg.log.progress == "off"

@@ -127,9 +127,10 @@ def text(cfg: Config) -> TokenData:
 def tokens(cfg: Config) -> TokenData:
     """A pre-tokenized binary file of `data.token_dtype` ids, read through numpy memmap.
 
-    The vocabulary is `model.vocab_size` when set, else the largest id + 1 (or the vocabulary
-    of `data.tokenizer_path` when given and larger). Without `data.tokenizer_path` samples are
-    printed as ids: there is no text tokenizer to decode them.
+    The data's vocabulary is the largest id + 1, or the vocabulary of `data.tokenizer_path`
+    when given and larger; a model may have a larger one (the GPT's `model.vocab_size`).
+    Without `data.tokenizer_path` samples are printed as ids: there is no text tokenizer to
+    decode them.
     """
     path = Path(cfg.data.path).expanduser()
     if not cfg.data.path or not path.is_file():
@@ -146,13 +147,7 @@ def tokens(cfg: Config) -> TokenData:
     stream = np.memmap(path, dtype=dtype, mode="r")
     largest = int(stream.max())
     tokenizer = load_tokenizer(cfg.data.tokenizer_path) if cfg.data.tokenizer_path else None
-    needed = max(largest + 1, tokenizer.vocab_size if tokenizer else 0)
-    vocab_size = cfg.model.vocab_size or needed
-    if vocab_size < needed:
-        raise ConfigError(
-            f"model.vocab_size must be at least {needed} (the largest token id in {path.name} + 1, "
-            f"or the tokenizer's vocabulary), got {vocab_size}; set --model.vocab_size=0 to take it from the data"
-        )
+    vocab_size = max(largest + 1, tokenizer.vocab_size if tokenizer else 0)
     num_train = int(len(stream) * (1 - cfg.data.val_fraction))
     return TokenData(
         train=stream[:num_train],
