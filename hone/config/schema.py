@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hone.config.components import field_names, model_config_class, not_applicable
 from hone.config.fields import field_default, opt
@@ -52,7 +52,7 @@ class ModelConfig:
     zero_bias: bool = opt(False, "set all biases to zero after initialization")
 
     def __init__(self, arch: Any = None, **values: Any) -> None:
-        """Common fields and the family's fields as keywords, e.g. ModelConfig(name="gpt", n_layer=2)."""
+        """Common and family fields as keywords: ModelConfig(name="gpt", n_layer=2)."""
         for f in dataclasses.fields(self):
             if f.name != "arch":
                 value = values.pop(f.name) if f.name in values else field_default(f)
@@ -64,8 +64,8 @@ class ModelConfig:
         if arch is None:
             arch = family(**values)
         else:
-            assert isinstance(arch, family), f"arch {arch!r} is not the config of {self.name!r}"
-            arch = dataclasses.replace(arch, **values)
+            assert type(arch) is family, f"arch {arch!r} is not the config of {self.name!r}"
+            arch = dataclasses.replace(cast(Any, arch), **values)
         object.__setattr__(self, "arch", arch)
 
     @property

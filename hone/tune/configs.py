@@ -64,8 +64,11 @@ class TrialConfigs:
         """The base config's value at a dotted path (config tables and free-form tables)."""
         apply_override({}, f"{path}=0")  # a ConfigError naming the closest key if unknown
         node: Any = self.base
-        for part in path.split("."):
-            node = getattr(node, part) if dataclasses.is_dataclass(node) else node.get(part)
+        try:
+            for part in path.split("."):
+                node = getattr(node, part) if dataclasses.is_dataclass(node) else node.get(part)
+        except AttributeError as e:  # a key of another model family than the base config's
+            raise ConfigError(str(e)) from None
         return node
 
     def check(self, space: SearchSpace) -> None:
@@ -76,8 +79,11 @@ class TrialConfigs:
                     self.value(path)
                 except ConfigError as e:
                     raise ConfigError(f"tune.space['{param.path}'].when: {e}") from None
+            # an entry is checked where it is sampled: with its `when` conditions met (a key of
+            # one model family is refused on a config of another)
+            conditions = {path: accepted[0] for path, accepted in param.when.items()}
             for value in param.extremes():
                 try:
-                    self.build({param.path: value})
+                    self.build({**conditions, param.path: value})
                 except ConfigError as e:
                     raise ConfigError(f"tune.space['{param.path}'] = {value!r}: {e}") from None

@@ -177,6 +177,17 @@ def test_cyclic_conditions_are_rejected() -> None:
             },
             "did you mean 'optim.name'",
         ),
+        (
+            {"model.width": {"type": "int", "low": 2, "high": 8}},
+            "model.width applies to model.name = 'mlp', not to 'linear'",
+        ),
+        (
+            {
+                "model.name": {"choices": ["linear", "mlp"]},
+                "model.width": {"type": "int", "low": 2, "high": 8, "when": {"model.name": "mlp"}},
+            },
+            None,
+        ),
     ],
 )
 def test_every_value_of_the_space_is_checked_against_the_config(tmp_path, space, words) -> None:
