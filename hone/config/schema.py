@@ -30,7 +30,9 @@ class ModelConfig:
     """
 
     name: str = opt(
-        "mlp", "model architecture: linear, logistic, mlp, cnn, gpt, or custom (see target)"
+        "mlp",
+        "model family: linear, logistic, mlp, cnn, gpt, or custom; only the chosen family's own "
+        "keys may be set",
     )
     arch: Any = field(
         default=None,

@@ -21,7 +21,9 @@ class CustomConfig:
 
     target: str = opt("", "user model factory 'package.module:factory'")
     kwargs: dict[str, Any] = opt({}, "keyword arguments passed to the user model factory")
-    context_length: int = opt(0, "custom language models: tokens per training window", ge=0)
+    context_length: int = opt(
+        0, "tokens per training window when the model is a language model", ge=0
+    )
 
     def validate(self) -> None:
         if ":" not in self.target:
