@@ -112,7 +112,7 @@ def resume_seconds(run_dir: Path, steps: int, rounds: int) -> tuple[float, float
         start = time.perf_counter()
         trainer = Trainer(extended, run_dir, resume=True)
         assert trainer.state.step == steps
-        trainer.train_step(trainer.batcher.next_step())
+        trainer.stepper.step(trainer.batcher.next_step())
         in_process.append(time.perf_counter() - start)
         trainer.log.close()
     # the whole command, imports included; it takes the one new step and finishes the run
@@ -164,7 +164,7 @@ def guard_overhead(rounds: int, root: Path) -> tuple[float, float]:
             Checkpointing.step_is_finite = checked if mode == "on" else unchecked  # type: ignore[method-assign]
             start = time.process_time()
             for _ in range(200):
-                trainer.train_step(trainer.batcher.next_step())
+                trainer.stepper.step(trainer.batcher.next_step())
             times[mode].append((time.process_time() - start) / 200 * 1e6)
     Checkpointing.step_is_finite = checked  # type: ignore[method-assign]
     return statistics.median(times["on"]), statistics.median(times["off"])

@@ -70,3 +70,25 @@ def build_loss(cfg: LossConfig, task: str) -> LossFn:
     if task not in entry.tasks:
         raise ConfigError(f"loss.name = {cfg.name!r} does not fit a {task} task: {_FIX[task]}")
     return entry.build(cfg)
+
+
+def distillation_loss(
+    base: LossFn, temperature: float = 2.0, alpha: float = 0.5
+) -> Callable[..., torch.Tensor]:
+    """Knowledge distillation (Hinton et al., 2015) for classifiers and language models:
+    `alpha` x the KL divergence from the teacher's to the student's softened distribution
+    (times temperature^2, which keeps its gradients on the scale of the hard loss) plus
+    `1 - alpha` x the ordinary loss on the labels. Called as loss(student, y, teacher)."""
+    if temperature <= 0 or not 0 <= alpha <= 1:
+        raise ConfigError(
+            f"distillation needs temperature > 0 and 0 <= alpha <= 1, got {temperature} and {alpha}"
+        )
+
+    def loss(student: torch.Tensor, target: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        classes = student.shape[-1]
+        log_student = F.log_softmax(student.reshape(-1, classes) / temperature, dim=-1)
+        log_teacher = F.log_softmax(teacher.reshape(-1, classes).float() / temperature, dim=-1)
+        soft = F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
+        return alpha * temperature**2 * soft + (1 - alpha) * base(student, target)
+
+    return loss

@@ -128,7 +128,11 @@ def test_every_field_has_help() -> None:
         ),
         ("linreg", ["model.dropout=0.1"], "model.dropout applies to model.name = 'cnn', 'gpt'"),
         ("gpt-shakespeare-char", ["model.depth=3"], "model.depth applies to model.name = 'mlp'"),
-        ("mlp-digits", ["model.name=cnn"], "model.depth applies to model.name = 'mlp', not to"),
+        (
+            "mlp-digits",
+            ["model.name=cnn", "model.depth=3"],
+            "model.depth applies to model.name = 'mlp', not to",
+        ),
         ("mlp-digits", ["model.n_hed=2"], "did you mean 'model.n_head'"),
         ("mlp-digits", ["model.arch=1"], "unknown config key 'model.arch'"),
         ("gpt-shakespeare-char", ["model.n_head=3"], "divisible by model.n_head"),
@@ -258,3 +262,10 @@ def test_a_foreign_key_exits_2_with_one_line() -> None:
         "hone: error: model.n_head applies to model.name = 'gpt', not to 'mlp'; "
         "remove it or set --model.name=gpt"
     ]
+
+
+def test_an_override_of_model_name_drops_the_files_family_keys() -> None:
+    cfg = load_config("gpt-shakespeare-char", ["model.name=linear", "data.name=digits"])
+    assert cfg.model.name == "linear" and "n_layer" not in to_toml(cfg)
+    cfg = load_config("mlp-digits", ["model.name=cnn", "model.kernel_size=5"])
+    assert cfg.model.kernel_size == 5 and cfg.model.dropout == 0.1  # a key both families own stays

@@ -18,6 +18,7 @@ from typing import Any
 from hone.checkpoint.format import parse_step
 from hone.config import Config, load_config
 from hone.errors import ConfigError
+from hone.run_files import CHECKPOINTS, RunFiles
 
 RESUME_OVERRIDABLE = frozenset(
     {
@@ -41,7 +42,7 @@ RESUME_OVERRIDABLE = frozenset(
 
 def run_config_path(run_dir: Path) -> Path:
     """RUN/config.toml, or for a k-fold run that has not finished, its first fold's."""
-    for path in (run_dir / "config.toml", run_dir / "fold-0" / "config.toml"):
+    for path in (RunFiles(run_dir).config, RunFiles(run_dir).fold(0).config):
         if path.is_file():
             return path
     raise ConfigError(
@@ -56,7 +57,8 @@ def _flat(cfg: Config) -> dict[str, Any]:
         for f in dataclasses.fields(node):
             value = getattr(node, f.name)
             if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{f.name}.")
+                # A flattened section (the model family's own config) keeps its parent's keys.
+                walk(value, prefix if f.metadata.get("flatten") else f"{prefix}{f.name}.")
             else:
                 out[f"{prefix}{f.name}"] = value
 
@@ -68,9 +70,9 @@ def check_resumable_change(stored: Config, new: Config) -> None:
     """Raise a ConfigError naming the first setting that differs and may not change."""
     old, cur = _flat(stored), _flat(new)
     for key in old:
-        if key not in RESUME_OVERRIDABLE and old[key] != cur[key]:
+        if key not in RESUME_OVERRIDABLE and old[key] != cur.get(key):
             raise ConfigError(
-                f"{key} must stay {old[key]!r} to resume this run exactly, got {cur[key]!r}; "
+                f"{key} must stay {old[key]!r} to resume this run exactly, got {cur.get(key)!r}; "
                 f"resume with the run's own config (only {', '.join(sorted(RESUME_OVERRIDABLE))} "
                 "may change), or start a new run in another --run-dir"
             )
@@ -90,7 +92,7 @@ def truncate_metrics(run_dir: Path, size: int, keep_split: str = "") -> None:
     written. Events logged later are logged again as the run redoes their steps, so each
     appears once; those of split `keep_split` (a rollback keeps its "fault" history) are
     moved to the new end instead."""
-    path = run_dir / "metrics.jsonl"
+    path = RunFiles(run_dir).metrics
     if not path.exists() or path.stat().st_size <= size:
         return
     # In place, not rewritten: the RunLog may hold the file open in append mode (a rollback),
@@ -130,7 +132,7 @@ def plan_resume(
         folder, target = Path(run_dir), "auto"
     else:
         path = Path(resume)
-        checkpoint = parse_step(path.name) is not None and path.parent.name == "checkpoints"
+        checkpoint = parse_step(path.name) is not None and path.parent.name == CHECKPOINTS
         folder = path.parent.parent if checkpoint else path
         target = str(path) if checkpoint else True
         if not path.is_dir():
@@ -143,7 +145,7 @@ def plan_resume(
                 f"--resume {resume} continues {folder} in place; drop --run-dir={run_dir}"
             )
     stored = None
-    if (folder / "config.toml").is_file() or (folder / "fold-0" / "config.toml").is_file():
+    if RunFiles(folder).config.is_file() or RunFiles(folder).fold(0).config.is_file():
         stored = load_config(str(run_config_path(folder)))
     if source is None and stored is not None:
         cfg = resume_config(folder, overrides)

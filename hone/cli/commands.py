@@ -108,7 +108,7 @@ def eval_run(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from hone.engine.inference import predict_csv
+    from hone.engine.predict import predict_csv
 
     rows = predict_csv(args.run_dir, args.input, args.output, args.device)
     print(f"wrote {rows} predictions to {args.output}")
@@ -116,22 +116,21 @@ def predict(args: argparse.Namespace) -> int:
 
 
 def sample(args: argparse.Namespace) -> int:
-    from hone.engine.sampling import sample_run
+    from hone.engine.inference import LoadedRun
 
     if args.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.temperature < 0:
         raise ConfigError(f"--temperature must be at least 0, got {args.temperature}")
-    text = sample_run(
-        args.run_dir,
-        args.prompt,
-        args.max_new_tokens,
-        args.temperature,
-        args.top_k or None,
-        args.seed,
-        args.device,
+    run = LoadedRun.load(args.run_dir, args.device)
+    if run.task.name != "lm":
+        raise ConfigError(
+            f"{args.run_dir} is not a language model; use `hone predict` or `hone eval` for it"
+        )
+    text = run.sample(
+        args.prompt, args.max_new_tokens, args.temperature, args.top_k or None, args.seed
     )
-    print(text)
+    print(args.prompt + text)
     return 0
 
 

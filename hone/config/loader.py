@@ -70,6 +70,7 @@ def load_config(source: str | None, overrides: list[str] | tuple[str, ...] = ())
     default_name = ""
     if source is not None:
         raw, default_name = read_source(source)
+    switch_model_family(raw, overrides)
     for item in overrides:
         apply_override(raw, item)
     cfg = from_dict(raw)
@@ -77,6 +78,21 @@ def load_config(source: str | None, overrides: list[str] | tuple[str, ...] = ())
         cfg.recipe = default_name
     validate(cfg)
     return cfg
+
+
+def switch_model_family(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+    """An override that picks another `model.name` than the file's replaces the file's model:
+    the file's keys of its own family are dropped (`hone train --model.name=linear` on a GPT
+    recipe), while every key the overrides set must still apply to the new family."""
+    names = [item.partition("=")[2] for item in overrides if item.startswith("model.name=")]
+    model = raw.get("model")
+    if not names or not isinstance(model, dict) or model.get("name", "mlp") == names[-1]:
+        return
+    from hone.config.components import field_names, model_config_class
+    from hone.config.schema import ModelConfig
+
+    keep = field_names(ModelConfig) | field_names(model_config_class(names[-1]))
+    raw["model"] = {k: v for k, v in model.items() if k in keep}
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

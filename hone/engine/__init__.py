@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from hone.config import Config
+from hone.engine.inference import LoadedRun
+from hone.engine.observers import Observer
+from hone.engine.precision import Precision
 from hone.engine.trainer import Trainer
 from hone.track.run import default_run_dir
 
@@ -15,4 +18,4 @@ def train(cfg: Config, run_dir: str | Path | None = None, **kwargs: Any) -> dict
     return Trainer(cfg, run_dir or default_run_dir(cfg.recipe), **kwargs).fit()
 
 
-__all__ = ["Trainer", "train"]
+__all__ = ["LoadedRun", "Observer", "Precision", "Trainer", "train"]

@@ -1,81 +1,93 @@
-"""The trainer's side of checkpoints: what it saves and restores, when, and what a fault does.
+"""The training side of checkpoints: what is saved and restored, when, and what a fault does.
 
-`Checkpointing` is owned by a `Trainer` and called from a few places in its loop:
-`prepare` (before the run's log is opened: clean up, pick the checkpoint, cut metrics.jsonl
-back), `restore` (after everything is built), `step_is_finite` / `guarded_closure` (the NaN
-guard of every step), `on_bad_step` (skip, and roll back after train.max_bad_steps),
-`after_step` (save every train.checkpoint_every steps, on a new best, or on a signal) and
-`at_end` (the final checkpoint). The files themselves are hone.checkpoint's business.
+`Checkpointing` is handed the stateful pieces of a run (`{name: object with state_dict /
+load_state_dict}`: loop counters, schedule, batcher, precision, stateful observers, ...)
+plus the model and optimizer, never the trainer. It is called at a few places:
+`prepare` (before the run's log opens: clean up, pick the checkpoint, cut metrics.jsonl
+back), `restore` (after everything is built), `after_step` (save every
+train.checkpoint_every steps, on a new best, or on a signal; from the `CheckpointTimer`
+observer), `on_bad_step` (skip, roll back after train.max_bad_steps) and `at_end`. The files
+themselves are hone.checkpoint's business.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+from torch import nn
 
 from hone.checkpoint import (
     Checkpoint,
     CheckpointManager,
-    FaultInjector,
-    FiniteCheck,
+    StateIO,
     TrainingInterrupted,
     describe,
-    grad_norm,
-    poison,
     refuse_pickles,
     rng_state,
     set_rng_state,
     truncate_metrics,
 )
-from hone.engine.early_stopping import monitor_mode
+from hone.config import TrainConfig
+from hone.engine.guard import NanGuard
+from hone.engine.observers import Observer
 from hone.errors import ConfigError, TrainingAborted
+from hone.metrics import direction
+from hone.run_files import RunFiles
 
 if TYPE_CHECKING:
     from hone.engine.trainer import Trainer
 
-# Schedules whose shape depends on the run's planned total steps when decay_steps = 0.
-_TOTAL_STEP_SCHEDULES = {"cosine", "linear", "wsd"}
 
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
 
-class NonFiniteStep(Exception):
-    """Raised from a guarded closure before an L-BFGS/Newton step touches anything."""
-
-    def __init__(self, loss: torch.Tensor) -> None:
-        super().__init__("non-finite step")
-        self.loss = loss
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class Checkpointing:
-    """Checkpoints, resume and numerical-fault handling of one Trainer."""
+    """Checkpoints, resume and numerical-fault handling of one run."""
 
-    def __init__(self, trainer: Trainer) -> None:
-        t = trainer.cfg.train
-        self.trainer = trainer
-        strategy = getattr(trainer, "strategy", None)
+    def __init__(
+        self,
+        files: RunFiles,
+        train: TrainConfig,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        states: dict[str, Stateful],
+        guard: NanGuard,
+        emit: Callable[[dict[str, Any]], None],
+        is_main: bool = True,
+        io: StateIO | None = None,
+        distributed: bool = False,
+        device: torch.device | None = None,
+    ) -> None:
+        self.files, self.train, self.model, self.optimizer = files, train, model, optimizer
+        self.states, self.guard, self.emit = states, guard, emit
+        self.is_main, self.distributed = is_main, distributed
+        self.device = device or torch.device("cpu")
         self.manager = CheckpointManager(
-            trainer.run_dir / "checkpoints",
-            keep_last=t.keep_last,
-            keep_best=t.keep_best,
-            monitor=t.monitor,
-            mode=monitor_mode(t.monitor),
-            is_main=trainer.dist.is_main,
-            # A sharded strategy brings its own way to save model and optimizer state.
-            io=getattr(strategy, "checkpoint_io", None),
-            barrier=torch.distributed.barrier if strategy else (lambda: None),
+            files.checkpoints,
+            keep_last=train.keep_last,
+            keep_best=train.keep_best,
+            monitor=train.monitor,
+            mode=direction(train.monitor),
+            is_main=is_main,
+            io=io,  # a sharded strategy brings its own way to save model and optimizer state
+            barrier=torch.distributed.barrier if distributed else (lambda: None),
         )
-        self.injector = FaultInjector.from_env()
-        self.step_ok = True
+        self.monitor_value: Callable[[], float | None] = lambda: None
+        self.close_log: Callable[[], None] = lambda: None
         self.bad_steps = 0  # consecutive non-finite steps
         self.rollbacks = 0
-        self._loss = torch.zeros(())
-        self._norm: torch.Tensor | None = None
         self._saved: tuple[int, int] | None = None  # (step, metrics bytes) of the last save
-        self._params = list(trainer.model.parameters())  # after any wrapping or sharding
-        self._finite = FiniteCheck(self._params)
-        self._distributed = getattr(trainer, "strategy", None) is not None
+
+    @property
+    def step(self) -> int:
+        """The loop's step: the state a save would hold."""
+        return int(self.states["loop"].step)  # type: ignore[attr-defined]
 
     # ----------------------------------------------------------------- resume
     def prepare(self, resume: bool | str | Path) -> Checkpoint | None:
@@ -85,7 +97,7 @@ class Checkpointing:
         True for the newest valid checkpoint (one must exist), "auto" for the newest valid one
         if any, or the path of one checkpoint directory.
         """
-        run_dir, manager = self.trainer.run_dir, self.manager
+        run_dir, manager = self.files.root, self.manager
         manager.clean_partial()
         if resume is False:
             if manager.step_dirs():
@@ -101,7 +113,7 @@ class Checkpointing:
             checkpoint = self._named(Path(resume))
         if checkpoint is None:
             if resume == "auto":  # killed before its first checkpoint: start over, log afresh
-                if self.trainer.dist.is_main:
+                if self.is_main:
                     truncate_metrics(run_dir, 0)
                 return None
             raise ConfigError(
@@ -109,7 +121,7 @@ class Checkpointing:
                 "start the run again without --resume"
             )
         manager.drop_newer_than(checkpoint.step)
-        if self.trainer.dist.is_main:
+        if self.is_main:
             truncate_metrics(run_dir, checkpoint.manifest["metrics_bytes"])
         return checkpoint
 
@@ -125,186 +137,99 @@ class Checkpointing:
             raise ConfigError(f"checkpoint {path} is damaged ({e}); resume another one") from None
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        """Load the checkpoint into the trainer; the global RNGs last, after all building."""
-        tr = self.trainer
-        state = self.manager.load(checkpoint, tr.model, tr.optimizer)
-        t, sched = tr.cfg.train, tr.cfg.schedule
-        if (
-            state["total_steps"] != tr.total_steps
-            and sched.name in _TOTAL_STEP_SCHEDULES
-            and not sched.decay_steps
-        ):
-            raise ConfigError(
-                f"the run was planned for {state['total_steps']} steps and its "
-                f"schedule.name={sched.name!r} decays over them (schedule.decay_steps=0); "
-                f"changing the bounds would change its lr, got {tr.total_steps} steps now "
-                f"(train.max_steps={t.max_steps}, train.max_epochs={t.max_epochs}); resume "
-                "with the original bounds"
-            )
-        tr.state.load_state_dict(state["loop"])
-        tr.schedule.load_state_dict(state["schedule"])
-        tr.early_stopping.load_state_dict(state["early_stopping"])
-        tr.batcher.load_state_dict(state["batcher"])
-        tr.window.load_state_dict(state["window"])
-        tr.stop_reason = state["stop_reason"]
+        """Load the checkpoint into every piece; the global RNGs last, after all building."""
+        state = self.manager.load(checkpoint, self.model, self.optimizer)
+        for name, piece in self.states.items():
+            if name in state:
+                piece.load_state_dict(state[name])
+            else:
+                assert not piece.state_dict(), f"checkpoint lacks the state of {name!r}"
         self.rollbacks = state["rollbacks"]
-        scaler = getattr(tr, "scaler", None)  # a GradScaler, when the trainer has one
-        if "scaler" in state and scaler is not None:
-            scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self._saved = (checkpoint.step, checkpoint.manifest["metrics_bytes"])
 
     def capture(self) -> dict[str, Any]:
         """Everything besides weights and optimizer state that the next step depends on."""
-        tr = self.trainer
-        state: dict[str, Any] = {
-            "loop": tr.state.state_dict(),
-            "schedule": tr.schedule.state_dict(),
-            "early_stopping": tr.early_stopping.state_dict(),
-            "batcher": tr.batcher.state_dict(),
-            "window": tr.window.state_dict(),
-            # Bounds are re-checked on resume (they may be raised); an early stop stands.
-            "stop_reason": tr.stop_reason if tr.stop_reason == "early_stopping" else "",
-            "total_steps": tr.total_steps,
-            "rollbacks": self.rollbacks,
-            "rng": rng_state(),
-        }
-        scaler = getattr(tr, "scaler", None)
-        if scaler is not None:
-            state["scaler"] = scaler.state_dict()
+        state = {name: piece.state_dict() for name, piece in self.states.items()}
+        state["rollbacks"] = self.rollbacks
+        state["rng"] = rng_state()
         return state
 
     # ----------------------------------------------------------------- saving
     def _metrics_bytes(self) -> int:
         """Size of metrics.jsonl as rank 0 sees it, on every rank (so all ranks agree on
         whether a final save is due: the save is a collective under several processes)."""
-        tr = self.trainer
-        path = tr.run_dir / "metrics.jsonl"
-        size = path.stat().st_size if tr.dist.is_main and path.exists() else 0
-        if getattr(tr, "strategy", None):
-            shared = torch.tensor([size], dtype=torch.int64, device=tr.device)
+        path = self.files.metrics
+        size = path.stat().st_size if self.is_main and path.exists() else 0
+        if self.distributed:
+            shared = torch.tensor([size], dtype=torch.int64, device=self.device)
             torch.distributed.broadcast(shared, src=0)
             size = int(shared.item())
         return size
 
-    def _monitor_value(self) -> float | None:
-        tr = self.trainer
-        last = tr.state.last_val
-        if last.get("_step") != tr.state.step:
-            return None
-        return last.get(tr.cfg.train.monitor)
-
     def save(self) -> Path:
-        tr = self.trainer
-        step, size = tr.state.step, self._metrics_bytes()
+        step, size = self.step, self._metrics_bytes()
         path = self.manager.save(
             step,
-            tr.model,
-            tr.optimizer,
+            self.model,
+            self.optimizer,
             self.capture(),
-            self._monitor_value(),
+            self.monitor_value(),
             {"metrics_bytes": size},
         )
         self._saved = (step, size)
         return path
 
+    def _interrupt(self, signum: int, path: Path | str) -> None:
+        self.close_log()
+        raise TrainingInterrupted(signum, self.step, str(path))
+
     def after_step(self, signum: int | None) -> None:
         """After a good step (and its logging and evaluation): save when due; stop on a signal."""
         self.bad_steps = 0
-        step = self.trainer.state.step
-        every = self.trainer.cfg.train.checkpoint_every
-        due = bool(every) and step % every == 0
+        every = self.train.checkpoint_every
+        due = bool(every) and self.step % every == 0
         if not due and self.manager.keep_best:
-            due = self.manager.is_better(self._monitor_value())
+            due = self.manager.is_better(self.monitor_value())
         if due or signum is not None:
             path = self.save()
             if signum is not None:
-                self.trainer.log.close()
-                raise TrainingInterrupted(signum, step, str(path))
+                self._interrupt(signum, path)
 
     def at_end(self, signum: int | None) -> None:
         """The final checkpoint, unless the last save already holds this exact state."""
-        if self.trainer.state.step and self._saved != (
-            self.trainer.state.step,
-            self._metrics_bytes(),
-        ):
-            path = str(self.save())
+        if self.step and self._saved != (self.step, self._metrics_bytes()):
+            path: Path | str = self.save()
         else:
-            path = str(self.manager.root)
+            path = self.manager.root
         if signum is not None:
-            self.trainer.log.close()
-            raise TrainingInterrupted(signum, self.trainer.state.step, path)
+            self._interrupt(signum, path)
 
     # ----------------------------------------------------------------- faults
-    def next_faults(self) -> set[str] | None:
-        """Test-only injected faults of the step about to be attempted (None: no injector)."""
-        return self.injector.next_attempt() if self.injector else None
-
-    def step_is_finite(
-        self, loss: torch.Tensor, norm: torch.Tensor | None, faults: set[str] | None = None
-    ) -> bool:
-        """Check the step's loss and gradient norm before the optimizer steps."""
-        if faults:
-            loss = poison(faults, loss, self._params)
-        if norm is not None and type(norm) is not torch.Tensor:  # a DTensor (sharded clipping)
-            norm = norm.to_local()  # type: ignore[attr-defined]
-        ok = self._finite(loss, norm)
-        if not ok and norm is None:  # for the fault event, off the hot path
-            norm = grad_norm(self._params)
-        if self._distributed:  # every rank must skip together
-            flag = torch.tensor([0.0 if ok else 1.0], device=loss.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            ok = flag.item() == 0.0
-        self.step_ok, self._loss, self._norm = ok, loss, norm
-        return ok
-
-    def guarded_closure(
-        self, closure: Callable[[], torch.Tensor], faults: set[str] | None
-    ) -> Callable[[], torch.Tensor]:
-        """A closure whose first call (before the optimizer changes anything) is checked."""
-        first = True
-
-        def guarded() -> torch.Tensor:
-            nonlocal first
-            loss = closure()
-            if first:
-                first = False
-                if faults and "nan_loss" in faults:
-                    loss = loss * float("nan")
-                if not self.step_is_finite(loss, None, faults - {"nan_loss"} if faults else None):
-                    raise NonFiniteStep(self._loss)
-            return loss
-
-        self.step_ok = True
-        return guarded
-
     def on_bad_step(self, signum: int | None = None) -> None:
         """Log a skipped step; after train.max_bad_steps in a row, roll back; on a signal,
         save (the state is the last good step's, with the skipped batches consumed) and stop."""
-        tr = self.trainer
         self.bad_steps += 1
-        tr.log.log(
+        self.emit(
             {
-                "step": tr.state.step + 1,
+                "step": self.step + 1,
                 "split": "fault",
                 "event": "skipped_step",
-                **describe(self._loss, self._norm),
+                **describe(self.guard.loss, self.guard.norm),
                 "consecutive": self.bad_steps,
             }
         )
-        if self.bad_steps >= tr.cfg.train.max_bad_steps:
+        if self.bad_steps >= self.train.max_bad_steps:
             self.rollback()
         if signum is not None:
-            path = self.save()
-            tr.log.close()
-            raise TrainingInterrupted(signum, tr.state.step, str(path))
+            self._interrupt(signum, self.save())
 
     def rollback(self) -> None:
         """Back to the newest valid checkpoint, skip train.rollback_skip batches, go on."""
-        tr, t = self.trainer, self.trainer.cfg.train
-        stuck_at = tr.state.step + 1
+        t = self.train
+        stuck_at = self.step + 1
         if self.rollbacks >= t.max_rollbacks:
-            tr.log.close()
+            self.close_log()
             raise TrainingAborted(
                 f"{self.bad_steps} consecutive non-finite steps at step {stuck_at} after "
                 f"{self.rollbacks} rollbacks (train.max_rollbacks={t.max_rollbacks}); the run "
@@ -312,7 +237,7 @@ class Checkpointing:
             )
         checkpoint = self.manager.newest_valid()
         if checkpoint is None:
-            tr.log.close()
+            self.close_log()
             raise TrainingAborted(
                 f"{self.bad_steps} consecutive non-finite steps at step {stuck_at} and no "
                 "checkpoint to roll back to; set --train.checkpoint_every=N to roll back, "
@@ -321,11 +246,12 @@ class Checkpointing:
         rollbacks = self.rollbacks + 1
         self.restore(checkpoint)
         self.rollbacks, self.bad_steps = rollbacks, 0
-        if tr.dist.is_main:
-            truncate_metrics(tr.run_dir, checkpoint.manifest["metrics_bytes"], keep_split="fault")
+        if self.is_main:
+            truncate_metrics(self.files.root, checkpoint.manifest["metrics_bytes"], "fault")
+        batcher = self.states["batcher"]
         for _ in range(t.rollback_skip):
-            tr.batcher.next_step()
-        tr.log.log(
+            batcher.next_step()  # type: ignore[attr-defined]
+        self.emit(
             {
                 "step": checkpoint.step,
                 "split": "fault",
@@ -335,3 +261,13 @@ class Checkpointing:
                 "skipped_batches": t.rollback_skip,
             }
         )
+
+
+class CheckpointTimer(Observer):
+    """Saves when a checkpoint is due after each good step, and on a stop signal."""
+
+    def __init__(self, checkpointing: Checkpointing) -> None:
+        self.checkpointing = checkpointing
+
+    def on_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
+        self.checkpointing.after_step(trainer.signal)

@@ -11,6 +11,7 @@ from hone.config import Config
 from hone.data import TensorData, build_data
 from hone.data.split import kfold
 from hone.errors import ConfigError
+from hone.run_files import RunFiles
 from hone.track.run import RunLog
 
 
@@ -33,9 +34,10 @@ def cross_validate(
         )
     folds = []
     for fold in range(k):
-        fold_dir = run_dir / f"fold-{fold}"
-        if resume and (fold_dir / "summary.json").is_file():
-            folds.append(json.loads((fold_dir / "summary.json").read_text()))
+        fold_files = RunFiles(run_dir).fold(fold)
+        fold_dir = fold_files.root
+        if resume and fold_files.summary.is_file():
+            folds.append(json.loads(fold_files.summary.read_text()))
             continue
         fold_data = kfold(data, k, fold, cfg.data.split_seed)
         trainer = Trainer(cfg, fold_dir, data=fold_data, resume="auto" if resume else False)
@@ -48,6 +50,6 @@ def cross_validate(
         result[f"{key}_mean"] = statistics.fmean(values)
         result[f"{key}_std"] = statistics.stdev(values)
     log = RunLog(run_dir, cfg, is_main, tensorboard=False)
-    log.write_json("cv.json", result)
+    log.write_json(RunFiles(run_dir).cv.name, result)
     log.close()
     return result

@@ -1,17 +1,13 @@
-"""Device, seeding, determinism and mixed precision: the settings a run starts with."""
+"""Device, seeding and determinism: the settings a run starts with (precision: precision.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
 
-from hone.config import TrainConfig
 from hone.errors import ConfigError
 
 
@@ -40,20 +36,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-
-
-def precision_context(
-    cfg: TrainConfig, device: torch.device
-) -> Callable[[], AbstractContextManager[None]]:
-    """A factory of the autocast context for the forward pass (a no-op in fp32)."""
-    if cfg.precision == "fp32":
-        return contextlib.nullcontext
-    if cfg.precision == "fp16" and device.type != "cuda":
-        raise ConfigError(
-            "train.precision = 'fp16' needs a CUDA device; use --train.precision=bf16 on the CPU"
-        )
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
-    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def enable_fast_matmul(device: torch.device) -> None:

@@ -47,14 +47,20 @@ class CNNConfig:
     dropout: float = opt(0.0, "dropout probability before the linear head", ge=0, lt=1)
 
 
-def _features(spec: ModelSpec) -> int:
+def _features(spec: ModelSpec, name: str) -> int:
+    """Input features per sample; token streams are refused (they need an embedding)."""
+    if spec.task == "lm":
+        raise ConfigError(
+            f"model.name = {name!r} reads feature vectors, but the data is a token stream; "
+            "set --model.name=gpt (or a custom model) for language modelling"
+        )
     return math.prod(spec.input_shape)
 
 
 @MODELS.register("linear")
 def linear(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
     """y = W x + b on the flattened input."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(_features(spec), spec.num_outputs))
+    return nn.Sequential(nn.Flatten(), nn.Linear(_features(spec, "linear"), spec.num_outputs))
 
 
 @MODELS.register("logistic")
@@ -73,7 +79,7 @@ def mlp(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
     """`depth` hidden layers of `width` units, each followed by the activation and dropout."""
     own: MLPConfig = cfg.arch
     layers: list[nn.Module] = [nn.Flatten()]
-    width_in = _features(spec)
+    width_in = _features(spec, "mlp")
     for _ in range(own.depth):
         layers += [nn.Linear(width_in, own.width), ACTIVATIONS[own.activation]()]
         if own.dropout:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hone.config import Config, to_toml
+from hone.run_files import RunFiles
 
 
 def default_run_dir(recipe: str, root: str | Path = "runs") -> Path:
@@ -51,14 +52,15 @@ class RunLog:
         if not is_main:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.toml").write_text(to_toml(cfg))
+        files = RunFiles(self.path)
+        files.config.write_text(to_toml(cfg))
         # Line-buffered append: every event is on disk as soon as it is logged, so a killed run
         # loses nothing it had logged, and a resumed run appends to the same file.
-        self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._metrics = open(files.metrics, "a", buffering=1)  # noqa: SIM115
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.path / "tensorboard"), purge_step=purge_step)
+            self._tb = SummaryWriter(log_dir=str(files.tensorboard), purge_step=purge_step)
 
     def log(self, event: dict[str, Any]) -> None:
         """Append one event (step, split, loss, ...) to metrics.jsonl and TensorBoard."""
@@ -93,5 +95,5 @@ class RunLog:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All events of a run's metrics.jsonl."""
-    with open(Path(path) / "metrics.jsonl") as f:
+    with open(RunFiles(path).metrics) as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -144,3 +144,37 @@ def peak_flops(
     if device.type == "cuda" and dtype == torch.float32:
         dtype = torch.bfloat16  # an unknown GPU: its tensor-core rate, like the table
     return _measured(device, dtype, folder or cache_dir())
+
+
+class ThroughputMeter:
+    """Tokens per second and MFU of a language model's training, given the model's own
+    training FLOPs per token (None: a model that does not report them gets no MFU)."""
+
+    def __init__(
+        self,
+        flops_per_token: float | None,
+        device: torch.device,
+        precision: str,
+        configured_peak: float = 0.0,
+        world_size: int = 1,
+    ) -> None:
+        self.flops_per_token, self.device, self.precision = flops_per_token, device, precision
+        self.configured_peak, self.world_size = configured_peak, world_size
+        self.peak: float | None = None
+
+    def rates(self, tokens_per_second: float) -> dict[str, float]:
+        """{"tokens_per_second": ..., "mfu": ...}; tokens counted over the global batch."""
+        out = {"tokens_per_second": tokens_per_second}
+        if self.flops_per_token is None:
+            return out
+        if self.peak is None:
+            # Measuring the peak (first run on a machine) draws random matrices: fork the RNGs
+            # so that the run's dropout masks do not depend on whether it was cached.
+            cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                self.peak, self.peak_source = peak_flops(
+                    self.device, self.configured_peak, self.precision
+                )
+        # The peak is one device's; the processes share the work.
+        out["mfu"] = mfu(tokens_per_second, self.flops_per_token, self.peak * self.world_size)
+        return out

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hone.config import Config, apply_override, from_dict, to_toml, validate
-from hone.config.loader import read_source
+from hone.config.loader import read_source, switch_model_family
 from hone.errors import ConfigError
 from hone.tune.space import SearchSpace
 
@@ -37,6 +37,7 @@ class TrialConfigs:
 
     def __init__(self, source: str, overrides: Sequence[str] = ()) -> None:
         raw, self.default_name = read_source(source)
+        switch_model_family(raw, overrides)
         for item in overrides:
             apply_override(raw, item)
         self.raw = raw

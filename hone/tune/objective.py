@@ -1,7 +1,7 @@
 """The objective: one trial is one ordinary training run in `<tuning dir>/trials/trial-<n>/`.
 
-The trial's metric is reported to Optuna at every evaluation through the Trainer's callbacks,
-and a trial the pruner stops ends at that evaluation. Its run directory is complete either
+The trial's metric is reported to Optuna at every evaluation by an observer of the trainer
+(`PruningObserver`), and a trial the pruner stops ends at that evaluation. Its run directory is complete either
 way: config.toml, metrics.jsonl and a summary.json tagged with the trial number and state.
 """
 
@@ -19,7 +19,9 @@ from typing import Any
 import optuna
 
 from hone.config import Config
+from hone.engine.observers import Observer
 from hone.errors import ConfigError
+from hone.run_files import RunFiles
 from hone.tune.configs import TrialConfigs
 from hone.tune.space import SearchSpace
 
@@ -48,7 +50,7 @@ def metric_value(name: str, best_val: dict[str, float], summary: dict[str, Any])
 
 def tag_summary(run_dir: Path, extra: dict[str, Any]) -> None:
     """Add the trial's number, state and parameters to its summary.json."""
-    path = run_dir / "summary.json"
+    path = RunFiles(run_dir).summary
     summary = json.loads(path.read_text()) if path.exists() else {}
     summary.update(extra)
     tmp = path.with_name(".summary.json.tmp")
@@ -101,14 +103,15 @@ class Objective:
             return self._cross_validate(trial, cfg, run_dir, tags)
         from hone.engine import Trainer
 
-        trainer = Trainer(cfg, run_dir, callbacks=[self._reporter(trial)] if self.report else [])
+        observers = [PruningObserver(trial, self.metrics[0])] if self.report else []
+        trainer = Trainer(cfg, run_dir, observers=observers)
         try:
             summary = trainer.fit()
         except optuna.TrialPruned:
             # The Trainer closed its files; the summary says how far the trial went.
-            summary = trainer.summary({})
+            summary = trainer.summary()
             summary["stop_reason"] = "pruned"
-            trainer.log.write_json("summary.json", summary)
+            trainer.log.write_json(trainer.files.summary.name, summary)
             tag_summary(run_dir, {**tags, "state": "PRUNED"})
             trial.set_user_attr("steps", trainer.state.step)
             raise
@@ -122,31 +125,6 @@ class Objective:
             {**tags, "state": "COMPLETE", "values": dict(zip(self.metrics, values, strict=True))},
         )
         return values[0] if len(values) == 1 else values
-
-    def _reporter(self, trial: optuna.Trial) -> Any:
-        """Report the trial's objective as it stands: the best value of the metric so far.
-
-        The objective is the best over evaluations, so this is what the pruner should rank;
-        it is also far less noisy than single evaluations (a small validation set makes the
-        loss jump), which otherwise lets a pruner stop the eventual best trial on one bad
-        evaluation (bench/tune_pruning.py measures this).
-        """
-        metric = self.metrics[0]
-        better = min if trial.study.direction == optuna.study.StudyDirection.MINIMIZE else max
-        best = math.nan
-
-        def report(step: int, metrics: dict[str, float]) -> None:
-            nonlocal best
-            if metric not in metrics:
-                return  # a summary metric such as num_parameters has no intermediate values
-            value = metrics[metric]
-            if math.isfinite(value):
-                best = value if math.isnan(best) else better(best, value)
-            trial.report(best, step)  # NaN until a finite value: pruners stop such a trial
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step} with {metric} {best:.6g}")
-
-        return report
 
     def _cross_validate(
         self, trial: optuna.Trial, cfg: Config, run_dir: Path, tags: dict[str, Any]
@@ -164,7 +142,7 @@ class Objective:
                     f"val_{result['metric']}, got {metric!r}; set --metric to one of them"
                 )
             values.append(float(result[keys[metric]]))
-        (run_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+        RunFiles(run_dir).summary.write_text(json.dumps(result, indent=2) + "\n")
         tag_summary(
             run_dir,
             {**tags, "state": "COMPLETE", "values": dict(zip(self.metrics, values, strict=True))},
@@ -176,7 +154,36 @@ def _cv_steps(run_dir: Path, folds: int) -> int:
     """Training steps over all folds, from each fold's summary.json."""
     total = 0
     for fold in range(folds):
-        path = run_dir / f"fold-{fold}" / "summary.json"
+        path = RunFiles(run_dir).fold(fold).summary
         if path.exists():
             total += int(json.loads(path.read_text()).get("steps", 0))
     return total
+
+
+class PruningObserver(Observer):
+    """Reports the trial's objective as it stands, the best value of the metric so far, at
+    every evaluation, and ends the trial when the pruner says so (raising TrialPruned aborts
+    the run: a pruned trial writes no final artifacts).
+
+    The objective is the best over evaluations, so this is what the pruner should rank; it is
+    also far less noisy than single evaluations (a small validation set makes the loss jump),
+    which otherwise lets a pruner stop the eventual best trial on one bad evaluation
+    (bench/tune_pruning.py measures this).
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+        # The study's direction, which the user may set against the metric's own.
+        minimize = trial.study.direction == optuna.study.StudyDirection.MINIMIZE
+        self.better = min if minimize else max
+        self.best = math.nan
+
+    def on_evaluation(self, trainer: Any, step: int, metrics: dict[str, float]) -> None:
+        if self.metric not in metrics:
+            return  # a summary metric such as num_parameters has no intermediate values
+        value = metrics[self.metric]
+        if math.isfinite(value):
+            self.best = value if math.isnan(self.best) else self.better(self.best, value)
+        self.trial.report(self.best, step)  # NaN until a finite value: pruners stop such a trial
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} with {self.metric} {self.best:.6g}")

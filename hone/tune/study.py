@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hone.errors import ConfigError, UserError
+from hone.metrics import metric_of
 from hone.tune.configs import TrialConfigs
 from hone.tune.leaderboard import FINISHED, Monitor
 from hone.tune.objective import Objective
@@ -33,7 +34,6 @@ from hone.tune.space import SearchSpace
 from hone.tune.storage import default_storage_url, open_storage
 
 _DIRECTIONS = {"min": "minimize", "minimize": "minimize", "max": "maximize", "maximize": "maximize"}
-_MAXIMIZED = ("accuracy", "r2")  # metric names (suffixes) that "auto" maximizes
 
 
 class TuningIncomplete(UserError):
@@ -85,7 +85,9 @@ def _directions(metrics: list[str], text: str) -> list[str]:
     out = []
     for metric, name in zip(metrics, names, strict=True):
         if name == "auto":
-            out.append("maximize" if metric.endswith(_MAXIMIZED) else "minimize")
+            # A metric's own direction (hone.metrics); other numbers (num_parameters, ...) are costs.
+            known = metric_of(metric)
+            out.append("maximize" if known and known.direction == "max" else "minimize")
         elif name in _DIRECTIONS:
             out.append(_DIRECTIONS[name])
         else:

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from hone.config import Config, load_config
-from hone.engine import Trainer
+from hone.engine.step import Stepper
 from hone.track.run import read_metrics
 
 # Keys of a logged event that measure time, not computation: they differ between runs.
@@ -97,18 +97,18 @@ class Crash(Exception):
 @contextmanager
 def crash_at_step(step: int) -> Iterator[None]:
     """Make every Trainer built inside raise `Crash` when asked for the batch of `step` + 1."""
-    original = Trainer.train_step
+    original = Stepper.step
 
-    def train_step(self: Trainer, batches):  # type: ignore[no-untyped-def]
-        if self.state.step == step:
+    def train_step(self: Stepper, batches):  # type: ignore[no-untyped-def]
+        if self.owner.state.step == step:
             raise Crash(step)
         return original(self, batches)
 
-    Trainer.train_step = train_step  # type: ignore[method-assign]
+    Stepper.step = train_step  # type: ignore[method-assign]
     try:
         yield
     finally:
-        Trainer.train_step = original  # type: ignore[method-assign]
+        Stepper.step = original  # type: ignore[method-assign]
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -53,14 +53,14 @@ def test_a_non_finite_step_changes_nothing(tmp_path, monkeypatch, kind, override
     monkeypatch.setenv("HONE_FAULT_INJECT", f"{kind}@3")
     trainer = Trainer(config(*overrides, "train.max_steps=10"), tmp_path / "run")
     for _ in range(2):
-        trainer.train_step(trainer.batcher.next_step())
-        assert trainer.checkpointing.step_ok
+        trainer.stepper.step(trainer.batcher.next_step())
+        assert trainer.stepper.ok
     before = snapshot(trainer)
-    trainer.train_step(trainer.batcher.next_step())  # attempt 3: poisoned
-    assert not trainer.checkpointing.step_ok
+    trainer.stepper.step(trainer.batcher.next_step())  # attempt 3: poisoned
+    assert not trainer.stepper.ok
     assert_same(before, snapshot(trainer))  # params, optimizer state and lr schedule
-    loss = trainer.train_step(trainer.batcher.next_step())  # attempt 4 steps again
-    assert trainer.checkpointing.step_ok and math.isfinite(float(loss))
+    loss = trainer.stepper.step(trainer.batcher.next_step())  # attempt 4 steps again
+    assert trainer.stepper.ok and math.isfinite(float(loss))
 
 
 def test_skipped_steps_keep_the_schedule_and_the_run_finishes(tmp_path, monkeypatch) -> None:
@@ -148,6 +148,6 @@ def test_nan_guard_switch(tmp_path, guard: bool) -> None:
         config(*overrides, "train.max_steps=10", "train.max_bad_steps=100"), tmp_path / "run"
     )
     for _ in range(6):
-        trainer.train_step(trainer.batcher.next_step())
+        trainer.stepper.step(trainer.batcher.next_step())
     finite = all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
     assert finite is guard

@@ -13,6 +13,7 @@ from hone.cli import main
 from hone.config import to_toml
 from hone.engine import Trainer
 from hone.engine.cv import cross_validate
+from hone.engine.step import Stepper
 from hone.errors import ConfigError
 from tests.checkpoint.helpers import (
     LINREG,
@@ -145,7 +146,7 @@ def test_kfold_resumes_at_the_fold_it_was_in(tmp_path) -> None:
     reference = cross_validate(cfg, tmp_path / "ref", 2)
     # fold 0 finishes, fold 1 crashes at step 6
     calls = {"n": 0}
-    original = Trainer.train_step
+    original = Stepper.step
 
     def train_step(self, batches):
         calls["n"] += 1
@@ -153,12 +154,12 @@ def test_kfold_resumes_at_the_fold_it_was_in(tmp_path) -> None:
             raise Crash
         return original(self, batches)
 
-    Trainer.train_step = train_step
+    Stepper.step = train_step
     try:
         with pytest.raises(Crash):
             cross_validate(cfg, tmp_path / "run", 2)
     finally:
-        Trainer.train_step = original
+        Stepper.step = original
     assert (tmp_path / "run/fold-0/summary.json").is_file()
     assert checkpoint_steps(tmp_path / "run/fold-1") == [4]
     with pytest.raises(ConfigError, match="already holds checkpoints"):

@@ -35,14 +35,10 @@ class Contract:
     refusal_bugs: dict[str, str] = field(default_factory=dict)  # task -> known bug (xfail)
 
 
-_LM_REFUSAL_BUG = (
-    "builds for a token stream and crashes in forward with a RuntimeError (Long input to a "
-    "Linear) instead of refusing task 'lm' with a ConfigError"
-)
 CONTRACTS: dict[str, Contract] = {
-    "linear": Contract({}, SUPERVISED, refusal_bugs={"lm": _LM_REFUSAL_BUG}),
+    "linear": Contract({}, SUPERVISED),
     "logistic": Contract({}, ("classification", "binary")),
-    "mlp": Contract({"depth": 2, "width": 16}, SUPERVISED, refusal_bugs={"lm": _LM_REFUSAL_BUG}),
+    "mlp": Contract({"depth": 2, "width": 16}, SUPERVISED),
     "cnn": Contract({"channels": [4, 8]}, SUPERVISED, input_shape=(1, 8, 8)),
     "gpt": Contract(
         {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": BLOCK_SIZE}, ("lm",), tied=True

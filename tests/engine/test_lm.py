@@ -19,6 +19,7 @@ TINY_GPT = [
     "--train.batch_size=16",
     "--train.max_steps=120",
     "--train.max_epochs=0",
+    "--train.max_seconds=0",
     "--train.eval_every=60",
     "--train.eval_batches=4",
     "--schedule.name=cosine",
@@ -38,7 +39,7 @@ def lm_run(tmp_path_factory):
     env = {"HONE_CACHE_DIR": str(root / "cache")}
     result = run_hone(
         "train",
-        "mlp-digits",
+        "gpt-shakespeare-char",
         "--run-dir",
         str(root / "run"),
         f"--data.path={root / 'corpus.txt'}",

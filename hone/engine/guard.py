@@ -1,0 +1,77 @@
+"""The NaN guard: a step whose loss or gradient norm is not finite changes nothing.
+
+Checked before the optimizer steps (one host sync per step; `train.nan_guard=false` trades
+it for speed); under several processes every rank skips together. L-BFGS and Newton step
+through a closure: its first call, before the optimizer moves anything, is checked. What
+happens after a skipped step (logging, rollback) is hone.engine.checkpointing's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from hone.checkpoint import FaultInjector, FiniteCheck, grad_norm, poison
+
+
+class NonFiniteStep(Exception):
+    """Raised from a guarded closure before an L-BFGS/Newton step touches anything."""
+
+    def __init__(self, loss: torch.Tensor) -> None:
+        super().__init__("non-finite step")
+        self.loss = loss
+
+
+class NanGuard:
+    """Checks each step of `params` (after any wrapping or sharding)."""
+
+    def __init__(self, params: list[torch.Tensor], distributed: bool) -> None:
+        self.params, self.distributed = params, distributed
+        self.injector = FaultInjector.from_env()  # None unless a test injects faults
+        self._finite = FiniteCheck(params)
+        self.step_ok = True
+        self.loss = torch.zeros(())  # of the last checked step, for the fault event
+        self.norm: torch.Tensor | None = None
+
+    def next_faults(self) -> set[str] | None:
+        """Test-only injected faults of the step about to be attempted (None: no injector)."""
+        return self.injector.next_attempt() if self.injector else None
+
+    def check(
+        self, loss: torch.Tensor, norm: torch.Tensor | None, faults: set[str] | None = None
+    ) -> bool:
+        """Whether the step's loss and gradient norm are finite (on every rank)."""
+        if faults:
+            loss = poison(faults, loss, self.params)
+        if norm is not None and type(norm) is not torch.Tensor:  # a DTensor (sharded clipping)
+            norm = norm.to_local()  # type: ignore[attr-defined]
+        ok = self._finite(loss, norm)
+        if not ok and norm is None:  # for the fault event, off the hot path
+            norm = grad_norm(self.params)
+        if self.distributed:  # every rank must skip together
+            flag = torch.tensor([0.0 if ok else 1.0], device=loss.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            ok = flag.item() == 0.0
+        self.step_ok, self.loss, self.norm = ok, loss, norm
+        return ok
+
+    def guarded_closure(
+        self, closure: Callable[[], torch.Tensor], faults: set[str] | None
+    ) -> Callable[[], torch.Tensor]:
+        """A closure whose first call (before the optimizer changes anything) is checked."""
+        first = True
+
+        def guarded() -> torch.Tensor:
+            nonlocal first
+            loss = closure()
+            if first:
+                first = False
+                if faults and "nan_loss" in faults:
+                    loss = loss * float("nan")
+                if not self.check(loss, None, faults - {"nan_loss"} if faults else None):
+                    raise NonFiniteStep(self.loss)
+            return loss
+
+        self.step_ok = True
+        return guarded

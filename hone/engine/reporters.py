@@ -1,0 +1,53 @@
+"""Observers that report a run: the metrics log (metrics.jsonl, TensorBoard) and progress."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hone.engine.observers import Observer
+from hone.track.progress import ProgressBar
+from hone.track.run import RunLog
+
+if TYPE_CHECKING:
+    from hone.engine.trainer import Trainer
+
+
+class MetricsLogger(Observer):
+    """Writes every logged event to the run's metrics.jsonl and TensorBoard (rank 0 only)."""
+
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
+
+    def on_log(self, trainer: Trainer, event: dict[str, Any]) -> None:
+        self.log.log(event)
+
+
+class ProgressObserver(Observer):
+    """A rich progress bar refreshed at log steps: step, loss, validation, lr, throughput."""
+
+    def __init__(self, mode: str, enabled: bool) -> None:
+        self.mode, self.enabled = mode, enabled
+        self.bar: ProgressBar | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.bar = ProgressBar(trainer.total_steps or None, self.mode, self.enabled)
+
+    def on_log(self, trainer: Trainer, event: dict[str, Any]) -> None:
+        if self.bar is None or event.get("split") != "train":
+            return
+        rate = (
+            f"{event['tokens_per_second']:.0f} tok/s"
+            if "tokens_per_second" in event
+            else f"{event['samples_per_second']:.0f} samples/s"
+        )
+        last_val = trainer.state.last_val
+        val = f" val {last_val['val_loss']:.4f}" if "val_loss" in last_val else ""
+        self.bar.update(event["step"], f"loss {event['loss']:.4f}{val} lr {event['lr']:.3g} {rate}")
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,107 @@
+"""Model converters: transformations of a built model that change its architecture.
+
+Compression (pruning, factorization, quantization) and other tools convert a model after it
+is built. A converter records itself as JSON (`record()`); a run directory keeps the records
+in order (hone.run_files.CONVERTERS), and loading a run builds the model from its config,
+re-applies the records, and only then loads the weights, so the shapes match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import skip_init
+
+from hone.errors import ConfigError
+from hone.registry import Registry
+
+
+class ModelConverter:
+    """One transformation; subclasses register a builder taking the record's arguments."""
+
+    name = ""
+
+    def convert(self, model: nn.Module) -> nn.Module:
+        """Transform `model` (in place or into a new module) and return the result."""
+        raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        """JSON-able {"name": ..., args}: enough to rebuild the same architecture."""
+        raise NotImplementedError
+
+
+CONVERTERS: Registry[Callable[..., ModelConverter]] = Registry("model converter", "converters")
+
+
+def converter_from_record(record: dict[str, Any]) -> ModelConverter:
+    args = {k: v for k, v in record.items() if k != "name"}
+    return CONVERTERS.get(record["name"])(**args)
+
+
+def apply_converters(model: nn.Module, records: Iterable[dict[str, Any]]) -> nn.Module:
+    """Re-apply recorded conversions, in order, to a freshly built model."""
+    for record in records:
+        model = converter_from_record(record).convert(model)
+    return model
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+class LowRank(ModelConverter):
+    """Factorize linear layers W (out x in) into B (out x r) @ A (r x in), from W's truncated
+    SVD: fewer parameters and FLOPs when r < in * out / (in + out)."""
+
+    name = "low_rank"
+
+    def __init__(self, rank: int, modules: list[str] | None = None) -> None:
+        if rank < 1:
+            raise ConfigError(f"low_rank needs rank >= 1, got {rank}")
+        self.rank, self.modules = rank, list(modules) if modules is not None else None
+
+    def _targets(self, model: nn.Module) -> list[str]:
+        if self.modules is not None:
+            for name in self.modules:
+                if not isinstance(model.get_submodule(name), nn.Linear):
+                    raise ConfigError(f"low_rank: {name!r} is not an nn.Linear in this model")
+            return self.modules
+        # Every linear layer that the rank actually shrinks.
+        return [
+            name
+            for name, m in model.named_modules()
+            if isinstance(m, nn.Linear)
+            and self.rank * (m.in_features + m.out_features) < m.in_features * m.out_features
+        ]
+
+    @torch.no_grad()
+    def convert(self, model: nn.Module) -> nn.Module:
+        self.modules = self._targets(model)
+        for name in self.modules:
+            linear = model.get_submodule(name)
+            assert isinstance(linear, nn.Linear)
+            rank = min(self.rank, linear.in_features, linear.out_features)
+            # skip_init: the weights are set below, and drawing them would move the global RNG.
+            first = skip_init(nn.Linear, linear.in_features, rank, bias=False)
+            second = skip_init(nn.Linear, rank, linear.out_features, bias=linear.bias is not None)
+            u, s, vh = torch.linalg.svd(linear.weight.float(), full_matrices=False)
+            root = s[:rank].sqrt()
+            first.weight.copy_(root[:, None] * vh[:rank])  # (r, in)
+            second.weight.copy_(u[:, :rank] * root)  # (out, r)
+            if linear.bias is not None:
+                second.bias.copy_(linear.bias)
+            factored = nn.Sequential(first, second).to(linear.weight.device)
+            _replace(model, name, factored)
+        return model
+
+    def record(self) -> dict[str, Any]:
+        assert self.modules is not None, "record() after convert()"
+        return {"name": self.name, "rank": self.rank, "modules": self.modules}
+
+
+CONVERTERS.add("low_rank", LowRank)
