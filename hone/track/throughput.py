@@ -1,8 +1,9 @@
-"""Training FLOPs per token, the device's peak FLOP/s, and model FLOPs utilization (MFU).
+"""The device's peak FLOP/s and model FLOPs utilization (MFU).
 
 MFU = achieved model FLOP/s / peak FLOP/s, where the model FLOPs are what the architecture
-needs (6 per parameter per token for forward + backward, plus attention), not what the
-kernels happen to run (recomputation from activation checkpointing does not count).
+needs (the model reports them: `flops_per_token()`, e.g. the GPT's 6 per parameter per token
+plus attention), not what the kernels happen to run (recomputation from activation
+checkpointing does not count). A model that does not report them gets no MFU.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from hone.config import ModelConfig
 
 # Dense bf16 tensor-core peaks from NVIDIA's datasheets (the sparsity figures are twice
 # these), matched against torch.cuda.get_device_name. More specific patterns come first.
@@ -34,23 +33,6 @@ GPU_PEAK_FLOPS: list[tuple[str, float]] = [
 
 MEASURE_SECONDS = 0.5  # how long the CPU matmul rate is measured, once per machine
 MATMUL_SIZE = 1024
-
-
-def flops_per_token(cfg: ModelConfig, num_params: int, vocab_size: int) -> float:
-    """Training FLOPs per token of a GPT: 6 N + 12 n_layer n_embd block_size (PaLM, app. B).
-
-    N counts the parameters that take part in a matrix multiply per token: all of them except
-    the embedding lookups (the learned position table, and the token table when the head is
-    untied), but including the LM head, which multiplies every token by a V x C matrix
-    whether or not it shares the token table's weights. `num_params` is the model's total.
-    The attention term counts q @ k^T and att @ v over the full context for forward and
-    backward, without halving for the causal mask (as PaLM and nanoGPT do).
-    """
-    embeddings = cfg.block_size * cfg.n_embd if cfg.pos == "learned" else 0
-    if not cfg.tie_embeddings:
-        embeddings += vocab_size * cfg.n_embd  # the token table; the untied head stays in N
-    n = num_params - embeddings
-    return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
 
 def mfu(tokens_per_second: float, flops_per_token: float, peak: float) -> float:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hone.config import ModelConfig
-from hone.models import ModelSpec, build_model, num_parameters
+from hone.models import ModelSpec, build_model
 from hone.track import throughput
-from hone.track.throughput import flops_per_token, mfu, peak_flops
+from hone.track.throughput import ThroughputMeter, mfu, peak_flops
 
 
 @pytest.mark.parametrize("tie", [True, False])
@@ -27,7 +27,7 @@ def test_flops_per_token_matches_a_hand_count(tie: bool, pos: str) -> None:
     n = L * block + 2 * C + V * C  # = 2 * 872 + 16 + 80
     assert n == 1840
     attention = 12 * L * C * T  # q k^T and att v, forward and backward
-    assert flops_per_token(cfg, num_parameters(model), V) == 6 * n + attention == 11808
+    assert 6 * n + attention == 11808
     # the model reports the same count itself, and its context length
     assert model.flops_per_token() == 11808 and model.context_length == T
 
@@ -73,3 +73,10 @@ def test_cpu_rate_is_measured_once_then_read_from_the_cache(
     assert peak_flops(torch.device("cpu"), 0.0, folder=tmp_path) == (rate, source + " (cached)")
     with pytest.raises(AssertionError, match="measured again"):  # bf16 is a separate entry
         peak_flops(torch.device("cpu"), 0.0, precision="bf16", folder=tmp_path)
+
+
+def test_a_model_without_flops_per_token_gets_no_mfu() -> None:
+    meter = ThroughputMeter(None, torch.device("cpu"), "fp32", configured_peak=1e9)
+    assert meter.rates(100.0) == {"tokens_per_second": 100.0}
+    meter = ThroughputMeter(1e6, torch.device("cpu"), "fp32", configured_peak=1e9)
+    assert meter.rates(100.0)["mfu"] == pytest.approx(0.1)
