@@ -12,6 +12,7 @@ import dataclasses
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def load_config(source: str | None, overrides: list[str] | tuple[str, ...] = ())
     return cfg
 
 
-def switch_model_family(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
+def switch_model_family(raw: dict[str, Any], overrides: Sequence[str]) -> None:
     """An override that picks another `model.name` than the file's replaces the file's model:
     the file's keys of its own family are dropped (`hone train --model.name=linear` on a GPT
     recipe), while every key the overrides set must still apply to the new family."""

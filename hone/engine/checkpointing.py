@@ -150,7 +150,7 @@ class Checkpointing:
 
     def capture(self) -> dict[str, Any]:
         """Everything besides weights and optimizer state that the next step depends on."""
-        state = {name: piece.state_dict() for name, piece in self.states.items()}
+        state: dict[str, Any] = {name: piece.state_dict() for name, piece in self.states.items()}
         state["rollbacks"] = self.rollbacks
         state["rng"] = rng_state()
         return state

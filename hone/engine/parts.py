@@ -64,7 +64,7 @@ def build_parts(
         records.append(converter.record())
     model = model.to(device)
     if hasattr(model, "activation_checkpointing"):
-        model.activation_checkpointing = cfg.train.activation_checkpointing
+        setattr(model, "activation_checkpointing", cfg.train.activation_checkpointing)  # noqa: B010
     loss_fn = loss if loss is not None else build_loss(cfg.loss, task.name)
     eval_loss_fn = loss_fn
     if teacher is not None:

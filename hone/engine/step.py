@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -174,13 +174,14 @@ class Stepper:
                     self.loss_fn(torch.func.functional_call(self.model, values, (x,)), y) * scale
                     for x, y in batches
                 )
-                return total + self.penalty(tensors)
+                return cast(torch.Tensor, total + self.penalty(tensors))
 
             kwargs["loss_fn"] = loss_fn
         # The closure's first call, before the optimizer moves anything, is checked for NaN.
         guarded = self.guard.guarded_closure(closure, faults)
         try:
-            loss = self.optimizer.step(guarded, **kwargs)
+            # torch types the closure as returning a float; it returns the loss tensor.
+            loss = self.optimizer.step(guarded, **kwargs)  # type: ignore[arg-type]
         except NonFiniteStep as skipped:
             return skipped.loss
         if self.schedule_moves:
