@@ -142,8 +142,11 @@ class Checkpointing:
         for name, piece in self.states.items():
             if name in state:
                 piece.load_state_dict(state[name])
-            else:
-                assert not piece.state_dict(), f"checkpoint lacks the state of {name!r}"
+            elif piece.state_dict():  # e.g. an observer the run did not have, or an older hone
+                raise ConfigError(
+                    f"checkpoint {checkpoint.path} holds no {name!r} state that this run needs; "
+                    "resume with the observers and hone version that wrote it, or start a new run"
+                )
         self.rollbacks = state["rollbacks"]
         set_rng_state(state["rng"])
         self._saved = (checkpoint.step, checkpoint.manifest["metrics_bytes"])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 
 from hone.config import load_config
 from hone.engine import Observer, Trainer
 from hone.engine.observers import HOOKS, Observers
+from hone.errors import ConfigError
 
 MLP = [
     "data.name=synthetic_linear",
@@ -127,3 +129,10 @@ def test_a_stateful_observer_is_checkpointed(tmp_path) -> None:
     assert counter.steps == 10
     trainer.fit()
     assert counter.steps == 16
+
+
+def test_resuming_without_the_state_an_observer_needs_is_refused(tmp_path) -> None:
+    Trainer(config("train.max_steps=10", "train.checkpoint_every=5"), tmp_path / "run").fit()
+    with pytest.raises(ConfigError, match="holds no 'counter' state"):
+        Trainer(config("train.max_steps=16"), tmp_path / "run", observers=[Counter()],
+                resume=True)  # fmt: skip
