@@ -25,6 +25,7 @@ from hone.engine.precision import Precision
 from hone.engine.runtime import resolve_device
 from hone.engine.tasks import TASKS, Task, evaluate
 from hone.errors import ConfigError
+from hone.losses import build_loss
 from hone.models import ModelSpec, build_model
 from hone.models.converters import apply_converters
 from hone.run_files import RunFiles
@@ -146,7 +147,7 @@ class LoadedRun:
         batches = self.task.eval_batches(
             data, split, batch_size, context_length(self.spec), t.eval_batches
         )
-        loss_fn = _loss(self.cfg, self.task)
+        loss_fn = build_loss(self.cfg.loss, self.task.name)
         return evaluate(
             self.model, batches, loss_fn, self.task, self.device, self.precision.autocast
         )
@@ -200,12 +201,6 @@ class LoadedRun:
                 self.model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=g
             )
         return self.tokenizer.decode(out[0, len(ids) :].tolist())
-
-
-def _loss(cfg: Config, task: Task) -> Any:
-    from hone.losses import build_loss
-
-    return build_loss(cfg.loss, task.name)
 
 
 def evaluate_run(run: str | Path, split: str = "val", device: str = "auto") -> dict[str, Any]:

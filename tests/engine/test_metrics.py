@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from hone.checkpoint import CheckpointManager
+from hone.config import TrainConfig
+from hone.engine.checkpointing import Checkpointing
 from hone.engine.early_stopping import EarlyStopping
+from hone.engine.guard import NanGuard
 from hone.errors import ConfigError
 from hone.metrics import direction, is_better
+from hone.run_files import RunFiles
 from hone.tune.study import _directions
 from tests.conftest import run_hone
 
@@ -35,10 +39,15 @@ def test_early_stopping_on_perplexity_waits_while_it_falls() -> None:
 
 
 def test_best_checkpoint_on_perplexity_is_the_lowest(tmp_path) -> None:
-    manager = CheckpointManager(
-        tmp_path, monitor="val_perplexity", mode=direction("val_perplexity")
-    )
-    assert manager.mode == "min"
+    """The trainer's checkpointing keeps the lowest perplexity as the best (it used to keep
+    the highest: every metric not ending in 'loss' was maximized)."""
+    model = torch.nn.Linear(2, 1)
+    checkpointing = Checkpointing(
+        RunFiles(tmp_path), TrainConfig(monitor="val_perplexity", keep_best=True), model,
+        torch.optim.SGD(model.parameters(), lr=0.1), {}, NanGuard(list(model.parameters()), False),
+        lambda event: None,
+    )  # fmt: skip
+    assert checkpointing.manager.mode == "min" and checkpointing.manager.is_better(13.6)
 
 
 def test_perplexity_early_stopping_runs_on_while_it_improves(tmp_path) -> None:
