@@ -19,6 +19,12 @@ TOKENIZER = "tokenizer"  # folder: the tokenizer of a language model
 CHECKPOINTS = "checkpoints"  # folder of step-NNNNNNN checkpoints
 TENSORBOARD = "tensorboard"  # folder of TensorBoard event files
 CV = "cv.json"  # k-fold cross-validation summary
+PROFILE = "profile.json"  # --profile: top operators and step-time shares of the window
+PROFILE_TABLE = "profile.txt"  # --profile: torch.profiler's table of operators by self time
+PROFILE_TRACE = "profile-trace.json"  # --profile: Chrome/Perfetto trace of the window
+# --profile: the trace again, in TENSORBOARD, where its profiler plugin finds a run "profile"
+TENSORBOARD_PROFILE_TRACE = "profile/hone.pt.trace.json"
+STATS = "stats.jsonl"  # training statistics: per-layer gradients, weights, activations
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,26 @@ class RunFiles:
     @property
     def cv(self) -> Path:
         return self.root / CV
+
+    @property
+    def stats(self) -> Path:
+        return self.root / STATS
+
+    @property
+    def profile(self) -> Path:
+        return self.root / PROFILE
+
+    @property
+    def profile_table(self) -> Path:
+        return self.root / PROFILE_TABLE
+
+    @property
+    def profile_trace(self) -> Path:
+        return self.root / PROFILE_TRACE
+
+    @property
+    def tensorboard_profile_trace(self) -> Path:
+        return self.root / TENSORBOARD / TENSORBOARD_PROFILE_TRACE
 
     def eval_result(self, split: str) -> Path:
         """Where `hone eval --split SPLIT` writes its metrics."""

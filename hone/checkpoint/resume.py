@@ -35,6 +35,11 @@ RESUME_OVERRIDABLE = frozenset(
         "log.every",
         "log.progress",
         "log.tensorboard",
+        "log.stats_every",  # statistics and profiling watch the run, never change it
+        "train.profile",
+        "train.profile_wait",
+        "train.profile_warmup",
+        "train.profile_steps",
         "data.cache_dir",
     }
 )

@@ -261,6 +261,16 @@ class TrainConfig:
     rollback_skip: int = opt(1, "batches to skip after a rollback", ge=0)
     activation_checkpointing: bool = opt(False, "recompute each block's activations in backward")
     sample_tokens: int = opt(200, "language models: tokens sampled at the end of training", ge=0)
+    profile: bool = opt(
+        False,
+        "profile a window of steps after warm-up with torch.profiler "
+        "(trace, top ops, step-time shares)",
+    )
+    profile_wait: int = opt(
+        5, "profiling: steps run unprofiled before the profiler's warm-up", ge=0
+    )
+    profile_warmup: int = opt(2, "profiling: steps profiled and discarded before the window", ge=0)
+    profile_steps: int = opt(5, "profiling: steps in the window (shortened to fit the run)", ge=1)
 
 
 @dataclass
@@ -270,6 +280,12 @@ class LogConfig:
         "auto", "progress bar: auto (when a terminal), on, off", choices=["auto", "on", "off"]
     )
     tensorboard: bool = opt(True, "write TensorBoard event files")
+    stats_every: int = opt(
+        25,
+        "training statistics (per-layer gradient, weight, update and activation figures, "
+        "read by `hone doctor`) every N steps, and at the first step (0: off)",
+        ge=0,
+    )
 
 
 @dataclass

@@ -10,6 +10,7 @@ nothing per step. Hooks, in the order a run calls them:
     on_log(trainer, event)                  every event the run logs (train, val, test, ...)
     on_evaluation(trainer, step, metrics)   after a validation pass, {"val_loss": ...}
     on_step_end(trainer, loss)              after a good step, its logging and evaluation
+    on_non_finite(trainer, batches)         a step the NaN guard skipped (nothing changed)
     on_fit_end(trainer, summary)            after the artifacts are written
 
 An observer asks for a stop with `trainer.request_stop(reason)`: the loop ends after the
@@ -35,6 +36,7 @@ HOOKS = (
     "on_log",
     "on_evaluation",
     "on_step_end",
+    "on_non_finite",
     "on_fit_end",
 )
 
@@ -57,6 +59,10 @@ class Observer:
     def on_evaluation(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None: ...
 
     def on_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None: ...
+
+    def on_non_finite(
+        self, trainer: Trainer, batches: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> None: ...
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
 

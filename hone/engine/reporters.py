@@ -1,10 +1,14 @@
-"""Observers that report a run: the metrics log (metrics.jsonl, TensorBoard) and progress."""
+"""Observers that report a run: the metrics log (metrics.jsonl, TensorBoard), progress, and
+what diagnosis reads (training statistics, the NaN probe, the profiler), as the config asks."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hone.engine.nan_probe import NanProbe
 from hone.engine.observers import Observer
+from hone.engine.profiling import Profiler
+from hone.engine.stats import StatsFile, TrainingStats
 from hone.track.progress import ProgressBar
 from hone.track.run import RunLog
 
@@ -51,3 +55,23 @@ class ProgressObserver(Observer):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def diagnostics(trainer: Trainer) -> list[Observer]:
+    """Training statistics every `log.stats_every` steps and the NaN probe with the guard
+    (rank 0 only; under several processes the probe's re-run forward would be a collective)."""
+    cfg = trainer.cfg
+    if not trainer.dist.is_main:
+        return []
+    file = StatsFile(trainer.files.stats)
+    observers: list[Observer] = []
+    if cfg.log.stats_every:
+        observers.append(TrainingStats(cfg.log.stats_every, file, trainer.log))
+    if cfg.train.nan_guard and trainer.strategy is None:
+        observers.append(NanProbe(file))
+    return observers
+
+
+def profiling(trainer: Trainer) -> list[Observer]:
+    """The profiler, when `train.profile` is on."""
+    return [Profiler(trainer.files, trainer.cfg.train)] if trainer.cfg.train.profile else []

@@ -33,7 +33,7 @@ from hone.engine.loop_state import LogWindow, LoopState
 from hone.engine.observers import Observer, Observers
 from hone.engine.parts import build_batcher, build_parts, context_length, data_info
 from hone.engine.precision import Precision
-from hone.engine.reporters import MetricsLogger, ProgressObserver
+from hone.engine.reporters import MetricsLogger, ProgressObserver, diagnostics, profiling
 from hone.engine.runtime import enable_fast_matmul, resolve_device, seed_everything
 from hone.engine.step import Stepper
 from hone.engine.tasks import evaluate
@@ -120,9 +120,11 @@ class Trainer:
                 MetricsLogger(self.log),
                 self.progress,
                 self.early_stopping,
+                *diagnostics(self),
                 *observers,
                 # Last: a checkpoint holds every observer's state after the step.
                 CheckpointTimer(self.checkpointing),
+                *profiling(self),
             ]
         )
         self.stepper.after_backward, self.stepper.owner = self.observers.after_backward, self
@@ -224,6 +226,7 @@ class Trainer:
             loss = stepper.step(batches)
             self.signal = signals.received
             if not stepper.ok:  # non-finite: nothing was stepped
+                self.observers.call("on_non_finite", self, batches)
                 self.checkpointing.on_bad_step(self.signal)
                 continue
             state.step += 1

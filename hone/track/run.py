@@ -73,6 +73,19 @@ class RunLog:
                 if key not in ("step", "split", "epoch") and isinstance(value, int | float):
                     self._tb.add_scalar(f"{split}/{key}", value, step)
 
+    @property
+    def has_tensorboard(self) -> bool:
+        return self._tb is not None
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        """A TensorBoard scalar that is not an event of metrics.jsonl (training statistics)."""
+        if self._tb is not None:
+            self._tb.add_scalar(tag, value, step)
+
+    def histogram(self, tag: str, values: Any, step: int) -> None:
+        if self._tb is not None:
+            self._tb.add_histogram(tag, values, step)
+
     def text(self, tag: str, text: str, step: int) -> None:
         if self._tb is not None:
             self._tb.add_text(tag, text, step)

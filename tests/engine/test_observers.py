@@ -62,6 +62,9 @@ class Recorder(Observer):
     def on_step_end(self, trainer, loss) -> None:
         self.calls.append("step_end")
 
+    def on_non_finite(self, trainer, batches) -> None:
+        self.calls.append("non_finite")
+
     def on_fit_end(self, trainer, summary) -> None:
         self.calls.append("fit_end")
         self.summary = summary

@@ -1,0 +1,90 @@
+"""Step-time cost of training statistics (`log.stats_every`) on the tiny MLP and the baseline GPT.
+
+Each model trains with statistics off and at several intervals, the settings alternated over
+rounds so that machine load hits them alike; prints the median step time of each setting and
+its ratio to statistics off. Run: `.venv/bin/python bench/overhead_stats.py`
+(`--model mlp` or `--model gpt` for one of them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hone.config import load_config  # noqa: E402
+from hone.engine import Trainer  # noqa: E402
+
+MLP = [  # the tiny MLP of bench/overhead_mlp.py
+    "data.name=custom",
+    "data.target=bench.overhead_mlp:synthetic",
+    "data.task=classification",
+    "data.val_fraction=0.05",
+    "data.test_fraction=0.05",
+    "data.normalize=none",
+    "model.depth=1",
+    "model.width=128",
+    "model.dropout=0",
+    "optim.weight_decay=0",
+    "schedule.name=constant",
+    "schedule.warmup_steps=0",
+    "train.batch_size=64",
+    "train.max_epochs=0",
+    "train.eval_every=0",
+    "train.eval_batch_size=4096",
+    "log.every=50",
+]
+GPT = ["train.eval_every=0", "train.sample_tokens=0", "log.every=10"]
+SETUPS = {"mlp": ("mlp-digits", MLP, 3000), "gpt": ("gpt-shakespeare-baseline", GPT, 150)}
+
+
+def seconds_per_step(model: str, stats_every: int, run_dir: str, steps: int) -> float:
+    recipe, overrides, _ = SETUPS[model]
+    cfg = load_config(
+        recipe,
+        [
+            *overrides,
+            f"train.max_steps={steps}",
+            f"log.stats_every={stats_every}",
+            "log.progress=off",
+            "log.tensorboard=true",
+        ],
+    )
+    trainer = Trainer(cfg, run_dir)
+    trainer.fit()
+    return trainer.state.train_seconds / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", choices=["mlp", "gpt", "both"], default="both")
+    parser.add_argument("--every", type=int, nargs="+", default=[0, 10, 25, 50, 100])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    models = ["mlp", "gpt"] if args.model == "both" else [args.model]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in models:
+            steps = SETUPS[model][2]
+            seconds_per_step(model, 0, f"{tmp}/{model}-warm", steps // 5)
+            times: dict[int, list[float]] = {every: [] for every in args.every}
+            for r in range(args.rounds):
+                for every in args.every:
+                    run_dir = f"{tmp}/{model}-{every}-{r}"
+                    times[every].append(seconds_per_step(model, every, run_dir, steps))
+            off = statistics.median(times[0]) if 0 in times else None
+            for every, values in times.items():
+                median = statistics.median(values)
+                ratio = f"  x{median / off:.3f} of off" if off else ""
+                label = "off" if every == 0 else f"every {every}"
+                print(f"{model}: stats {label:>9}: {median * 1e3:8.3f} ms/step{ratio}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

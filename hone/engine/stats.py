@@ -1,0 +1,382 @@
+"""Training statistics: the evidence `hone doctor` reads to tell a sick run from a healthy one.
+
+At the first step (the initialization) and every `log.stats_every` steps after it, the
+`TrainingStats` observer records per layer, in forward order: gradient norm, weight norm,
+update/weight ratio (how far the optimizer moved the weights, relative to their size),
+activation mean and std, the fraction of ReLU-like units inactive on the whole batch and the
+fraction of sigmoid/tanh pre-activations in the flat region. Once per run it records the loss
+at step 0 against the loss of a uniform prediction and the scale of the training inputs.
+Records go to stats.jsonl (one JSON object a line); every tenth also to TensorBoard as
+scalars and histograms. Between stats steps the observer costs one list append per step:
+the step's loss stays on the device until the next record (no host sync).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from hone.engine.observers import Observer
+from hone.track.run import RunLog
+
+if TYPE_CHECKING:
+    from hone.engine.trainer import Trainer
+
+# A unit of these is inactive on a sample when its pre-activation is <= 0 (for ReLU: output
+# exactly 0, no gradient); a unit inactive on every sample of the batch is dead there.
+RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish)
+# Pre-activations beyond which the derivative is under 5% of its maximum: tanh' < 0.05 for
+# |x| > 2.18, sigmoid' < 0.0125 for |x| > 4.36.
+SATURATION = {nn.Tanh: 2.18, nn.Sigmoid: 4.36, nn.Hardtanh: 1.0, nn.Hardsigmoid: 3.0}
+HISTOGRAM_EVERY = 10  # records between TensorBoard scalar/histogram writes
+RECORD_KINDS = ("run", "layers", "non_finite")
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This process's shard of a DTensor (FSDP), the tensor itself otherwise."""
+    return t.to_local() if hasattr(t, "to_local") else t  # type: ignore[no-any-return]
+
+
+def _units(t: torch.Tensor) -> torch.Tensor:
+    """(samples, units): channels of images (B, C, H, W), the last dim otherwise."""
+    if t.ndim == 4:
+        return t.transpose(0, 1).flatten(1).T
+    return t.reshape(-1, t.shape[-1]) if t.ndim > 1 else t.reshape(-1, 1)
+
+
+class _Layer:
+    """One tracked module: its parameters and, on a stats step, its activation sums."""
+
+    def __init__(self, name: str, module: nn.Module) -> None:
+        self.name, self.module, self.type = name, module, type(module).__name__
+        self.params = [_local(p) for p in module.parameters(recurse=False)]
+        self.relu_like = isinstance(module, RELU_LIKE)
+        self.threshold = next((v for k, v in SATURATION.items() if isinstance(module, k)), None)
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.sums: list[torch.Tensor] = []  # [sum, sum of squares, elements, saturated]
+        self.alive: torch.Tensor | None = None  # units active on some sample
+
+    @torch.no_grad()
+    def observe(self, inputs: tuple[Any, ...], output: Any) -> None:
+        out = output[0] if isinstance(output, tuple) else output
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+            return
+        out = out.detach().float()
+        pre = inputs[0].detach().float() if inputs and isinstance(inputs[0], torch.Tensor) else out
+        sums = [out.sum(), out.square().sum(), torch.tensor(float(out.numel()), device=out.device)]
+        if self.threshold is not None:
+            sums.append((pre.abs() > self.threshold).sum().float())
+        self.sums = sums if not self.sums else [a + b for a, b in zip(self.sums, sums, strict=True)]
+        if self.relu_like and pre.ndim >= 2:
+            alive = (_units(pre) > 0).any(0)
+            self.alive = alive if self.alive is None else self.alive | alive
+        self.count += 1
+
+    def activations(self) -> dict[str, float]:
+        """Activation mean/std (and dead/saturated fractions) of this step's forward passes."""
+        if not self.count:
+            return {}
+        total, squares, n, *saturated = (float(s) for s in self.sums)
+        mean = total / n
+        result = {"act_mean": mean, "act_std": math.sqrt(max(squares / n - mean * mean, 0.0))}
+        if self.alive is not None:
+            result["dead_fraction"] = 1.0 - float(self.alive.float().mean())
+        if saturated:
+            result["saturated_fraction"] = saturated[0] / n
+        return result
+
+
+def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    if not tensors:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([t.float().norm() for t in tensors]))
+
+
+def uniform_loss(trainer: Trainer) -> float | None:
+    """The loss of a prediction that knows nothing but the targets' distribution: ln C for C
+    classes (the vocabulary of a language model), ln 2 for binary labels, the targets'
+    variance for MSE (predicting their mean); None for a loss hone does not know."""
+    name, data = trainer.cfg.loss.name, trainer.data
+    if trainer.task.name == "lm":
+        return math.log(getattr(data, "vocab_size", 0) or 1)
+    y = data.train[1].float()  # type: ignore[union-attr]
+    if name == "cross_entropy":
+        return math.log(trainer.spec.num_outputs)
+    if name == "bce":
+        return math.log(2.0)
+    y = y.reshape(len(y), -1)
+    if name == "mse":
+        return float(y.var(0, unbiased=False).mean())
+    if name == "mae":
+        return float((y - y.median(0).values).abs().mean())
+    if name == "huber":
+        target = y.mean(0, keepdim=True).expand_as(y)
+        return float(nn.functional.huber_loss(target, y, delta=trainer.cfg.loss.huber_delta))
+    return None
+
+
+def zero_loss(trainer: Trainer) -> float | None:
+    """MSE of predicting 0 (the mean square of the targets): where a fresh regression model
+    starts; None for other losses."""
+    if trainer.task.name == "lm" or trainer.cfg.loss.name != "mse":
+        return None
+    return float(trainer.data.train[1].float().square().mean())  # type: ignore[union-attr]
+
+
+def input_scale(trainer: Trainer) -> dict[str, Any] | None:
+    """How the training inputs the model sees are scaled, feature by feature."""
+    if trainer.task.name == "lm":
+        return None
+    x = trainer.data.train[0].flatten(1).float()  # type: ignore[union-attr]
+    std, mean = x.std(0, unbiased=False), x.mean(0)
+    varying = std > 0
+    if not bool(varying.any()):
+        return None
+    std_v = std[varying]
+    return {
+        "normalize": trainer.cfg.data.normalize,
+        "num_features": int(x.shape[1]),
+        "std_max": float(std_v.max()),
+        "std_min": float(std_v.min()),
+        "std_median": float(std_v.median()),
+        "abs_mean_max": float(mean[varying].abs().max()),
+        "abs_max": float(x.abs().max()),
+    }
+
+
+class StatsFile:
+    """stats.jsonl, appended one record a line (line-buffered: a killed run keeps its
+    records); a resumed run first drops the records of the steps it will redo."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: Any = None
+
+    def open(self, resumed_step: int) -> None:
+        if self.path.exists():
+            kept = [
+                line for line in self.path.read_text().splitlines() if _step(line) <= resumed_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert record["kind"] in RECORD_KINDS, record["kind"]
+        if self._file is None:  # a record outside the run (the NaN probe of a closed run)
+            self.open(10**18)
+        self._file.write(json.dumps(record, allow_nan=False, default=_finite) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _finite(value: Any) -> Any:
+    raise TypeError(f"not JSON: {value!r}")
+
+
+def _step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except ValueError:  # a line cut short by a kill
+        return 1 << 62
+
+
+def clean(value: float) -> float | str:
+    """JSON has no NaN/inf: they are written as strings ("nan", "inf")."""
+    return value if math.isfinite(value) else str(value)
+
+
+class TrainingStats(Observer):
+    """Records the statistics above every `every` steps (and at the first) to stats.jsonl."""
+
+    def __init__(self, every: int, file: StatsFile, log: RunLog) -> None:
+        assert every > 0
+        self.every, self.log, self.file = every, log, file
+        self.layers: list[_Layer] = []
+        self.losses: list[torch.Tensor] = []  # per-step losses since the last record (device)
+        self.due = False
+        self.records = 0
+        self._hooks: list[Any] = []
+        self._before: list[torch.Tensor] = []  # weights before a stats step
+        self._grads: list[torch.Tensor] = []  # per-layer gradient norms of a stats step
+        self._grad_copies: list[torch.Tensor | None] = []
+        self._order: list[_Layer] = []
+        self._first_step = 0
+        self._lr = 0.0
+        self.before_due = self.captured = False
+        self._prev_grad: torch.Tensor | None = None
+        self._cosine: torch.Tensor | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.file.open(trainer.state.step)
+        self._first_step = trainer.state.step + 1
+        leaves = [(n, m) for n, m in trainer.model.named_modules() if not any(m.children())]
+        self.layers = [
+            _Layer(name or type(m).__name__, m)
+            for name, m in leaves
+            if any(True for _ in m.parameters(recurse=False))
+            or isinstance(m, RELU_LIKE + tuple(SATURATION))
+        ]
+        # Under torch.compile a hook added later forces a recompile: no activation figures.
+        self.hook_activations = not trainer.cfg.train.compile
+
+    def on_step_start(self, trainer: Trainer, batches: list[Any]) -> None:
+        step = trainer.state.step + 1
+        # The step before a stats step keeps its gradient: the cosine between consecutive
+        # gradients tells noise (about 0) from oscillation across a valley (negative).
+        self.before_due = self.every > 1 and (step + 1) % self.every == 0
+        self.due = step == self._first_step or step % self.every == 0
+        self.captured = False
+        if not self.due:
+            return
+        self._before = [p.detach().clone() for layer in self.layers for p in layer.params]
+        self._lr = float(trainer.optimizer.param_groups[0]["lr"])  # the lr of this step
+        self._order = []
+        for layer in self.layers:
+            layer.reset()
+            if self.hook_activations:
+                self._hooks.append(layer.module.register_forward_hook(self._hook(layer)))
+
+    def _hook(self, layer: _Layer) -> Any:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            if not layer.count:
+                self._order.append(layer)
+            layer.observe(inputs, output)
+
+        return hook
+
+    def on_after_backward(self, trainer: Trainer) -> None:
+        if self.due or self.before_due:
+            self._capture(trainer)
+
+    def _capture(self, trainer: Trainer) -> None:
+        """This step's gradients: per-layer norms on a stats step, a flat copy the step before.
+        Optimizers stepping through a closure (L-BFGS, Newton) call no after-backward hook:
+        their last closure's gradients are read at the step's end."""
+        self.captured = True
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        scaler = trainer.precision.scaler
+        inv_scale = 1.0 / float(scaler.get_scale()) if scaler is not None else 1.0
+        grads = [
+            [_local(p.grad) for p in layer.params if p.grad is not None] for layer in self.layers
+        ]
+        flat = [g.flatten().float() for layer_grads in grads for g in layer_grads]
+        if not self.due:  # the step before a stats step
+            self._prev_grad = torch.cat(flat) if flat else None
+            return
+        self._cosine = None
+        if flat and self._prev_grad is not None and self._prev_grad.numel() == sum(map(len, flat)):
+            now = torch.cat(flat)
+            self._cosine = torch.nn.functional.cosine_similarity(now, self._prev_grad, dim=0)
+        self._prev_grad = None
+        histograms = self.records % HISTOGRAM_EVERY == 0 and self.log.has_tensorboard
+        self._grads = [_norm(g) * inv_scale for g in grads]
+        self._grad_copies = [
+            torch.cat([x.flatten() for x in g]).float() * inv_scale if histograms and g else None
+            for g in grads
+        ]
+
+    def on_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
+        self.losses.append(loss)
+        if (self.due or self.before_due) and not self.captured:
+            self._capture(trainer)
+        if not self.due:
+            return
+        self.due = False
+        losses = [float(x) for x in torch.stack(self.losses).float().cpu()]
+        self.losses = []
+        step = trainer.state.step
+        if step == 1 and self._first_step == 1:
+            self.file.write(self._run_record(trainer, losses[0]))
+        self.file.write(self._layers_record(step, losses))
+        self.records += 1
+
+    def _run_record(self, trainer: Trainer, initial_loss: float) -> dict[str, Any]:
+        return {
+            "step": 0,
+            "kind": "run",
+            "task": trainer.task.name,
+            "loss_name": trainer.cfg.loss.name,
+            "num_outputs": int(trainer.spec.num_outputs),
+            "initial_loss": clean(initial_loss),
+            "uniform_loss": uniform_loss(trainer),
+            "zero_loss": zero_loss(trainer),
+            "input_scale": input_scale(trainer),
+            "num_layers": len(self.layers),
+        }
+
+    def _layers_record(self, step: int, losses: list[float]) -> dict[str, Any]:
+        after = [p.detach() for layer in self.layers for p in layer.params]
+        deltas = [(a.float() - b.float()) for a, b in zip(after, self._before, strict=True)]
+        rows, i = [], 0
+        order = self._order + [layer for layer in self.layers if layer not in self._order]
+        index = {id(layer): k for k, layer in enumerate(self.layers)}
+        starts = {}
+        for layer in self.layers:
+            starts[id(layer)] = i
+            i += len(layer.params)
+        for layer in order:
+            k, start = index[id(layer)], starts[id(layer)]
+            row: dict[str, Any] = {"name": layer.name, "type": layer.type}
+            if layer.params:
+                weights = self._before[start : start + len(layer.params)]
+                moved = deltas[start : start + len(layer.params)]
+                weight_norm = float(_norm(weights))
+                row["grad_norm"] = clean(float(self._grads[k])) if self._grads else None
+                row["weight_norm"] = weight_norm
+                row["update_ratio"] = float(_norm(moved)) / weight_norm if weight_norm else None
+            row.update({key: clean(v) for key, v in layer.activations().items()})
+            rows.append(row)
+        grad_total = (
+            float(torch.linalg.vector_norm(torch.stack(self._grads))) if self._grads else 0.0
+        )
+        with_grads = [r for r in rows if r.get("grad_norm") not in (None, 0.0)]
+        record: dict[str, Any] = {
+            "step": step,
+            "kind": "layers",
+            "loss": clean(losses[-1]),
+            "lr": self._lr,
+            "losses": [clean(x) for x in losses],
+            "grad_norm": clean(grad_total),
+            "weight_norm": float(_norm(after)),
+            "update_ratio": float(_norm(deltas)) / max(float(_norm(self._before)), 1e-30),
+            "first_last_grad_ratio": (
+                with_grads[0]["grad_norm"] / with_grads[-1]["grad_norm"]
+                if len(with_grads) >= 2
+                and all(isinstance(r["grad_norm"], float) for r in with_grads)
+                else None
+            ),
+            "grad_cosine": float(self._cosine) if self._cosine is not None else None,
+            "layers": rows,
+        }
+        if self.records % HISTOGRAM_EVERY == 0:
+            self._tensorboard(step, rows)
+        self._before = []
+        return record
+
+    def _tensorboard(self, step: int, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            for key in ("grad_norm", "update_ratio", "dead_fraction", "saturated_fraction"):
+                if isinstance(row.get(key), float):
+                    self.log.scalar(f"stats/{key}/{row['name']}", row[key], step)
+        for layer, grads in zip(self.layers, self._grad_copies, strict=False):
+            if layer.params:
+                weights = torch.cat([p.detach().flatten().float() for p in layer.params])
+                self.log.histogram(f"weights/{layer.name}", weights.cpu(), step)
+            if grads is not None:
+                self.log.histogram(f"gradients/{layer.name}", grads.cpu(), step)
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        self.file.close()
