@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-# The model families register their configs with hone.config when imported, and a config
-# cannot be built without them; importing them here makes that hold for every `hone.*` import.
-import hone.models  # noqa: E402, F401
+# The model families register their configs with hone.config when imported; hone.config
+# imports them on first need (hone.config.components), so `import hone` and the commands
+# that read run files only (`hone doctor`) do not load torch.

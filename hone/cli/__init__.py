@@ -40,7 +40,7 @@ def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hone.cli import commands
+    from hone.cli import commands, doctor, lr_find
 
     parser = _Parser(
         prog="hone", description="Train and tune neural networks from one typed config."
@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-restarts", type=int, default=0, help="elastic restarts of the worker group"
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile a window of steps (train.profile=true): trace, top operators, time shares",
     )
     p.set_defaults(run=commands.train)
 
@@ -110,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.sample)
 
     commands.add_tune_parser(sub)
+    lr_find.add_parser(sub)
+    doctor.add_parser(sub)
     return parser
 
 

@@ -22,6 +22,8 @@ def train(args: argparse.Namespace) -> int:
     from hone.track.progress import print_summary
     from hone.track.run import default_run_dir
 
+    if args.profile:
+        args.overrides.append("train.profile=true")
     resume: bool | str = False
     if args.resume:  # the run's own config (overrides only where exactness allows)
         cfg, folder, resume = plan_resume(

@@ -1,10 +1,10 @@
 """The config class each model family owns, registered by `model.name`.
 
 A model family keeps its config dataclass next to its code (GPT's in `hone/models/gpt.py`) and
-registers it here when its module is imported; the config package cannot import the models,
-since imports go downward only. `hone/__init__.py` imports `hone.models`, so the built-in
-families are registered whenever any `hone.*` module is loaded. A user's own family registers
-its config the same way:
+registers it here when its module is imported. The config package does not import the models
+at its top (imports go downward only, and the models load torch); the first lookup of a
+family's config imports `hone.models`, which registers the built-in families. A user's own
+family registers its config the same way:
 
     @register_model_config("tiny")
     @dataclass
@@ -46,13 +46,20 @@ def register_model_config(name: str) -> Callable[[type[T]], type[T]]:
     return decorator
 
 
+def _register_builtin_families() -> None:
+    # A lazy import, the one upward edge: the built-in families live above the config.
+    import hone.models  # noqa: F401
+
+
 def model_config_class(name: str) -> type:
     """The config class of model family `name`; a family that registered none has no fields."""
+    _register_builtin_families()
     return MODEL_CONFIGS.get(name) if name in MODEL_CONFIGS else NoModelFields
 
 
 def model_config_classes() -> dict[str, type]:
     """Every registered family's config class, by name (sorted)."""
+    _register_builtin_families()
     return {name: MODEL_CONFIGS.get(name) for name in MODEL_CONFIGS}
 
 

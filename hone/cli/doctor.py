@@ -1,0 +1,61 @@
+"""`hone doctor RUN [--json]`: what went wrong with a training run, and what to change."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from typing import Any
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def add_parser(sub: Any) -> None:
+    """Add `doctor` to the `hone` subcommands (`sub` is argparse's subparsers object)."""
+    p = sub.add_parser(
+        "doctor",
+        help="diagnose a training run: what went wrong and which config keys to change",
+        description=(
+            "Read a run directory (live, finished or stopped) and report findings, the "
+            "diagnosis first. Exit code 0 when no finding is an error, 1 when one is."
+        ),
+    )
+    p.add_argument("run_dir", help="a run directory written by `hone train`")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hone.doctor import diagnose
+
+    report = diagnose(args.run_dir)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        render(report)
+    return 0 if report["healthy"] else 1
+
+
+def render(report: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    findings = report["findings"]
+    title = f"hone doctor {report['run']} ({report['steps']} steps)"
+    if not report["statistics"]:
+        title += ", no training statistics (log.stats_every=0): loss-based findings only"
+    console.print(f"[bold]{title}[/]")
+    if not findings:
+        console.print("[green]healthy[/]: no finding")
+        return
+    for i, finding in enumerate(findings):
+        style = SEVERITY_STYLE[finding["severity"]]
+        head = "diagnosis" if i == 0 and finding["severity"] == "error" else finding["severity"]
+        console.print(f"\n[{style}]{head}: {finding['id']}[/] — {finding['summary']}")
+        evidence = ", ".join(f"{k}={v}" for k, v in finding["evidence"].items() if v is not None)
+        console.print(f"  evidence: {evidence}")
+        console.print(f"  why: {finding['why']}")
+        if finding["fix"]:
+            console.print(
+                f"  try: hone train {report['run']}/config.toml {shlex.join(finding['fix'])}"
+            )
