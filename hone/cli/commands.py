@@ -10,7 +10,7 @@ from typing import Any
 
 from hone.config import field_help, load_config, recipe_names, to_toml
 from hone.config.loader import read_source
-from hone.errors import ConfigError
+from hone.errors import ConfigError, TrainingAborted
 
 DEFAULT_RECIPE = "gpt-shakespeare-char"
 
@@ -61,6 +61,10 @@ def train(args: argparse.Namespace) -> int:
     trainer = Trainer(cfg, run_dir, resume=resume)
     try:
         summary = trainer.fit()
+    except TrainingAborted as abort:  # the run diverged: and what doctor makes of it
+        print(f"hone: error: {abort}", file=sys.stderr)
+        _doctor_hint(run_dir)
+        return abort.exit_code
     except TrainingInterrupted as stop:
         print(f"hone: {stop}; continue with `hone train --resume {run_dir}`", file=sys.stderr)
         return stop.exit_code
@@ -73,7 +77,22 @@ def train(args: argparse.Namespace) -> int:
     if sample is not None:
         print(f"--- sample ---\n{sample}\n--------------")
     print(f"run directory: {run_dir}")
+    _doctor_hint(run_dir)
     return 0
+
+
+def _doctor_hint(run_dir: Path) -> None:
+    """One line when `hone doctor` would report an error for the run just trained."""
+    from hone.doctor import diagnose
+
+    report = diagnose(run_dir)
+    errors = [f for f in report["findings"] if f["severity"] == "error"]
+    if errors:
+        names = ", ".join(f["id"] for f in errors)
+        print(
+            f"hone: doctor: {errors[0]['summary']} ({names}); `hone doctor {run_dir}` for details",
+            file=sys.stderr,
+        )
 
 
 def recipes(args: argparse.Namespace) -> int:

@@ -212,6 +212,7 @@ class TrainingStats(Observer):
         self._grad_copies: list[torch.Tensor | None] = []
         self._order: list[_Layer] = []
         self._first_step = 0
+        self._watch_from = 0  # the first step that may need the observer (a stats step - 1)
         self._lr = 0.0
         self.before_due = self.captured = False
         self._prev_grad: torch.Tensor | None = None
@@ -220,6 +221,7 @@ class TrainingStats(Observer):
     def on_fit_start(self, trainer: Trainer) -> None:
         self.file.open(trainer.state.step)
         self._first_step = trainer.state.step + 1
+        self._watch_from = 0
         leaves = [(n, m) for n, m in trainer.model.named_modules() if not any(m.children())]
         self.layers = [
             _Layer(name or type(m).__name__, m)
@@ -232,6 +234,8 @@ class TrainingStats(Observer):
 
     def on_step_start(self, trainer: Trainer, batches: list[Any]) -> None:
         step = trainer.state.step + 1
+        if step < self._watch_from:  # the common case: nothing to do until the next record
+            return
         # The step before a stats step keeps its gradient: the cosine between consecutive
         # gradients tells noise (about 0) from oscillation across a valley (negative).
         self.before_due = self.every > 1 and (step + 1) % self.every == 0
@@ -239,6 +243,7 @@ class TrainingStats(Observer):
         self.captured = False
         if not self.due:
             return
+        self._watch_from = (step // self.every + 1) * self.every - 1
         self._before = [p.detach().clone() for layer in self.layers for p in layer.params]
         self._lr = float(trainer.optimizer.param_groups[0]["lr"])  # the lr of this step
         self._order = []
