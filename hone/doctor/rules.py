@@ -114,6 +114,30 @@ def _update_ratio(e: Evidence) -> float:
     return _median(e.series("update_ratio", 0.1) or e.series("update_ratio"))
 
 
+ADAPTIVE = ("adam", "adamw", "muon", "rmsprop", "adagrad")
+ADAPTIVE_LR_CAP = 3e-3  # adaptive optimizers step ~lr per weight: above this few networks train
+
+
+def _lower_lr(e: Evidence, factor: float) -> str:
+    """`--optim.lr=` lowered by `factor`; for adaptive optimizers at most ADAPTIVE_LR_CAP."""
+    lr = e.lr * factor
+    if e.optimizer in ADAPTIVE and e.lr > ADAPTIVE_LR_CAP:
+        lr = min(lr, ADAPTIVE_LR_CAP)
+    return _lr(lr)
+
+
+def swings(series: list[float], scale: float, rise: float = 1.3, share: float = 0.05) -> int:
+    """How many times `series` climbs back up by 30% from its running low, and by at least
+    `share` of `scale` (so that noise near zero does not count)."""
+    count, low = 0, series[0] if series else 0.0
+    for x in series[1:]:
+        if x < low:
+            low = x
+        elif x > low * rise and x - low > share * scale:
+            count, low = count + 1, x
+    return count
+
+
 def _lr_factor(ratio: float, target: float, lo: float, hi: float) -> float:
     """A power of ten that would bring the update ratio near `target`, within [lo, hi]."""
     if not math.isfinite(ratio) or ratio <= 0:
@@ -142,8 +166,12 @@ def non_finite(e: Evidence, shape: LossShape | None) -> Finding | None:
             {k: first[k] for k in ("origin", "name", "type", "trend", "loss_growth") if k in first}
         )
     origin, trend = first.get("origin", ""), first.get("trend", "")
-    ratio = _median(e.series("update_ratio"))
-    fix = [_lr(e.lr * min(_lr_factor(ratio, 3e-3, 1e-3, 0.1), 0.1)), "--train.clip_norm=1.0"]
+    # float32 overflows near 1e38: a loss that grows geometrically from about 1 to overflow
+    # in k steps multiplies its error by about 10^(19/k) a step, the factor by which the lr
+    # overshoots the stable edge. Slower growth or a jump: a tenth.
+    k = evidence["first_step"]
+    factor = 10.0 ** -min(max(math.ceil(19 / max(k, 1)), 1), 6) if trend == "grew" else 0.1
+    fix = [_lower_lr(e, factor), "--train.clip_norm=1.0"]
     where = f" in {origin} {first.get('name', '')}".rstrip() if origin else ""
     if origin == "input":
         why = "the inputs themselves hold NaN/inf: clean the data; until then clipping cannot help"
@@ -181,6 +209,9 @@ def bad_initialization(e: Evidence, shape: LossShape | None) -> Finding | None:
     if ratio < 1.5 and spread < 100:
         return None
     severity = "error" if ratio >= 3 or spread >= 1e3 else "warning"
+    scale = e.run.get("input_scale") or {}
+    if scale.get("normalize") == "none" and number(scale.get("abs_max")) >= 10:
+        severity = "warning"  # unscaled inputs make the first outputs large, not the weights
     init = _init_for(e)
     evidence = {
         "initial_loss": round(initial, 4),
@@ -247,39 +278,31 @@ def vanishing_gradients(e: Evidence, shape: LossShape | None) -> Finding | None:
 
 
 def exploding_gradients(e: Evidence, shape: LossShape | None) -> Finding | None:
-    ratios = e.series("first_last_grad_ratio")
-    grads = e.series("grad_norm")
-    weights = e.series("weight_norm")
-    ratio = _median(ratios)
-    growth = (
-        max(grads) / max(min(grads[: max(1, len(grads) // 5)]), 1e-30) if len(grads) >= 3 else 1.0
-    )
-    relative = _median([g / w for g, w in zip(grads, weights, strict=False) if w > 0])
-    deep = e.param_layers() >= 3 and math.isfinite(ratio) and ratio > 100
-    grew = growth > 1e3
-    big = math.isfinite(relative) and relative > 10  # gradient 10x the weights, step after step
-    if not (deep or grew or big):
+    if e.param_layers() < 3:
+        return None  # one or two layers: a large gradient is a large loss, not an explosion
+    ratio = _median([r for r in e.series("first_last_grad_ratio") if r > 0])
+    if not math.isfinite(ratio) or ratio < 10:
         return None
     evidence = {
-        "first_last_grad_ratio": float(f"{ratio:.3g}") if math.isfinite(ratio) else None,
-        "grad_norm_growth": float(f"{growth:.3g}"),
-        "grad_to_weight_norm": float(f"{relative:.3g}") if math.isfinite(relative) else None,
+        "first_last_grad_ratio": float(f"{ratio:.3g}"),
+        "grad_norm": _rounded(_median(e.series("grad_norm"))),
+        "layers_with_weights": e.param_layers(),
     }
-    fix = ["--train.clip_norm=1.0"]
-    if deep:
-        fix.append(f"--model.init={_init_for(e)}")
+    fix = ["--train.clip_norm=1.0", f"--model.init={_init_for(e)}"]
     why = (
-        "gradients grow layer by layer toward the input (or step by step): updates are huge "
-        "and erratic; clipping bounds each step, a width-scaled init stops the growth"
+        f"the first layer's gradient is {ratio:.0f}x the last's: each layer amplifies the "
+        "backward signal, so the early layers take huge, erratic steps; clipping bounds each "
+        "step, an init scaled to the layer widths stops the growth"
     )
-    size = max(
-        math.log10(max(ratio, 1)) if deep else 0,
-        math.log10(growth) - 1 if grew else 0,
-        math.log10(max(relative, 1)),
-    )
-    strength = 0.7 + 0.3 * _clip(size / 6)
+    strength = 0.7 + 0.3 * _clip(math.log10(ratio) / 6)
     return Finding(
-        "exploding_gradients", "error", evidence, fix, why, strength, "gradients explode"
+        "exploding_gradients",
+        "error",
+        evidence,
+        fix,
+        why,
+        strength,
+        "gradients explode toward the input",
     )
 
 
@@ -295,8 +318,8 @@ def dead_units(e: Evidence, shape: LossShape | None) -> Finding | None:
     severity = "error" if worst >= 0.5 else "warning"
     ratio = _update_ratio(e)
     fix = ["--model.activation=gelu"]
-    if math.isfinite(ratio) and ratio > 1e-2 or worst > at_start + 0.2:
-        fix.insert(0, _lr(e.lr * _lr_factor(ratio, 3e-3, 1e-3, 0.1)))
+    if math.isfinite(ratio) and ratio > 1e-2 or worst > at_start + 0.2:  # training killed them
+        fix.insert(0, _lower_lr(e, 0.1))
     evidence = {
         "layer": name,
         "dead_fraction": round(worst, 3),
@@ -319,15 +342,22 @@ def saturated_units(e: Evidence, shape: LossShape | None) -> Finding | None:
     if worst < 0.2:
         return None
     severity = "error" if worst >= 0.4 else "warning"
+    at_start = values[name][0]
     fix = []
+    if worst > at_start + 0.2:  # training drove them into the tails: the steps are too large
+        fix.append(_lower_lr(e, 0.1))
     if e.get("data.normalize") == "none":
         fix.append("--data.normalize=standard")
-    if e.get("model.init", "default") != "xavier_normal":
+    if at_start >= 0.2 and e.get("model.init", "default") != "xavier_normal":
         fix.append("--model.init=xavier_normal")
-    ratio = _update_ratio(e)
-    if not fix or (math.isfinite(ratio) and ratio > 3e-2):
-        fix.append(_lr(e.lr * 0.1))
-    evidence = {"layer": name, "saturated_fraction": round(worst, 3), "activation": e.activation}
+    if not fix:
+        fix.append(_lower_lr(e, 0.1))
+    evidence = {
+        "layer": name,
+        "saturated_fraction": round(worst, 3),
+        "saturated_fraction_at_start": round(at_start, 3),
+        "activation": e.activation,
+    }
     why = (
         f"{worst:.0%} of layer {name}'s pre-activations sit in the flat tails of the "
         f"{e.activation or 'squashing'} function, which pass on under 5% of the gradient; "
@@ -382,35 +412,41 @@ def lr_too_high(e: Evidence, shape: LossShape | None) -> Finding | None:
     if shape is None:
         return None
     ratio = _update_ratio(e)
-    big_steps = math.isfinite(ratio) and ratio > 1e-2
-    unknown_steps = not math.isfinite(ratio)
+    big_steps = not math.isfinite(ratio) or ratio > 1e-2
+    peak = max(shape.segments)
+    spiked = peak > 1.5 * shape.start  # climbed far above where it started, even if it came back
     diverged = shape.rebound > 1.5 and shape.end > 0.9 * shape.start
-    no_progress = shape.drop < 0.1 and math.isfinite(ratio) and ratio > 3e-2
     above_uniform = (
         math.isfinite(shape.uniform)
         and shape.end > 1.2 * shape.uniform
         and shape.low < shape.uniform
     )
-    if not ((diverged or above_uniform) and (big_steps or unknown_steps) or no_progress):
+    thrashing = shape.drop < 0.1 and math.isfinite(ratio) and ratio > 3e-2
+    if not ((spiked or diverged or above_uniform) and big_steps or thrashing):
         return None
     evidence = {
-        "loss_start": round(shape.start, 4),
-        "loss_lowest": round(shape.low, 4),
-        "loss_end": round(shape.end, 4),
-        "update_ratio": float(f"{ratio:.3g}") if math.isfinite(ratio) else None,
+        "loss_start": _rounded(shape.start),
+        "loss_peak": _rounded(peak),
+        "loss_lowest": _rounded(shape.low),
+        "loss_end": _rounded(shape.end),
+        "update_ratio": _rounded(ratio),
         "lr": e.lr,
     }
-    factor = _lr_factor(ratio, 3e-3, 1e-3, 0.1)
-    why = (
-        f"the loss ends at {shape.end:.3g}, {shape.rebound:.1f}x its lowest, while each step moves "
-        f"the weights by {ratio:.1e} of their norm: steps overshoot; a smaller lr descends"
+    # Orders of magnitude past stable (the loss many times a uniform guess, or growing
+    # without bound) need a hundredth; a loss that stays bounded, a tenth.
+    far = peak / max(shape.low, 1e-30) >= 100 or (
+        math.isfinite(shape.uniform) and shape.end >= 10 * shape.uniform
     )
-    strength = 0.75 + 0.2 * _clip(math.log10(max(shape.rebound, 1)) + (0.3 if no_progress else 0))
+    why = (
+        f"the loss climbed to {peak:.3g} (from {shape.start:.3g}, lowest {shape.low:.3g}) while each "
+        f"step moves the weights by {ratio:.1e} of their norm: the steps overshoot; a smaller lr descends"
+    )
+    strength = 0.7 + 0.25 * _clip(math.log10(peak / max(shape.low, 1e-30)) / 3)
     return Finding(
         "lr_too_high",
         "error",
         evidence,
-        [_lr(e.lr * factor)],
+        [_lower_lr(e, 0.01 if far else 0.1)],
         why,
         strength,
         "the learning rate is too high",
@@ -418,36 +454,54 @@ def lr_too_high(e: Evidence, shape: LossShape | None) -> Finding | None:
 
 
 def lr_too_low(e: Evidence, shape: LossShape | None) -> Finding | None:
-    if shape is None:
-        return None
+    if shape is None or _lr_decayed(e):
+        return None  # a schedule that took the lr to ~0 is a plateau's cause, not the lr
     ratio = _update_ratio(e)
-    if not math.isfinite(ratio) or ratio >= 1e-4 or shape.drop >= 0.5:
+    cosine = _median(e.series("grad_cosine", 0.1))
+    val = [loss for _, loss, _ in e.val if math.isfinite(loss)]
+    # The last validation loss against where training began: full passes, free of the
+    # minibatch noise of training losses.
+    drop = 1 - val[-1] / max(shape.start, val[0]) if len(val) >= 3 else shape.drop
+    tiny_steps = math.isfinite(ratio) and ratio < 1e-4
+    # Consecutive gradients that agree (cosine near 1): the descent direction hardly changes
+    # from step to step, so each step covers a small part of the way.
+    same_direction = math.isfinite(cosine) and cosine > 0.7
+    if drop >= 0.2 or not (tiny_steps or same_direction):
         return None
     vanishing = _median([r for r in e.series("first_last_grad_ratio") if r > 0], 1.0) < 1e-2
     if vanishing and e.param_layers() >= 3:
         return None  # the first layers' steps are tiny because their gradients are
-    severity = "error" if shape.drop < 0.2 else "warning"
-    factor = _lr_factor(ratio, 3e-3, 10, 1e3)
+    # On a quadratic bowl the loss falls as exp(-c lr t): a fall of `drop` in the run says how
+    # many times larger lr * t must be to take the loss down by 1e-6 (clamped to 10..1000).
+    speedup = math.log(1e6) / max(-math.log(max(1 - drop, 1e-12)), 1e-12)
+    factor = 10 ** min(max(math.ceil(math.log10(speedup)), 1), 3)
+    lr = e.lr * factor
+    if e.optimizer in ADAPTIVE:
+        lr = min(lr, max(ADAPTIVE_LR_CAP, e.lr * 10))
     evidence = {
-        "update_ratio": float(f"{ratio:.3g}"),
-        "loss_drop": round(shape.drop, 3),
+        "update_ratio": _rounded(ratio),
+        "grad_cosine": _rounded(cosine),
+        "loss_drop": round(drop, 3),
         "lr": e.lr,
-        "grad_cosine": _rounded(_median(e.series("grad_cosine", 0.1))),
     }
     why = (
-        f"each step moves the weights by {ratio:.1e} of their norm and the loss fell only "
-        f"{shape.drop:.0%}: the steps are too small to get anywhere"
+        f"the loss fell only {drop:.0%} in {e.steps} steps while each step moved the weights by "
+        f"{ratio:.1e} of their norm along a steady direction: the steps are too small"
     )
-    strength = 0.7 + 0.25 * _clip(-math.log10(ratio / 1e-4) / 3)
+    strength = 0.7 + 0.25 * _clip(1 - drop / 0.2)
     return Finding(
-        "lr_too_low",
-        severity,
-        evidence,
-        [_lr(e.lr * factor)],
-        why,
-        strength,
-        "the learning rate is too low",
+        "lr_too_low", "error", evidence, [_lr(lr)], why, strength, "the learning rate is too low"
     )
+
+
+def _lr_decayed(e: Evidence) -> bool:
+    """Whether the schedule took the lr below 1% of its peak before the last tenth of the run."""
+    lrs = [(s, lr) for s, _, lr in e.train if math.isfinite(lr)]
+    if len(lrs) < 5:
+        return False
+    peak = max(lr for _, lr in lrs)
+    low = [s for s, lr in lrs if lr < 0.01 * peak]
+    return bool(low) and low[0] < 0.9 * lrs[-1][0]
 
 
 def _rounded(x: float) -> float | None:
@@ -455,74 +509,89 @@ def _rounded(x: float) -> float | None:
 
 
 def oscillation(e: Evidence, shape: LossShape | None) -> Finding | None:
-    if shape is None:
+    if shape is None or shape.drop < 0.3:
+        return None  # a loss that does not come down while swinging: lr_too_high's case
+    train = swings(e.loss_segments(20), shape.start)
+    val_losses = [loss for _, loss, _ in e.val if math.isfinite(loss)]
+    val = swings(val_losses, val_losses[0]) if len(val_losses) >= 3 else 0
+    cosine = _median(e.series("grad_cosine", 0.2))
+    # Healthy minibatch noise is averaged out of 20 segment medians and of full validation
+    # passes; repeated climbs of 30% in both mean the iterate keeps overshooting.
+    anti = math.isfinite(cosine) and cosine < -0.5  # period-2 bouncing across a valley
+    if not (train >= 1 and train + val >= 2 or anti):
         return None
-    cosines = e.series("grad_cosine", 0.2)
-    cosine = _median(cosines)
-    losses = e.losses()
-    half = losses[len(losses) // 2 :]
-    # Up-and-down swings of the loss itself, relative to its level (beyond minibatch noise).
-    swing = _median(
-        [abs(b - a) / max(abs(a), 1e-12) for a, b in zip(half, half[1:], strict=False)], 0
-    )
-    if not (math.isfinite(cosine) and cosine < -0.3 and len(cosines) >= 2):
-        return None
-    severity = "error" if cosine < -0.5 or shape.drop < 0.3 else "warning"
+    momentum = number(e.get("optim.momentum", 0.0))
+    fix = ["--optim.momentum=0.9"] if momentum >= 0.95 else [_lower_lr(e, 0.3)]
     evidence = {
-        "grad_cosine": round(cosine, 3),
-        "loss_swing": round(swing, 3),
+        "train_loss_swings": train,
+        "val_loss_swings": val,
+        "grad_cosine": _rounded(cosine),
         "loss_drop": round(shape.drop, 3),
+        "momentum": momentum or None,
     }
     why = (
-        f"consecutive gradients point against each other (cosine {cosine:.2f}): each step "
-        "overshoots the valley floor and the next comes back; a smaller lr (or larger batch) "
-        "settles it"
+        f"the loss climbed back by 30% or more {train + val} times (training {train}, validation "
+        f"{val}) while coming down overall: the steps overshoot and ring"
+        + ("; momentum near 1 keeps the overshoot going" if momentum >= 0.95 else "")
     )
-    strength = 0.6 + 0.3 * _clip((-cosine - 0.3) / 0.7)
-    return Finding(
-        "oscillation", severity, evidence, [_lr(e.lr * 0.3)], why, strength, "the loss oscillates"
-    )
+    strength = 0.6 + 0.25 * _clip((train + val) / 8)
+    return Finding("oscillation", "error", evidence, fix, why, strength, "the loss oscillates")
 
 
 def plateau(e: Evidence, shape: LossShape | None) -> Finding | None:
     if shape is None or not math.isfinite(shape.uniform) or shape.uniform <= 0:
         return None
+    if lr_too_low(e, shape) is not None:
+        return None  # flat because the steps are tiny: that finding says so
     segments = shape.segments
-    flat = [
-        abs(b - a) / max(abs(a), 1e-12) < 0.02 for a, b in zip(segments, segments[1:], strict=False)
-    ]
-    longest = run = 0
-    for f in flat:
-        run = run + 1 if f else 0
-        longest = max(longest, run)
-    level = shape.end / shape.uniform
-    if longest < 4 or level < 0.7:
+    best_start = best_length = start = length = 0
+    for i, (a, b) in enumerate(zip(segments, segments[1:], strict=False)):
+        if abs(b - a) / max(abs(a), 1e-12) < 0.02:
+            start, length = (start, length + 1) if length else (i, 1)
+            if length > best_length:
+                best_start, best_length = start, length
+        else:
+            length = 0
+    stretch = segments[best_start : best_start + best_length + 1]
+    level = statistics.mean(stretch) / shape.uniform if stretch else 0.0
+    if best_length < 4 or level < 0.7:
         return None
-    lrs = [lr for _, _, lr in e.train if math.isfinite(lr)]
-    decayed = bool(lrs) and lrs[-1] < 0.01 * max(lrs)
-    fix = (
-        ["--schedule.name=cosine", f"--schedule.min_lr={max(lrs) * 0.1:.1g}"]
-        if decayed
-        else (
-            ["--optim.name=adamw", "--optim.lr=0.001"]
-            if e.optimizer not in ("adam", "adamw")
-            else [_lr(e.lr * 3)]
-        )
-    )
+    severity = "error" if best_length >= 5 else "warning"
+    decayed = _lr_decayed(e)
+    first = e.layers[0]["layers"] if e.layers and e.layers[0]["step"] <= 1 else []
+    stds = [number(r.get("act_std")) for r in first if "weight_norm" in r]
+    stds = [x for x in stds if math.isfinite(x) and x > 0]
+    collapsed = len(stds) >= 3 and stds[0] / stds[-1] >= 30  # the signal dies with depth
+    peak = max((lr for _, _, lr in e.train if math.isfinite(lr)), default=e.lr)
+    if decayed:
+        fix = ["--schedule.name=cosine", f"--schedule.min_lr={peak * 0.1:.1g}"]
+    elif collapsed:
+        fix = [f"--model.init={_init_for(e)}", "--model.zero_bias=false"]
+    elif e.optimizer not in ADAPTIVE:
+        fix = ["--optim.name=adamw", "--optim.lr=0.001"]
+    else:
+        fix = [_lr(e.lr * 3)]
     evidence = {
-        "flat_fraction": round(longest / max(len(flat), 1), 2),
-        "loss_end": round(shape.end, 4),
-        "uniform_loss": round(shape.uniform, 4),
-        "lr_decayed_to": float(f"{lrs[-1]:.3g}") if decayed else None,
+        "flat_share_of_run": round(best_length / max(len(segments) - 1, 1), 2),
+        "flat_loss": _rounded(statistics.mean(stretch)),
+        "uniform_loss": _rounded(shape.uniform),
+        "lr_decayed": decayed,
+        "activation_std_collapse": collapsed,
     }
+    cause = (
+        " because the schedule took the lr to ~0"
+        if decayed
+        else " because the initial weights shrink the signal layer by layer"
+        if collapsed
+        else ""
+    )
     why = (
-        f"the loss stayed flat for {longest * 10}% of the run at {level:.0%} of the loss of a "
-        "uniform prediction: training is stuck"
-        + (" because the schedule took the lr to ~0" if decayed else "")
+        f"the loss stayed flat for {best_length * 10}% of the run at {level:.0%} of the loss of a "
+        f"uniform prediction: training is stuck{cause}"
     )
     strength = 0.55 + 0.3 * _clip((level - 0.7) / 0.3)
     return Finding(
-        "plateau", "error", evidence, fix, why, strength, "the loss is stuck on a plateau"
+        "plateau", severity, evidence, fix, why, strength, "the loss is stuck on a plateau"
     )
 
 
@@ -550,10 +619,14 @@ def overfitting(e: Evidence, shape: LossShape | None) -> Finding | None:
     train_at_best = _train_loss_near(e, val[best_index][0])
     train_end = e.train[-1][1] if e.train else math.nan
     train_falls = math.isfinite(train_at_best) and train_end < train_at_best
-    if rise < 1.1 or above < 0.75 or not train_falls:
+    # A steady climb (most evaluations after the best higher than the one before) is a trend;
+    # jitter goes up and down.
+    climbing = sum(1 for a, b in zip(tail, tail[1:], strict=False) if b > a) / max(len(tail) - 1, 1)
+    trend = len(tail) >= 4 and climbing >= 0.6
+    if rise < 1.1 or not train_falls or not (trend or above >= 0.75):
         return None
     stopped = (e.summary or {}).get("stop_reason") == "early_stopping"
-    severity = "info" if stopped else ("error" if rise >= 1.25 else "warning")
+    severity = "info" if stopped else ("error" if rise >= 1.25 or trend else "warning")
     fix = _regularize(e)
     evidence = {
         "best_val_loss": round(best, 4),

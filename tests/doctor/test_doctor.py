@@ -145,6 +145,7 @@ MECHANISMS = {
     "lr_too_high": dict(losses=_rises, record=lambda s: {"update_ratio": 0.2}),
     "lr_too_low": dict(
         losses=lambda s: 2.3 - s * 1e-5,
+        val=lambda s: 2.31 - s * 1e-5,
         record=lambda s: {"update_ratio": 1e-6},
         row=lambda s, kind: {"update_ratio": 1e-6} if kind == "Linear" else {},
     ),
