@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,8 +61,8 @@ class _Layer:
         self.reset()
 
     def reset(self) -> None:
-        self.count = 0
-        self.sums: list[torch.Tensor] = []  # [sum, sum of squares, elements, saturated]
+        self.elements = 0
+        self.sums: torch.Tensor | None = None  # [sum, sum of squares, saturated count]
         self.alive: torch.Tensor | None = None  # units active on some sample
 
     @torch.no_grad()
@@ -71,33 +72,42 @@ class _Layer:
             return
         out = out.detach().float()
         pre = inputs[0].detach().float() if inputs and isinstance(inputs[0], torch.Tensor) else out
-        sums = [out.sum(), out.square().sum(), torch.tensor(float(out.numel()), device=out.device)]
-        if self.threshold is not None:
-            sums.append((pre.abs() > self.threshold).sum().float())
-        self.sums = sums if not self.sums else [a + b for a, b in zip(self.sums, sums, strict=True)]
+        saturated = (
+            (pre.abs() > self.threshold).sum() if self.threshold is not None else out.new_zeros(())
+        )
+        sums = torch.stack([out.sum(), (out * out).sum(), saturated.float()])
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.elements += out.numel()
         if self.relu_like and pre.ndim >= 2:
             alive = (_units(pre) > 0).any(0)
             self.alive = alive if self.alive is None else self.alive | alive
-        self.count += 1
 
-    def activations(self) -> dict[str, float]:
-        """Activation mean/std (and dead/saturated fractions) of this step's forward passes."""
-        if not self.count:
-            return {}
-        total, squares, n, *saturated = (float(s) for s in self.sums)
+    def activation_tensor(self) -> torch.Tensor:
+        """[sum, sum of squares, saturated, dead fraction] of this step's forward passes."""
+        assert self.sums is not None
+        dead = (
+            1.0 - self.alive.float().mean() if self.alive is not None else self.sums.new_zeros(())
+        )
+        return torch.cat([self.sums, dead.reshape(1)])
+
+    def activations(self, values: list[float]) -> dict[str, float]:
+        """Activation mean/std (and dead/saturated fractions) from `activation_tensor`'s values."""
+        total, squares, saturated, dead = values
+        n = self.elements
         mean = total / n
         result = {"act_mean": mean, "act_std": math.sqrt(max(squares / n - mean * mean, 0.0))}
         if self.alive is not None:
-            result["dead_fraction"] = 1.0 - float(self.alive.float().mean())
-        if saturated:
-            result["saturated_fraction"] = saturated[0] / n
+            result["dead_fraction"] = dead
+        if self.threshold is not None:
+            result["saturated_fraction"] = saturated / n
         return result
 
 
-def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+def _norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of each tensor, as one float32 vector (one fused kernel where torch has it)."""
     if not tensors:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([t.float().norm() for t in tensors]))
+        return torch.zeros(0)
+    return torch.stack([n.float() for n in torch._foreach_norm(list(tensors))])
 
 
 def uniform_loss(trainer: Trainer) -> float | None:
@@ -208,7 +218,8 @@ class TrainingStats(Observer):
         self.records = 0
         self._hooks: list[Any] = []
         self._before: list[torch.Tensor] = []  # weights before a stats step
-        self._grads: list[torch.Tensor] = []  # per-layer gradient norms of a stats step
+        self._grad_norms = torch.zeros(0)  # per-parameter gradient norms of a stats step
+        self._grads_per_layer: list[int] = []
         self._grad_copies: list[torch.Tensor | None] = []
         self._order: list[_Layer] = []
         self._first_step = 0
@@ -254,7 +265,7 @@ class TrainingStats(Observer):
 
     def _hook(self, layer: _Layer) -> Any:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            if not layer.count:
+            if layer not in self._order:
                 self._order.append(layer)
             layer.observe(inputs, output)
 
@@ -287,7 +298,9 @@ class TrainingStats(Observer):
             self._cosine = torch.nn.functional.cosine_similarity(now, self._prev_grad, dim=0)
         self._prev_grad = None
         histograms = self.records % HISTOGRAM_EVERY == 0 and self.log.has_tensorboard
-        self._grads = [_norm(g) * inv_scale for g in grads]
+        all_grads = [g for layer_grads in grads for g in layer_grads]
+        self._grad_norms = _norms(all_grads) * inv_scale  # per parameter
+        self._grads_per_layer = [len(g) for g in grads]
         self._grad_copies = [
             torch.cat([x.flatten() for x in g]).float() * inv_scale if histograms and g else None
             for g in grads
@@ -324,50 +337,64 @@ class TrainingStats(Observer):
 
     def _layers_record(self, step: int, losses: list[float]) -> dict[str, Any]:
         after = [p.detach() for layer in self.layers for p in layer.params]
-        deltas = [(a.float() - b.float()) for a, b in zip(after, self._before, strict=True)]
-        rows, i = [], 0
-        order = self._order + [layer for layer in self.layers if layer not in self._order]
-        index = {id(layer): k for k, layer in enumerate(self.layers)}
-        starts = {}
-        for layer in self.layers:
-            starts[id(layer)] = i
-            i += len(layer.params)
-        for layer in order:
-            k, start = index[id(layer)], starts[id(layer)]
+        deltas = torch._foreach_sub(after, self._before)
+        hooked = [layer for layer in self._order if layer.sums is not None]
+        # Every number of the record in one transfer from the device.
+        parts = [_norms(self._before), _norms(deltas), _norms(after), self._grad_norms.float()]
+        if hooked:
+            parts.append(torch.cat([layer.activation_tensor().float() for layer in hooked]))
+        if self._cosine is not None:
+            parts.append(self._cosine.float().reshape(1))
+        values = torch.cat([t.reshape(-1).cpu() for t in parts]).tolist()
+        n = len(after)
+        before_n, delta_n, after_n = values[:n], values[n : 2 * n], values[2 * n : 3 * n]
+        grad_n = values[3 * n : 3 * n + len(self._grad_norms)]
+        rest = values[3 * n + len(self._grad_norms) :]
+        activations = {
+            id(layer): layer.activations(rest[4 * i : 4 * i + 4]) for i, layer in enumerate(hooked)
+        }
+        cosine = rest[-1] if self._cosine is not None else None
+        rows, param_at, grad_at = {}, 0, 0
+        for layer, with_grad in zip(
+            self.layers, self._grads_per_layer or [0] * len(self.layers), strict=True
+        ):
             row: dict[str, Any] = {"name": layer.name, "type": layer.type}
-            if layer.params:
-                weights = self._before[start : start + len(layer.params)]
-                moved = deltas[start : start + len(layer.params)]
-                weight_norm = float(_norm(weights))
-                row["grad_norm"] = clean(float(self._grads[k])) if self._grads else None
+            k = len(layer.params)
+            if k:
+                weight_norm = math.sqrt(sum(x * x for x in before_n[param_at : param_at + k]))
+                moved = math.sqrt(sum(x * x for x in delta_n[param_at : param_at + k]))
+                grads = grad_n[grad_at : grad_at + with_grad]
+                row["grad_norm"] = clean(math.sqrt(sum(x * x for x in grads)))
                 row["weight_norm"] = weight_norm
-                row["update_ratio"] = float(_norm(moved)) / weight_norm if weight_norm else None
-            row.update({key: clean(v) for key, v in layer.activations().items()})
-            rows.append(row)
-        grad_total = (
-            float(torch.linalg.vector_norm(torch.stack(self._grads))) if self._grads else 0.0
-        )
-        with_grads = [r for r in rows if r.get("grad_norm") not in (None, 0.0)]
+                row["update_ratio"] = moved / weight_norm if weight_norm else None
+            row.update({key: clean(v) for key, v in activations.get(id(layer), {}).items()})
+            rows[id(layer)] = row
+            param_at, grad_at = param_at + k, grad_at + with_grad
+        order = self._order + [layer for layer in self.layers if layer not in self._order]
+        ordered = [rows[id(layer)] for layer in order]
+        with_grads = [
+            r for r in ordered if isinstance(r.get("grad_norm"), float) and r["grad_norm"] > 0
+        ]
+        weights_before = math.sqrt(sum(x * x for x in before_n))
         record: dict[str, Any] = {
             "step": step,
             "kind": "layers",
             "loss": clean(losses[-1]),
             "lr": self._lr,
             "losses": [clean(x) for x in losses],
-            "grad_norm": clean(grad_total),
-            "weight_norm": float(_norm(after)),
-            "update_ratio": float(_norm(deltas)) / max(float(_norm(self._before)), 1e-30),
+            "grad_norm": clean(math.sqrt(sum(x * x for x in grad_n))),
+            "weight_norm": math.sqrt(sum(x * x for x in after_n)),
+            "update_ratio": math.sqrt(sum(x * x for x in delta_n)) / max(weights_before, 1e-30),
             "first_last_grad_ratio": (
                 with_grads[0]["grad_norm"] / with_grads[-1]["grad_norm"]
                 if len(with_grads) >= 2
-                and all(isinstance(r["grad_norm"], float) for r in with_grads)
                 else None
             ),
-            "grad_cosine": float(self._cosine) if self._cosine is not None else None,
-            "layers": rows,
+            "grad_cosine": clean(cosine) if cosine is not None else None,
+            "layers": ordered,
         }
         if self.records % HISTOGRAM_EVERY == 0:
-            self._tensorboard(step, rows)
+            self._tensorboard(step, ordered)
         self._before = []
         return record
 
