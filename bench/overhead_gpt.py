@@ -32,6 +32,7 @@ OVERRIDES = [
     "train.sample_tokens=0",
     "log.progress=on",
     "train.deterministic=true",
+    "log.stats_every=0",  # the loop's own cost; statistics' cost is bench/overhead_stats.py's
 ]
 
 

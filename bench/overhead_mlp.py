@@ -33,7 +33,9 @@ def synthetic(num_samples: int = NUM_SAMPLES):
     return x, y
 
 
-def hone_steps_per_second(steps: int, run_dir: str, nan_guard: bool = True) -> float:
+def hone_steps_per_second(
+    steps: int, run_dir: str, nan_guard: bool = True, stats_every: int = 0
+) -> float:
     cfg = load_config(
         "mlp-digits",
         [
@@ -60,6 +62,8 @@ def hone_steps_per_second(steps: int, run_dir: str, nan_guard: bool = True) -> f
             "log.progress=on",
             "log.tensorboard=true",
             f"train.nan_guard={str(nan_guard).lower()}",
+            # The loop's own cost; statistics' cost is bench/overhead_stats.py's.
+            f"log.stats_every={stats_every}",
         ],
     )
     trainer = Trainer(cfg, run_dir)
@@ -103,6 +107,9 @@ def main() -> None:
         "--no-nan-guard", action="store_true", help="hone with train.nan_guard=false"
     )
     parser.add_argument(
+        "--stats-every", type=int, default=0, help="hone with log.stats_every=N (0: off)"
+    )
+    parser.add_argument(
         "--plain-fused", action="store_true", help="give the plain loop hone's fused AdamW kernel"
     )
     args = parser.parse_args()
@@ -112,7 +119,9 @@ def main() -> None:
         plain_steps_per_second(200)
         for r in range(args.rounds):
             plain = plain_steps_per_second(args.steps, args.plain_fused)
-            ours = hone_steps_per_second(args.steps, f"{tmp}/r{r}", not args.no_nan_guard)
+            ours = hone_steps_per_second(
+                args.steps, f"{tmp}/r{r}", not args.no_nan_guard, args.stats_every
+            )
             ratios.append(ours / plain)
             print(
                 f"round {r}: plain {plain:8.0f} steps/s   hone {ours:8.0f} steps/s   ratio {ours / plain:.3f}",

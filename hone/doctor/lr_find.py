@@ -226,7 +226,8 @@ def default_smoothing(num_steps: int) -> float:
 def sweep_config(cfg: Config, num_steps: int) -> Config:
     """`cfg` as the sweep trains it: the lr is the sweep's alone (constant schedule, no
     warmup), no evaluation, no checkpoints, a log event every step (the progress bar shows
-    the lr growing), and no rollback on non-finite steps (the sweep decides about those)."""
+    the lr growing), no training statistics, and no rollback on non-finite steps (the sweep
+    decides about those)."""
     sweep = copy.deepcopy(cfg)
     sweep.schedule.name, sweep.schedule.warmup_steps = "constant", 0
     t = sweep.train
@@ -236,6 +237,7 @@ def sweep_config(cfg: Config, num_steps: int) -> Config:
     t.max_bad_steps = num_steps + 1
     t.sample_tokens = 0
     sweep.log.every, sweep.log.tensorboard = 1, False
+    sweep.log.stats_every = 0  # a sweep is diagnosed by its curve, not by `hone doctor`
     validate(sweep)
     return sweep
 
