@@ -84,7 +84,12 @@ def lr_too_high(e: Evidence, shape: LossShape | None) -> Finding | None:
         and shape.low < shape.uniform
     )
     thrashing = shape.drop < 0.1 and math.isfinite(ratio) and ratio > 3e-2
-    if not ((spiked or diverged or above_uniform) and big_steps or thrashing):
+    # Ending at twice where it began (and above a uniform guess): whatever the step sizes
+    # say (adaptive optimizers normalize them), training made the model worse.
+    worse = shape.end > 2 * shape.start and not (
+        math.isfinite(shape.uniform) and shape.end <= shape.uniform
+    )
+    if not ((spiked or diverged or above_uniform) and big_steps or thrashing or worse):
         return None
     evidence = {
         "loss_start": rounded(shape.start),
@@ -103,7 +108,9 @@ def lr_too_high(e: Evidence, shape: LossShape | None) -> Finding | None:
         f"the loss climbed to {peak:.3g} (from {shape.start:.3g}, lowest {shape.low:.3g}) while each "
         f"step moves the weights by {ratio:.1e} of their norm: the steps overshoot; a smaller lr descends"
     )
-    strength = 0.7 + 0.25 * clip(math.log10(peak / max(shape.low, 1e-30)) / 3)
+    # Below dead or saturated units' strength: when a large lr killed or saturated units,
+    # those name the damage and their fix lowers the lr too.
+    strength = 0.7 + 0.2 * clip(math.log10(peak / max(shape.low, 1e-30)) / 3)
     return Finding(
         "lr_too_high",
         "error",
@@ -128,15 +135,17 @@ def lr_too_low(e: Evidence, shape: LossShape | None) -> Finding | None:
     # Consecutive gradients that agree (cosine near 1): the descent direction hardly changes
     # from step to step, so each step covers a small part of the way.
     same_direction = math.isfinite(cosine) and cosine > 0.7
-    if drop >= 0.2 or not (tiny_steps or same_direction):
-        return None
+    if drop >= 0.2 or drop < -0.05 or not (tiny_steps or same_direction):
+        return None  # (a loss that rose is not helped by a larger lr)
+    if not tiny_steps and math.isfinite(ratio) and ratio > 3e-3:
+        return None  # steps of ordinary size or larger: the direction agrees for another reason
     vanishing = median([r for r in e.series("first_last_grad_ratio") if r > 0], 1.0) < 1e-2
     if vanishing and e.param_layers() >= 3:
         return None  # the first layers' steps are tiny because their gradients are
     # On a quadratic bowl the loss falls as exp(-c lr t): a fall of `drop` in the run says how
-    # many times larger lr * t must be to take the loss down by 1e-6 (clamped to 10..1000).
+    # many times larger lr * t must be to take the loss down by 1e-6 (clamped to 10..10^4).
     speedup = math.log(1e6) / max(-math.log(max(1 - drop, 1e-12)), 1e-12)
-    factor = 10 ** min(max(math.ceil(math.log10(speedup)), 1), 3)
+    factor = 10 ** min(max(math.ceil(math.log10(speedup)), 1), 4)
     lr = e.lr * factor
     if e.optimizer in ADAPTIVE:
         lr = min(lr, max(ADAPTIVE_LR_CAP, e.lr * 10))
@@ -172,7 +181,10 @@ def oscillation(e: Evidence, shape: LossShape | None) -> Finding | None:
     # Healthy minibatch noise is averaged out of 20 segment medians and of full validation
     # passes; repeated climbs of 30% in both mean the iterate keeps overshooting.
     anti = math.isfinite(cosine) and cosine < -0.5  # period-2 bouncing across a valley
-    if not (train >= 1 and train + val >= 2 or anti):
+    # Both the training segments and the full validation passes must climb back: either
+    # alone is noise (a hard minibatch, a small validation split).
+    has_val = len(val_losses) >= 5
+    if not (train >= 1 and (val >= 1 if has_val else train >= 2) and train + val >= 2 or anti):
         return None
     momentum = number(e.get("optim.momentum", 0.0))
     fix = ["--optim.momentum=0.9"] if momentum >= 0.95 else [lower_lr(e, 0.3)]
@@ -272,15 +284,20 @@ def overfitting(e: Evidence, shape: LossShape | None) -> Finding | None:
     rise = final / best
     train_at_best = _train_loss_near(e, val[best_index][0])
     train_end = e.train[-1][1] if e.train else math.nan
-    train_falls = math.isfinite(train_at_best) and train_end < train_at_best
+    # Memorizing: the training loss keeps falling (by a fifth at least) and ends well below
+    # the validation loss; at a noise floor both sit still and nothing is memorized.
+    train_falls = math.isfinite(train_at_best) and train_end < 0.8 * train_at_best
+    gap = final / train_end if train_end > 0 else math.inf
     # A steady climb (most evaluations after the best higher than the one before) is a trend;
     # jitter goes up and down.
     climbing = sum(1 for a, b in zip(tail, tail[1:], strict=False) if b > a) / max(len(tail) - 1, 1)
     trend = len(tail) >= 4 and climbing >= 0.6
-    if rise < 1.1 or not train_falls or not (trend or above >= 0.75):
+    if rise < 1.1 or not train_falls or gap < 1.5 or not (trend or above >= 0.75):
         return None
     stopped = (e.summary or {}).get("stop_reason") == "early_stopping"
-    severity = "info" if stopped else ("error" if rise >= 1.25 or trend else "warning")
+    memorized = gap >= 10  # validation loss ten times the training loss
+    strong = rise >= 1.25 or (memorized and (trend or above >= 0.75))
+    severity = "info" if stopped else ("error" if strong else "warning")
     fix = _regularize(e)
     evidence = {
         "best_val_loss": round(best, 4),
@@ -288,6 +305,7 @@ def overfitting(e: Evidence, shape: LossShape | None) -> Finding | None:
         "final_val_loss": round(final, 4),
         "train_loss_at_best": round(train_at_best, 4),
         "train_loss_end": round(train_end, 4),
+        "val_to_train_loss": rounded(gap),
     }
     why = (
         f"validation loss rose {rise - 1:.0%} above its best (step {val[best_index][0]}) while the "

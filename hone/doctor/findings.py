@@ -83,8 +83,10 @@ def loss_shape(e: Evidence) -> LossShape | None:
     segments = e.loss_segments()
     if len(segments) < 3:
         return None
+    # Where training began: the loss at step 0 (before any step could blow it up), else the
+    # first segment's.
     initial = number(e.run.get("initial_loss"))
-    start = max(segments[0], initial) if math.isfinite(initial) else segments[0]
+    start = initial if math.isfinite(initial) and initial > 0 else segments[0]
     end, low = segments[-1], min(segments)
     uniform = number(e.run.get("uniform_loss"))
     drop = 1.0 - end / start if start > 0 else 0.0

@@ -153,7 +153,7 @@ def dead_units(e: Evidence, shape: LossShape | None) -> Finding | None:
         f"{worst:.0%} of layer {name}'s ReLU units are zero on every sample: they get no "
         "gradient and never recover; large steps push their biases negative"
     )
-    strength = 0.65 + 0.3 * clip((worst - 0.25) / 0.75)
+    strength = 0.75 + 0.2 * clip((worst - 0.25) / 0.75)
     return Finding("dead_units", severity, evidence, fix, why, strength, "ReLU units died")
 
 
@@ -186,7 +186,7 @@ def saturated_units(e: Evidence, shape: LossShape | None) -> Finding | None:
         f"{e.activation or 'squashing'} function, which pass on under 5% of the gradient; "
         "inputs and weights scaled to unit variance keep them in the slope"
     )
-    strength = 0.65 + 0.3 * clip((worst - 0.2) / 0.8)
+    strength = 0.75 + 0.2 * clip((worst - 0.2) / 0.8)
     return Finding(
         "saturated_units",
         severity,
