@@ -281,7 +281,7 @@ class LogConfig:
     )
     tensorboard: bool = opt(True, "write TensorBoard event files")
     stats_every: int = opt(
-        25,
+        50,
         "training statistics (per-layer gradient, weight, update and activation figures, "
         "read by `hone doctor`) every N steps, and at the first step (0: off)",
         ge=0,
