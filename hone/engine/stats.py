@@ -6,8 +6,8 @@ update/weight ratio (how far the optimizer moved the weights, relative to their 
 activation mean and std, the fraction of ReLU-like units inactive on the whole batch and the
 fraction of sigmoid/tanh pre-activations in the flat region. Once per run it records the loss
 at step 0 against the loss of a uniform prediction and the scale of the training inputs.
-Records go to stats.jsonl (one JSON object a line); every twentieth also to TensorBoard as
-scalars and histograms. Between stats steps the observer costs one list append per step:
+Records go to stats.jsonl (one JSON object a line); every 20th also to TensorBoard as
+per-layer scalars, every 100th (and the first) with weight and gradient histograms. Between stats steps the observer costs one list append per step:
 the step's loss stays on the device until the next record (no host sync).
 """
 
@@ -35,7 +35,9 @@ RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.GELU, nn.SiLU,
 # Pre-activations beyond which the derivative is under 5% of its maximum: tanh' < 0.05 for
 # |x| > 2.18, sigmoid' < 0.0125 for |x| > 4.36.
 SATURATION = {nn.Tanh: 2.18, nn.Sigmoid: 4.36, nn.Hardtanh: 1.0, nn.Hardsigmoid: 3.0}
-HISTOGRAM_EVERY = 20  # records between TensorBoard writes (they cost more than a record)
+# Records between TensorBoard writes: per-layer scalars, and weight/gradient histograms (a
+# GPT's histograms cost 160 ms, more than 20 records).
+SCALARS_EVERY, HISTOGRAMS_EVERY = 20, 100
 RECORD_KINDS = ("run", "layers", "non_finite")
 
 
@@ -246,12 +248,12 @@ class TrainingStats(Observer):
             now = torch.cat(flat)
             self._cosine = torch.nn.functional.cosine_similarity(now, self._prev_grad, dim=0)
         self._prev_grad = None
-        histograms = self.records % HISTOGRAM_EVERY == 0 and self.log.has_tensorboard
+        histograms = self.records % HISTOGRAMS_EVERY == 0 and self.log.has_tensorboard
         all_grads = [g for layer_grads in grads for g in layer_grads]
         self._grad_norms = _norms(all_grads) * inv_scale  # per parameter
         self._grads_per_layer = [len(g) for g in grads]
         self._grad_copies = [
-            torch.cat([x.flatten() for x in g]).float() * inv_scale if histograms and g else None
+            torch.cat([_strided(x) for x in g]).float() * inv_scale if histograms and g else None
             for g in grads
         ]
 
@@ -342,29 +344,29 @@ class TrainingStats(Observer):
             "grad_cosine": clean(cosine) if cosine is not None else None,
             "layers": ordered,
         }
-        if self.records % HISTOGRAM_EVERY == 0:
-            self._tensorboard(step, ordered)
+        if self.records % SCALARS_EVERY == 0:
+            self._tensorboard(step, ordered, self.records % HISTOGRAMS_EVERY == 0)
         self._before = []
         return record
 
-    def _tensorboard(self, step: int, rows: list[dict[str, Any]]) -> None:
+    def _tensorboard(self, step: int, rows: list[dict[str, Any]], histograms: bool) -> None:
         for row in rows:
             for key in ("grad_norm", "update_ratio", "dead_fraction", "saturated_fraction"):
                 if isinstance(row.get(key), float):
                     self.log.scalar(f"stats/{key}/{row['name']}", row[key], step)
         for layer, grads in zip(self.layers, self._grad_copies, strict=False):
-            if layer.params:
-                weights = torch.cat([p.detach().flatten().float() for p in layer.params])
-                self.log.histogram(f"weights/{layer.name}", _sample(weights), step)
+            if layer.params and histograms:
+                weights = torch.cat([_strided(p.detach()).float() for p in layer.params])
+                self.log.histogram(f"weights/{layer.name}", weights.cpu(), step)
             if grads is not None:
-                self.log.histogram(f"gradients/{layer.name}", _sample(grads), step)
+                self.log.histogram(f"gradients/{layer.name}", grads.cpu(), step)
 
 
-def _sample(values: torch.Tensor, most: int = 1 << 16) -> torch.Tensor:
-    """At most `most` evenly strided values: a histogram's shape without binning millions of
-    them (a GPT's embedding alone took 175 ms)."""
-    stride = max(1, len(values) // most)
-    return values[::stride].cpu()
+def _strided(values: torch.Tensor, most: int = 4096) -> torch.Tensor:
+    """At most `most` evenly strided values of a tensor: the shape of its histogram without
+    copying and binning all of them (a GPT's full histograms took 160 ms a write)."""
+    flat = values.reshape(-1)
+    return flat[:: max(1, flat.numel() // most)]
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         self.file.close()
