@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class UserError(Exception):
@@ -25,6 +26,23 @@ class TrainingAborted(UserError):
     """Training cannot go on (e.g. too many non-finite steps); exit code 3."""
 
     exit_code = 3
+
+
+class ExportMismatch(UserError):
+    """An exported model computes other outputs than PyTorch beyond the tolerance; exit code 1."""
+
+    exit_code = 1
+
+
+class GateFailed(UserError):
+    """A compressed model lost more than the allowed metric (`--max-drop`); exit code 1.
+    `report` is the comparison that failed, for the caller to show."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def did_you_mean(name: str, options: Iterable[str]) -> str:

@@ -25,6 +25,18 @@ PROFILE_TRACE = "profile-trace.json"  # --profile: Chrome/Perfetto trace of the 
 # --profile: the trace again, in TENSORBOARD, where its profiler plugin finds a run "profile"
 TENSORBOARD_PROFILE_TRACE = "profile/hone.pt.trace.json"
 STATS = "stats.jsonl"  # training statistics: per-layer gradients, weights, activations
+COMPRESS = "compress.json"  # `hone compress`: the method, and the original vs compressed table
+# `hone compress --quantize int8`: the int8 model LoadedRun runs instead of MODEL (kept, fp32),
+# an ONNX Runtime graph or torch dynamic-int8 weights, by the backend
+MODEL_INT8_ONNX = "model-int8.onnx"
+MODEL_INT8 = "model-int8.safetensors"
+ONNX = "model.onnx"  # `hone export --format onnx`: the model as an ONNX graph
+PARITY_SUFFIX = ".parity.json"  # beside an exported model: ONNX Runtime vs PyTorch outputs
+BUNDLE = "bundle"  # folder: `hone export --format safetensors`, loadable without the run
+MANIFEST = "manifest.json"  # in a bundle: the sha256 and size of each of its files
+# What LoadedRun.load reads (all but CONFIG, MODEL and DATA_INFO only when present): a
+# bundle holds exactly these.
+INFERENCE_FILES = (CONFIG, MODEL, DATA_INFO, CONVERTERS, TOKENIZER, MODEL_INT8_ONNX, MODEL_INT8)
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,30 @@ class RunFiles:
         return self.root / STATS
 
     @property
+    def onnx(self) -> Path:
+        return self.root / ONNX
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / BUNDLE
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def compress(self) -> Path:
+        return self.root / COMPRESS
+
+    @property
+    def model_int8_onnx(self) -> Path:
+        return self.root / MODEL_INT8_ONNX
+
+    @property
+    def model_int8(self) -> Path:
+        return self.root / MODEL_INT8
+
+    @property
     def profile(self) -> Path:
         return self.root / PROFILE
 
@@ -103,3 +139,8 @@ class RunFiles:
     def fold(self, index: int) -> RunFiles:
         """The run directory of fold `index` of a k-fold run."""
         return RunFiles(self.root / f"fold-{index}")
+
+
+def parity_report(exported: Path) -> Path:
+    """Where the parity check of an exported model is stored: beside it, its name + suffix."""
+    return exported.with_name(exported.name + PARITY_SUFFIX)

@@ -40,7 +40,7 @@ def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hone.cli import commands, doctor, lr_find
+    from hone.cli import commands, compress, doctor, export, lr_find
 
     parser = _Parser(
         prog="hone", description="Train and tune neural networks from one typed config."
@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_tune_parser(sub)
     lr_find.add_parser(sub)
     doctor.add_parser(sub)
+    compress.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 

@@ -20,6 +20,8 @@ from torch import nn
 from hone.config import Config, load_config
 from hone.data import Preprocessor
 from hone.data.base import Tokenizer
+from hone.engine.int8 import load_int8
+from hone.engine.manifest import verify_manifest
 from hone.engine.parts import context_length
 from hone.engine.precision import Precision
 from hone.engine.runtime import resolve_device
@@ -85,10 +87,13 @@ class LoadedRun:
 
     @classmethod
     def load(cls, run: str | Path, device: str = "auto") -> LoadedRun:
-        """Load a finished run directory onto `device` ('auto', 'cpu', 'cuda', 'cuda:N')."""
+        """Load a finished run directory or an exported bundle onto `device` ('auto', 'cpu',
+        'cuda', 'cuda:N')."""
         from safetensors.torch import load_model
 
         files = run_files(run)
+        if files.manifest.is_file():  # a bundle: refuse files changed since the export
+            verify_manifest(files.root)
         cfg = load_config(str(files.config))
         info = json.loads(files.data_info.read_text())
         dev = resolve_device(device)
@@ -96,8 +101,16 @@ class LoadedRun:
         model = build_model(cfg.model, spec)
         if files.converters.is_file():
             model = apply_converters(model, json.loads(files.converters.read_text())["converters"])
-        model = model.to(dev)
-        load_model(model, str(files.model), device=str(dev))
+        int8 = load_int8(files, model, context_length(spec) if spec.task == "lm" else None)
+        if int8 is not None:  # `hone compress --quantize int8` wrote it: it runs on the CPU
+            if dev.type != "cpu" and device != "auto":
+                raise ConfigError(
+                    f"{run} holds an int8 model, which runs on the CPU; pass --device cpu"
+                )
+            model, dev = int8, torch.device("cpu")
+        else:
+            model = model.to(dev)
+            load_model(model, str(files.model), device=str(dev))
         model.eval()
         tokenizer = preprocessor = None
         if spec.task == "lm":
@@ -107,7 +120,7 @@ class LoadedRun:
         else:
             preprocessor = Preprocessor()
             preprocessor.load_state_dict(info["preprocessor"])
-        precision = inference_precision(cfg.train.precision, dev)
+        precision = inference_precision("fp32" if int8 is not None else cfg.train.precision, dev)
         return cls(
             cfg, TASKS[spec.task], spec, model, precision, tokenizer, preprocessor, info, files
         )

@@ -4,6 +4,9 @@ Compression (pruning, factorization, quantization) and other tools convert a mod
 is built. A converter records itself as JSON (`record()`); a run directory keeps the records
 in order (hone.run_files.CONVERTERS), and loading a run builds the model from its config,
 re-applies the records, and only then loads the weights, so the shapes match.
+
+Built in: `LowRank` (truncated-SVD factorization of linear layers) and `PrunedShapes` (the
+widths structured pruning left, hone compress --prune --structured).
 """
 
 from __future__ import annotations
@@ -105,3 +108,87 @@ class LowRank(ModelConverter):
 
 
 CONVERTERS.add("low_rank", LowRank)
+
+
+def size_attributes(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Every module's integer sizes (`in_features`, `out_channels`, `normalized_shape`, an
+    attention's `n_head`, ...) by module name: what `PrunedShapes` compares."""
+    sizes: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        own = {
+            key: value
+            for key, value in vars(module).items()
+            if (type(value) is int)
+            or (isinstance(value, tuple) and value and all(type(v) is int for v in value))
+        }
+        if own:
+            sizes[name] = own
+    return sizes
+
+
+def tensor_shapes(model: nn.Module) -> dict[str, list[int]]:
+    """The shape of every parameter and buffer, by name (a tied weight once)."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return {name: list(tensor.shape) for name, tensor in tensors}
+
+
+class PrunedShapes(ModelConverter):
+    """The shapes structured pruning left: every tensor whose shape, and every module size
+    attribute whose value, differs from the freshly built model's. Converting resizes those
+    tensors (their values are the loaded weights') and sets those attributes, so loading a
+    pruned run needs no pruning library; tensors already of the recorded shape are kept."""
+
+    name = "structured_prune"
+
+    def __init__(
+        self,
+        ratio: float,
+        shapes: dict[str, list[int]],
+        attributes: dict[str, dict[str, Any]],
+    ) -> None:
+        self.ratio, self.shapes, self.attributes = ratio, shapes, attributes
+
+    @classmethod
+    def between(
+        cls,
+        ratio: float,
+        shapes: dict[str, list[int]],
+        attributes: dict[str, dict[str, Any]],
+        pruned: nn.Module,
+    ) -> PrunedShapes:
+        """The record of what changed from a model of `shapes` and `attributes` (taken with
+        `tensor_shapes` and `size_attributes` before pruning) to `pruned`."""
+        changed_shapes = {
+            name: shape for name, shape in tensor_shapes(pruned).items() if shapes[name] != shape
+        }
+        changed_attributes = {}
+        for name, sizes in size_attributes(pruned).items():
+            changed = {k: v for k, v in sizes.items() if attributes.get(name, {}).get(k) != v}
+            if changed:
+                changed_attributes[name] = changed
+        return cls(ratio, changed_shapes, changed_attributes)
+
+    @torch.no_grad()
+    def convert(self, model: nn.Module) -> nn.Module:
+        for name, sizes in self.attributes.items():
+            module = model.get_submodule(name)
+            for key, value in sizes.items():
+                setattr(module, key, tuple(value) if isinstance(value, list) else value)
+        tensors = dict([*model.named_parameters(), *model.named_buffers()])
+        for name, shape in self.shapes.items():
+            tensor = tensors[name]
+            if list(tensor.shape) != shape:
+                # Uninitialized: the run's weights are loaded into it next.
+                tensor.data = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
+        return model
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ratio": self.ratio,
+            "shapes": self.shapes,
+            "attributes": self.attributes,
+        }
+
+
+CONVERTERS.add("structured_prune", PrunedShapes)

@@ -134,7 +134,8 @@ class CausalSelfAttention(nn.Module):
             y = F.dropout(att, dropout, self.training) @ v  # (B, H, T, D)
         else:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        y = y.transpose(1, 2).reshape(B, T, C)
+        # (B, T, H * D): C, unless structured pruning removed heads (hone compress --prune)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
         return self.resid_dropout(self.proj(y))
 
 
