@@ -51,6 +51,7 @@ from bench.doctor_data import (  # noqa: E402
     vanishing,
     write_csvs,
 )
+from hone.doctor.findings import IDS  # noqa: E402
 from hone.run_files import RunFiles  # noqa: E402
 
 # ---------------------------------------------------------------- cases
@@ -385,20 +386,6 @@ FAULTY: list[Case] = [
 CASES: list[Case] = HEALTHY + FAULTY
 
 BY_NAME = {case.name: case for case in CASES}
-IDS = (
-    "vanishing_gradients",
-    "exploding_gradients",
-    "dead_units",
-    "saturated_units",
-    "bad_initialization",
-    "lr_too_high",
-    "lr_too_low",
-    "oscillation",
-    "plateau",
-    "overfitting",
-    "input_scale",
-    "non_finite",
-)
 assert {case.expected for case in FAULTY} == set(IDS), "every id needs a faulty case"
 GOALS = {"detection": 15 / 16, "top1": 13 / 16, "stable": 0.9, "fix": 10 / 16}
 

@@ -18,20 +18,10 @@ from hone.config import load_config
 from hone.engine import Trainer
 from hone.errors import ConfigError
 from hone.run_files import COMPRESS, CONFIG, CONVERTERS, METRICS, MODEL, SUMMARY, TOKENIZER
+from tests.compress.conftest import QUIET, TINY_GPT, one_thread_in_tmp
 
-QUIET = ["log.tensorboard=false", "log.progress=off", "train.checkpoint_every=0"]
-TRAIN = [
-    "model.n_layer=1",
-    "model.block_size=32",
-    "train.batch_size=8",
-    "train.max_seconds=0",
-    "train.eval_every=0",
-    "train.eval_batches=2",
-    "train.sample_tokens=0",
-    *QUIET,
-]
-TEACHER = ["model.n_head=2", "model.n_embd=32", "train.max_steps=60", *TRAIN]
-STUDENT = ["model.n_head=2", "model.n_embd=16", "train.max_steps=30", *TRAIN]
+TEACHER = [*TINY_GPT, "train.max_steps=60"]  # n_embd 32
+STUDENT = [*TINY_GPT, "model.n_embd=16", "train.max_steps=30"]
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +29,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny char-GPT teacher, its student distilled by the command line, and the same
     student trained without the teacher."""
     root = tmp_path_factory.mktemp("runs")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine two threads were far slower
-    try:
-        with pytest.MonkeyPatch.context() as mp:  # the tokenized corpus stays in tmp
-            mp.setenv("HONE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hone-cache"))
-            Trainer(load_config("gpt-shakespeare-char", TEACHER), root / "teacher").fit()
-            Trainer(load_config("gpt-shakespeare-char", STUDENT), root / "alone").fit()
-            args = ["compress", str(root / "teacher"), "--distill", "gpt-shakespeare-char"]
-            options = ["--temperature", "3", "--max-drop", "100", "--repeats", "2"]
-            assert main([*args, *[f"--{o}" for o in STUDENT], *options]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread_in_tmp(tmp_path_factory):
+        Trainer(load_config("gpt-shakespeare-char", TEACHER), root / "teacher").fit()
+        Trainer(load_config("gpt-shakespeare-char", STUDENT), root / "alone").fit()
+        args = ["compress", str(root / "teacher"), "--distill", "gpt-shakespeare-char"]
+        options = ["--temperature", "3", "--max-drop", "100", "--repeats", "2"]
+        assert main([*args, *[f"--{o}" for o in STUDENT], *options]) == 0
     return {
         "teacher": root / "teacher",
         "student": root / "teacher-distilled",

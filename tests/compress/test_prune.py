@@ -30,22 +30,10 @@ from hone.models.converters import (
     tensor_shapes,
 )
 from hone.run_files import COMPRESS, CONFIG, CONVERTERS, DATA_INFO, METRICS, MODEL, SUMMARY
+from tests.compress.conftest import QUIET, TINY_GPT, one_thread_in_tmp
 
-QUIET = ["log.tensorboard=false", "log.progress=off", "train.checkpoint_every=0"]
 MLP = ["train.max_steps=150", "train.max_epochs=0", *QUIET]
-GPT = [
-    "model.n_layer=1",
-    "model.n_head=2",
-    "model.n_embd=32",
-    "model.block_size=32",
-    "train.batch_size=8",
-    "train.max_steps=40",
-    "train.max_seconds=0",
-    "train.eval_every=0",
-    "train.eval_batches=2",
-    "train.sample_tokens=0",
-    *QUIET,
-]
+GPT = [*TINY_GPT, "train.max_steps=40"]
 
 
 @pytest.fixture(scope="module")
@@ -53,29 +41,23 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny mlp-digits and char-GPT run, and their pruned copies: the mlp's structured one
     by the command line, the rest by the library."""
     root = tmp_path_factory.mktemp("runs")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a shared 2-core machine two threads were far slower
-    try:
-        with pytest.MonkeyPatch.context() as mp:  # the tokenized corpus stays in tmp
-            mp.setenv("HONE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hone-cache"))
-            Trainer(load_config("mlp-digits", MLP), root / "mlp").fit()
-            Trainer(load_config("gpt-shakespeare-char", GPT), root / "gpt").fit()
-            args = ["compress", str(root / "mlp"), "--prune", "0.5", "--structured"]
-            assert main([*args, "--finetune-steps", "150", "--repeats", "3"]) == 0
-            # These check the mechanics; accuracy is the command line's run's test.
-            sparse = Prune(0.5, finetune_steps=40)
-            compress(root / "mlp", sparse, root / "sparse", max_drop=100, repeats=2)
-            rounds = Prune(0.5, structured=True, finetune_steps=20, iterations=2)
-            compress(root / "mlp", rounds, root / "rounds", max_drop=100, repeats=2)
-            compress(
-                root / "gpt",
-                Prune(0.5, structured=True, finetune_steps=10),
-                root / "gpt-pruned",
-                max_drop=100,  # 40 steps of training: any loss is noise
-                repeats=2,
-            )
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread_in_tmp(tmp_path_factory):
+        Trainer(load_config("mlp-digits", MLP), root / "mlp").fit()
+        Trainer(load_config("gpt-shakespeare-char", GPT), root / "gpt").fit()
+        args = ["compress", str(root / "mlp"), "--prune", "0.5", "--structured"]
+        assert main([*args, "--finetune-steps", "150", "--repeats", "3"]) == 0
+        # These check the mechanics; accuracy is the command line's run's test.
+        sparse = Prune(0.5, finetune_steps=40)
+        compress(root / "mlp", sparse, root / "sparse", max_drop=100, repeats=2)
+        rounds = Prune(0.5, structured=True, finetune_steps=20, iterations=2)
+        compress(root / "mlp", rounds, root / "rounds", max_drop=100, repeats=2)
+        compress(
+            root / "gpt",
+            Prune(0.5, structured=True, finetune_steps=10),
+            root / "gpt-pruned",
+            max_drop=100,  # 40 steps of training: any loss is noise
+            repeats=2,
+        )
     return {
         "mlp": root / "mlp",
         "structured": root / "mlp-pruned-structured",

@@ -30,24 +30,12 @@ from hone.run_files import (
     MODEL_INT8_ONNX,
     TOKENIZER,
 )
+from tests.compress.conftest import QUIET, TINY_GPT, one_thread_in_tmp
 
-QUIET = ["log.tensorboard=false", "log.progress=off", "train.checkpoint_every=0"]
 # Wide enough that the int8 weights outweigh the ONNX graph's own bytes (at width 64 the
 # file is only 2x smaller).
 MLP = ["model.width=256", "train.max_steps=150", "train.max_epochs=0", *QUIET]
-GPT = [
-    "model.n_layer=1",
-    "model.n_head=2",
-    "model.n_embd=32",
-    "model.block_size=32",
-    "train.batch_size=8",
-    "train.max_steps=60",
-    "train.max_seconds=0",
-    "train.eval_every=0",
-    "train.eval_batches=2",
-    "train.sample_tokens=0",
-    *QUIET,
-]
+GPT = [*TINY_GPT, "train.max_steps=60"]
 SIDE_KEYS = {
     "parameters",
     "nonzero_parameters",
@@ -63,19 +51,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny mlp-digits and char-GPT run, each with its int8 copy: the mlp's made by the
     command line, the GPT's by the library."""
     root = tmp_path_factory.mktemp("runs")
-    threads = torch.get_num_threads()
-    # One thread: on a shared 2-core machine two threads made these steps 50x slower.
-    torch.set_num_threads(1)
-    try:
-        with pytest.MonkeyPatch.context() as mp:  # the tokenized corpus stays in tmp
-            mp.setenv("HONE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hone-cache"))
-            Trainer(load_config("mlp-digits", MLP), root / "mlp").fit()
-            Trainer(load_config("gpt-shakespeare-char", GPT), root / "gpt").fit()
-            args = ["compress", str(root / "mlp"), "--quantize", "int8", "--repeats", "3"]
-            assert main(args) == 0
-            compress(root / "gpt", QuantizeInt8(), root / "gpt-small", repeats=3)
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread_in_tmp(tmp_path_factory):
+        Trainer(load_config("mlp-digits", MLP), root / "mlp").fit()
+        Trainer(load_config("gpt-shakespeare-char", GPT), root / "gpt").fit()
+        args = ["compress", str(root / "mlp"), "--quantize", "int8", "--repeats", "3"]
+        assert main(args) == 0
+        compress(root / "gpt", QuantizeInt8(), root / "gpt-small", repeats=3)
     return {
         "mlp": root / "mlp",
         "mlp-int8": root / "mlp-int8",
