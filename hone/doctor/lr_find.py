@@ -154,10 +154,9 @@ class LRSweep(Observer):
     def on_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
         self._record(trainer, float(loss.item()))
 
-    def on_log(self, trainer: Trainer, event: dict[str, Any]) -> None:
-        # The NaN guard skipped the step: no on_step_end, only this event.
-        if event.get("split") == "fault" and event.get("event") == "skipped_step":
-            self._record(trainer, math.nan)
+    def on_non_finite(self, trainer: Trainer, batches: list[Any]) -> None:
+        # The NaN guard skipped the step (no on_step_end): a point of the curve all the same.
+        self._record(trainer, math.nan)
 
     def _record(self, trainer: Trainer, loss: float) -> None:
         index = len(self.curve.lrs)

@@ -206,9 +206,24 @@ def test_doctor_reads_a_real_diverged_run_and_train_hints_at_it(tmp_path, hone_c
     assert doctor.returncode == 1, doctor.stderr
     report = json.loads(doctor.stdout)
     assert report["findings"][0]["id"] == "non_finite"
-    assert report["findings"][0]["evidence"]["origin"] in ("loss", "module", "gradient")
+    first = report["findings"][0]["evidence"]
+    assert first["origin"] in ("loss", "module", "gradient")
+    assert first["trend"] == "grew"  # lr 10: the loss and weights grow for steps before NaN
     text = hone_cli("doctor", str(run))
     assert "diagnosis: non_finite" in text.stdout and "--optim.lr=" in text.stdout
     missing = hone_cli("doctor", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     assert "Traceback" not in missing.stderr
+
+
+def test_doctor_finds_nothing_in_a_real_healthy_run(tmp_path, hone_cli) -> None:
+    from hone.config import load_config
+    from hone.engine import Trainer
+
+    overrides = ["train.max_epochs=0", "train.max_steps=200", "train.eval_every=20",
+                 "log.tensorboard=false", "log.progress=off"]  # fmt: skip
+    Trainer(load_config("mlp-digits", overrides), tmp_path / "run").fit()
+    doctor = hone_cli("doctor", str(tmp_path / "run"), "--json")
+    assert doctor.returncode == 0, doctor.stdout
+    report = json.loads(doctor.stdout)
+    assert report["healthy"] and report["statistics"] and report["steps"] == 200
