@@ -75,9 +75,11 @@ def poison(kinds: set[str], loss: torch.Tensor, params: Iterable[torch.Tensor]) 
     return loss
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
+def local_shard(t: torch.Tensor) -> torch.Tensor:
     # A sharded (DTensor) gradient: its local shard is what this process holds.
-    return t if type(t) is torch.Tensor else t.to_local()  # type: ignore[attr-defined]
+    if type(t) is torch.Tensor or not hasattr(t, "to_local"):  # the first test: the hot path
+        return t  # a plain tensor or parameter
+    return t.to_local()  # type: ignore[no-any-return]
 
 
 def grad_norm(params: Sequence[torch.Tensor], same_kind: bool = False) -> torch.Tensor | None:
@@ -85,7 +87,7 @@ def grad_norm(params: Sequence[torch.Tensor], same_kind: bool = False) -> torch.
 
     `same_kind`: the caller knows every gradient has one device and dtype.
     """
-    grads = [_local(p.grad) for p in params if p.grad is not None]
+    grads = [local_shard(p.grad) for p in params if p.grad is not None]
     if not grads:
         return None
     if not same_kind and len({(g.device, g.dtype) for g in grads}) > 1:
@@ -121,7 +123,7 @@ class FiniteCheck:
         self.scale = torch.ones(1, device=device)
 
     def __call__(self, loss: torch.Tensor, norm: torch.Tensor | None = None) -> bool:
-        grads = [_local(p.grad) for p in self.params if p.grad is not None]
+        grads = [local_shard(p.grad) for p in self.params if p.grad is not None]
         extra = [t.detach().reshape(1) for t in (loss, norm) if t is not None]
         if self.fused and grads and all(t.dtype == grads[0].dtype for t in extra):
             self.found.zero_()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from hone.checkpoint.faults import local_shard
 from hone.engine.baselines import input_scale, uniform_loss, zero_loss
 from hone.engine.observers import Observer
 from hone.track.run import RunLog
@@ -41,11 +42,6 @@ SCALARS_EVERY, HISTOGRAMS_EVERY = 20, 100
 RECORD_KINDS = ("run", "layers", "non_finite")
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """This process's shard of a DTensor (FSDP), the tensor itself otherwise."""
-    return t.to_local() if hasattr(t, "to_local") else t  # type: ignore[no-any-return]
-
-
 def _units(t: torch.Tensor) -> torch.Tensor:
     """(samples, units): channels of images (B, C, H, W), the last dim otherwise."""
     if t.ndim == 4:
@@ -58,7 +54,7 @@ class _Layer:
 
     def __init__(self, name: str, module: nn.Module) -> None:
         self.name, self.module, self.type = name, module, type(module).__name__
-        self.params = [_local(p) for p in module.parameters(recurse=False)]
+        self.params = [local_shard(p) for p in module.parameters(recurse=False)]
         self.relu_like = isinstance(module, RELU_LIKE)
         self.threshold = next((v for k, v in SATURATION.items() if isinstance(module, k)), None)
         self.reset()
@@ -237,7 +233,8 @@ class TrainingStats(Observer):
         scaler = trainer.precision.scaler
         inv_scale = 1.0 / float(scaler.get_scale()) if scaler is not None else 1.0
         grads = [
-            [_local(p.grad) for p in layer.params if p.grad is not None] for layer in self.layers
+            [local_shard(p.grad) for p in layer.params if p.grad is not None]
+            for layer in self.layers
         ]
         flat = [g.flatten().float() for layer_grads in grads for g in layer_grads]
         if not self.due:  # the step before a stats step
