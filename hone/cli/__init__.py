@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: all)"
     )
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="sample among the fewest likeliest tokens whose probabilities add up to P "
+        "(nucleus sampling; default: off, as 1.0)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(run=commands.sample)

@@ -143,13 +143,20 @@ def sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.temperature < 0:
         raise ConfigError(f"--temperature must be at least 0, got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ConfigError(f"--top-p must be in (0, 1] (1 keeps every token), got {args.top_p}")
     run = LoadedRun.load(args.run_dir, args.device)
     if run.task.name != "lm":
         raise ConfigError(
             f"{args.run_dir} is not a language model; use `hone predict` or `hone eval` for it"
         )
     text = run.sample(
-        args.prompt, args.max_new_tokens, args.temperature, args.top_k or None, args.seed
+        args.prompt,
+        args.max_new_tokens,
+        args.temperature,
+        args.top_k or None,
+        args.seed,
+        top_p=args.top_p,
     )
     print(args.prompt + text)
     return 0

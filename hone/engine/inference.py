@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -61,6 +64,61 @@ def spec_from_info(info: dict[str, Any], cfg: Config) -> ModelSpec:
         context = info.get("context_length") or cfg.model.context_length
         return ModelSpec("lm", (context,), info["vocab_size"], vocab_size=info["vocab_size"])
     return ModelSpec(info["task"], tuple(info["input_shape"]), info["num_outputs"])
+
+
+@dataclass
+class Completion:
+    """What a language model wrote after a prompt, and why it ended (the fields a server's
+    response needs: OpenAI's `finish_reason` and `usage`)."""
+
+    text: str  # the generated text, without the prompt and without the stop string
+    finish_reason: Literal["stop", "length"]  # a stop string appeared, or max_new_tokens ran out
+    prompt_tokens: int
+    completion_tokens: int  # every token generated, those of the stop string included
+
+
+class TextStream(Iterator[str]):
+    """The pieces of a completion's text as it is generated: their concatenation is the text
+    that `LoadedRun.complete` returns for the same arguments. `completion` is set once the
+    iteration ends; `close()` stops generating early."""
+
+    def __init__(self, pieces: Generator[str, None, Completion]) -> None:
+        self._pieces = pieces
+        self.completion: Completion | None = None
+
+    def __next__(self) -> str:
+        try:
+            return next(self._pieces)
+        except StopIteration as end:
+            self.completion = end.value
+            raise
+
+    def close(self) -> None:
+        self._pieces.close()
+
+
+def _first_stop(text: str, stop: Sequence[str]) -> int | None:
+    """Where the earliest stop string in `text` begins, or None."""
+    found = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return min(found) if found else None
+
+
+def _shown_length(text: str, stop: Sequence[str]) -> int:
+    """How much of the text decoded so far can be shown for good.
+
+    Held back: a trailing U+FFFD, which a byte or BPE tokenizer decodes while a multi-byte
+    character's bytes are still arriving, and then the longest tail that begins a stop string
+    (the complete text would end before it). Text before that never changes, so no stop
+    string can begin in it later.
+    """
+    end = len(text.rstrip("\ufffd"))
+    held = 0  # the longest tail text[end - k : end] that is the first k characters of a stop
+    for s in stop:
+        for k in range(min(len(s) - 1, end), held, -1):
+            if text.endswith(s[:k], 0, end):
+                held = k
+                break
+    return end - held
 
 
 class LoadedRun:
@@ -188,7 +246,6 @@ class LoadedRun:
             result["probabilities"] = result["probabilities"].tolist()
         return result
 
-    @torch.no_grad()
     def sample(
         self,
         prompt: str,
@@ -196,24 +253,106 @@ class LoadedRun:
         temperature: float = 1.0,
         top_k: int | None = None,
         seed: int = 0,
+        top_p: float | None = None,
+        stop: Sequence[str] | None = None,
     ) -> str:
-        """`max_new_tokens` tokens sampled after `prompt` (the prompt not included);
-        reproducible given `seed`."""
-        from hone.models.generate import generate
+        """The text of `complete(...)`: up to `max_new_tokens` tokens sampled after `prompt`
+        (the prompt not included); reproducible given `seed`."""
+        return self.complete(prompt, max_new_tokens, temperature, top_k, seed, top_p, stop).text
 
+    def complete(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 0,
+        top_p: float | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> Completion:
+        """The completion of `prompt`: its text, why it ended and the tokens it took."""
+        stream = self.stream(prompt, max_new_tokens, temperature, top_k, seed, top_p, stop)
+        for _ in stream:
+            pass
+        assert stream.completion is not None
+        return stream.completion
+
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 0,
+        top_p: float | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> TextStream:
+        """The completion's text in pieces, each as soon as it is known for good.
+
+        Sampling as in hone.models.generate.sample_next (temperature 0: greedy; `top_k`,
+        `top_p` cut the candidates), with a generator seeded by `seed`. Generation ends after
+        `max_new_tokens` tokens, or once the text contains one of the `stop` strings; the text
+        then ends just before it.
+        """
         if self.tokenizer is None:
             raise ConfigError("this run is not a language model; use `hone predict` or `hone eval`")
         ids = self.tokenizer.encode(prompt)
         if not ids:
             raise ConfigError("--prompt encodes to no tokens; give at least one character")
+        if temperature < 0:
+            raise ConfigError(f"temperature must be at least 0 (0: greedy), got {temperature}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1] (1 keeps every token), got {top_p}")
+        stops = list(stop or [])
+        if "" in stops:
+            raise ConfigError(f"stop strings must not be empty, got {stops}")
+        pieces = self._pieces(ids, max_new_tokens, temperature, top_k, seed, top_p, stops)
+        return TextStream(pieces)
+
+    def _pieces(
+        self,
+        ids: list[int],
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int | None,
+        seed: int,
+        top_p: float | None,
+        stop: list[str],
+    ) -> Generator[str, None, Completion]:
+        """Yields the new text as tokens are drawn; returns the Completion."""
+        from hone.models.generate import iter_tokens
+
+        assert self.tokenizer is not None
         g = torch.Generator(device=self.device)
         g.manual_seed(seed)
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-        with self.precision.autocast():
-            out = generate(
-                self.model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=g
-            )
-        return self.tokenizer.decode(out[0, len(ids) :].tolist())
+        tokens: list[int] = []
+        text, shown = "", 0  # the text so far, and how much of it was yielded
+        finish_reason: Literal["stop", "length"] = "length"
+        steps = iter_tokens(self.model, idx, max_new_tokens, temperature, top_k, top_p, g)
+        with closing(steps):
+            while True:
+                # Autocast around the model only: the caller's code runs between pieces.
+                with self.precision.autocast():
+                    token = next(steps, None)
+                if token is None:
+                    break
+                tokens.append(token)
+                # The whole text again, not the new token alone: a token may be part of a
+                # character, and some tokenizers join tokens (IdTokenizer puts spaces between).
+                text = self.tokenizer.decode(tokens)
+                cut = _first_stop(text, stop)
+                if cut is not None:
+                    assert cut >= shown, (text, shown)  # _shown_length held it back
+                    text, finish_reason = text[:cut], "stop"
+                    break
+                end = _shown_length(text, stop)
+                if end > shown:
+                    yield text[shown:end]
+                    shown = end
+        if len(text) > shown:  # the tail held back, now final
+            yield text[shown:]
+        return Completion(text, finish_reason, len(ids), len(tokens))
 
 
 def evaluate_run(run: str | Path, split: str = "val", device: str = "auto") -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """A GPT language model in one file: token embedding, pre-norm transformer blocks, LM head.
 
 Shapes in comments: B batch, T time (tokens), C channels (n_embd), H heads, D head width (C / H),
-V vocabulary. Every choice in the architecture is a `model.*` key (see GPTConfig); the
-builder registered as "gpt" turns the config into a module.
+V vocabulary, S the tokens a key/value cache holds. Every choice in the architecture is a
+`model.*` key (see GPTConfig); the builder registered as "gpt" turns the config into a module.
+`GPT.forward(idx, cache)` with a `KVCache` decodes incrementally (hone.models.generate).
 """
 
 from __future__ import annotations
@@ -81,12 +82,53 @@ def _rope_tables(block_size: int, head_dim: int, base: float = 10000.0) -> torch
     return torch.stack([angles.cos(), angles.sin()])
 
 
-def _apply_rope(x: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of each head's channels: x (B, H, T, D)."""
+def _apply_rope(x: torch.Tensor, tables: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """Rotate pairs (first half, second half) of each head's channels: x (B, H, T, D) holds
+    positions start .. start + T - 1."""
     T = x.size(-2)
-    cos, sin = tables[0, :T].to(x.dtype), tables[1, :T].to(x.dtype)  # (T, D/2)
+    cos = tables[0, start : start + T].to(x.dtype)  # (T, D/2)
+    sin = tables[1, start : start + T].to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class KVCache:
+    """The keys and values a GPT computed for the tokens it has seen, for decoding one token
+    at a time: each step then runs the new token only, attending to the cached ones.
+
+    Per layer, k and v are (B, H, max_length, D), allocated at the layer's first write in the
+    dtype it computes in (bf16 under autocast) and with its own head count (pruning may leave
+    layers with different ones); `length` positions of them are filled. Build one with
+    `GPT.new_kv_cache()` and pass it to every forward of a sequence.
+    """
+
+    def __init__(self, num_layers: int, max_length: int) -> None:
+        self.max_length, self.length = max_length, 0
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new tokens' k and v (B, H, T, D) after the `length` cached ones; returns
+        every token's (B, H, length + T, D). `advance` moves `length` once all layers ran."""
+        end = self.length + k.size(-2)
+        assert end <= self.max_length, f"cache of {self.max_length} tokens cannot hold {end}"
+        keys, values = self.keys[layer], self.values[layer]
+        if keys is None or values is None:
+            B, H, _, D = k.shape
+            keys = self.keys[layer] = k.new_empty(B, H, self.max_length, D)
+            values = self.values[layer] = v.new_empty(B, H, self.max_length, v.size(-1))
+        keys[:, :, self.length : end] = k
+        values[:, :, self.length : end] = v
+        return keys[:, :, :end], values[:, :, :end]
+
+    def advance(self, num_tokens: int) -> None:
+        self.length += num_tokens
+
+    def reset(self) -> None:
+        """Forget every token (the buffers are kept for the next sequence of the same batch)."""
+        self.length = 0
 
 
 class CausalSelfAttention(nn.Module):
@@ -120,20 +162,34 @@ class CausalSelfAttention(nn.Module):
             mask = torch.ones(cfg.block_size, cfg.block_size, dtype=torch.bool).tril()
             self.register_buffer("causal_mask", mask, persistent=False)  # (T, T), True = may attend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, C = x.shape
+        start = 0 if cache is None else cache.length  # position of x's first token
         # (B, T, 3C) -> three (B, H, T, D)
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
-            q, k = _apply_rope(q, self.rope), _apply_rope(k, self.rope)
+            q, k = _apply_rope(q, self.rope, start), _apply_rope(k, self.rope, start)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, H, S, D), S = start + T: all tokens so far
+        S = k.size(-2)
         dropout = self.dropout if self.training else 0.0
         if self.attn == "plain":
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T)
-            att = att.masked_fill(~self.causal_mask[:T, :T], float("-inf")).softmax(dim=-1)
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
+            mask = self.causal_mask[start : start + T, :S]  # query start + i sees keys <= it
+            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
             y = F.dropout(att, dropout, self.training) @ v  # (B, H, T, D)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            # is_causal's mask lets query i see keys <= i: right only when nothing is cached.
+            # One new token may see every cached key; a chunk after them needs its own mask.
+            mask = None
+            if start and T > 1:
+                mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(start)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=not start
+            )
         # (B, T, H * D): C, unless structured pruning removed heads (hone compress --prune)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
         return self.resid_dropout(self.proj(y))
@@ -164,8 +220,10 @@ class Block(nn.Module):
         self.norm1, self.attn = _norm(cfg, cfg.n_embd), CausalSelfAttention(cfg)
         self.norm2, self.mlp = _norm(cfg, cfg.n_embd), MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cache, layer)
         return x + self.mlp(self.norm2(x))
 
 
@@ -232,18 +290,32 @@ class GPT(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def new_kv_cache(self) -> KVCache:
+        """An empty cache for `forward(idx, cache)`: up to block_size tokens per sequence."""
+        return KVCache(len(self.blocks), self.block_size)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, T, V) of idx (B, T). With `cache`, idx continues the tokens the cache
+        holds (its positions start at `cache.length`), and their keys and values are added."""
         B, T = idx.shape
-        assert T <= self.block_size, f"sequence of {T} tokens exceeds block_size {self.block_size}"
+        start = 0 if cache is None else cache.length
+        assert start + T <= self.block_size, (
+            f"sequence of {start + T} tokens exceeds block_size {self.block_size}"
+        )
         x = self.token_embedding(idx)  # (B, T, C)
         if self.pos_embedding is not None:
-            x = x + self.pos_embedding(torch.arange(T, device=idx.device))  # (T, C) broadcast
+            positions = torch.arange(start, start + T, device=idx.device)
+            x = x + self.pos_embedding(positions)  # (T, C) broadcast
         x = self.dropout(x)
-        for block in self.blocks:
-            if self.activation_checkpointing and self.training:
+        for layer, block in enumerate(self.blocks):
+            if cache is not None:
+                x = block(x, cache, layer)
+            elif self.activation_checkpointing and self.training:
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
+        if cache is not None:
+            cache.advance(T)
         return self.lm_head(self.norm(x))  # (B, T, V)
 
 
