@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from hone.errors import ConfigError, UserError
+from hone.cli.output import add_json_flag, stdout_gone
+from hone.errors import ConfigError, ExitCode, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,9 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="profile a window of steps (train.profile=true): trace, top operators, time shares",
     )
+    add_json_flag(p, "the final summary (with the run directory)")
     p.set_defaults(run=commands.train)
 
     p = sub.add_parser("recipes", help="list the built-in recipes")
+    add_json_flag(p, "the recipes and their descriptions")
     p.set_defaults(run=commands.recipes)
 
     p = sub.add_parser("config", help="inspect configs")
@@ -87,12 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("config", nargs="?", help="recipe name or TOML file")
     show.set_defaults(run=commands.config_show)
     keys = csub.add_parser("keys", help="list every config key with its default and help")
+    add_json_flag(keys, "the keys, defaults and help")
     keys.set_defaults(run=commands.config_keys)
 
     p = sub.add_parser("eval", help="evaluate a finished run")
     p.add_argument("run_dir")
     p.add_argument("--split", default="val", help="val, test or train")
     p.add_argument("--device", default="auto")
+    add_json_flag(p, "the metrics")
     p.set_defaults(run=commands.eval_run)
 
     p = sub.add_parser("predict", help="predict a CSV file with a finished run")
@@ -130,10 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `hone` console script; returns the exit code."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the `hone` console script; returns the exit code (the table in
+    README.md, `hone.errors.ExitCode`)."""
     try:
-        rest, overrides = split_overrides(args_list)
+        try:
+            code = _run(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            # Inside the try: a reader that left must show here, not in the interpreter's
+            # final flush, where it could only be an "Exception ignored" line on stderr.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        return stdout_gone()
+    except SystemExit as stop:
+        # rich's Console answers a broken pipe with SystemExit(1) (Console.on_broken_pipe);
+        # the same event gets the same code as a print's BrokenPipeError.
+        if isinstance(stop.__context__, BrokenPipeError):
+            return stdout_gone()
+        raise
+    return code
+
+
+def _run(argv: list[str]) -> int:
+    """Parse `argv` and run the command; a user's mistake is one line on stderr."""
+    try:
+        rest, overrides = split_overrides(argv)
         args = build_parser().parse_args(rest)
         args.overrides = overrides
         return int(args.run(args) or 0)
@@ -142,4 +167,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("hone: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hone.cli.output import print_json
 from hone.config import field_help, load_config, recipe_names, to_toml
 from hone.config.loader import read_source
 from hone.errors import ConfigError, TrainingAborted
+
+if TYPE_CHECKING:
+    from hone.checkpoint import TrainingInterrupted
 
 DEFAULT_RECIPE = "gpt-shakespeare-char"
 
@@ -35,6 +40,11 @@ def train(args: argparse.Namespace) -> int:
     if args.nproc > 1 or args.nnodes > 1 or args.max_restarts:
         from hone.distributed.launch import launch
 
+        if args.json:  # rank 0 prints the summary, and the workers are not handed --json
+            raise ConfigError(
+                "--json goes with a single-process run; with --nproc/--nnodes read "
+                "RUN/summary.json when the run ends (set --run-dir=runs/NAME to know RUN)"
+            )
         return launch(args, cfg)
     from hone.distributed.launch import external_run_dir
 
@@ -51,7 +61,10 @@ def train(args: argparse.Namespace) -> int:
                 f"hone: {stop}; continue with `hone train --cv {args.cv} --resume {run_dir}`",
                 file=sys.stderr,
             )
-            return stop.exit_code
+            return _stopped(args, stop, run_dir)
+        if args.json:
+            print_json({**result, "run_dir": run_dir})
+            return 0
         print(
             f"{args.cv}-fold cross-validation: val {result['metric']} "
             f"{result['best_val_metric_mean']:.4f} ± {result['best_val_metric_std']:.4f}, "
@@ -67,18 +80,31 @@ def train(args: argparse.Namespace) -> int:
         return abort.exit_code
     except TrainingInterrupted as stop:
         print(f"hone: {stop}; continue with `hone train --resume {run_dir}`", file=sys.stderr)
-        return stop.exit_code
+        return _stopped(args, stop, run_dir)
     if not trainer.dist.is_main:  # one process reports for the whole group
         return 0
     sample = summary.pop("sample", None)
     print_summary(
         {k: v for k, v in summary.items() if v is not None}, title=f"hone train {cfg.recipe}"
     )
-    if sample is not None:
-        print(f"--- sample ---\n{sample}\n--------------")
-    print(f"run directory: {run_dir}")
+    if args.json:
+        print_json({**summary, "sample": sample, "run_dir": run_dir})
+    else:
+        if sample is not None:
+            print(f"--- sample ---\n{sample}\n--------------")
+        print(f"run directory: {run_dir}")
     _doctor_hint(run_dir)
     return 0
+
+
+def _stopped(args: argparse.Namespace, stop: TrainingInterrupted, run_dir: Path) -> int:
+    """The exit code of a run a signal stopped; with --json also a document that says so
+    (SIGTERM's code is 0, so a script would otherwise find no summary and no error)."""
+    if args.json:
+        name = signal.Signals(stop.signum).name
+        stopped = {"signal": name, "step": stop.step, "checkpoint": stop.checkpoint}
+        print_json({"stopped": stopped, "run_dir": run_dir})
+    return stop.exit_code
 
 
 def _doctor_hint(run_dir: Path) -> None:
@@ -96,11 +122,13 @@ def _doctor_hint(run_dir: Path) -> None:
 
 
 def recipes(args: argparse.Namespace) -> int:
-    names = recipe_names()
-    width = max(map(len, names))
-    for name in names:
-        raw, _ = read_source(name)
-        print(f"{name:<{width}}  {raw.get('description', '')}")
+    described = [(name, read_source(name)[0].get("description", "")) for name in recipe_names()]
+    if args.json:
+        print_json([{"name": name, "description": text} for name, text in described])
+        return 0
+    width = max(len(name) for name, _ in described)
+    for name, text in described:
+        print(f"{name:<{width}}  {text}")
     return 0
 
 
@@ -111,7 +139,11 @@ def config_show(args: argparse.Namespace) -> int:
 
 
 def config_keys(args: argparse.Namespace) -> int:
-    for key, default, help_text in field_help():
+    keys = field_help()
+    if args.json:
+        print_json([{"key": key, "default": default, "help": text} for key, default, text in keys])
+        return 0
+    for key, default, help_text in keys:
         print(f"{key} = {json.dumps(default)}  # {help_text}")
     return 0
 
@@ -124,7 +156,11 @@ def _print_metrics(result: dict[str, Any]) -> None:
 def eval_run(args: argparse.Namespace) -> int:
     from hone.engine.inference import evaluate_run
 
-    _print_metrics(evaluate_run(args.run_dir, args.split, args.device))
+    metrics = evaluate_run(args.run_dir, args.split, args.device)
+    if args.json:
+        print_json(metrics)
+    else:
+        _print_metrics(metrics)
     return 0
 
 

@@ -8,6 +8,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from hone.cli.output import add_json_flag, print_json
 from hone.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--threads", type=int, help="torch and ONNX Runtime threads while measuring (default 1)"
     )
+    add_json_flag(p, "the comparison (compress.json's table) and the new run directory")
     p.set_defaults(run=run)
 
 
@@ -146,9 +148,15 @@ def run(args: argparse.Namespace) -> int:
             **{k: v for k, v in given.items() if v is not None},
         )
     except GateFailed as failure:
-        if failure.report is not None:
-            render(failure.report)
+        if failure.report is not None:  # the comparison that failed; nothing was written
+            if args.json:
+                print_json({**failure.report, "output": None})
+            else:
+                render(failure.report)
         raise
+    if args.json:
+        print_json({**table, "output": output})
+        return 0
     render(table)
     print(f"compressed run: {output}")
     return 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from typing import Any
+
+from hone.cli.output import add_json_flag, print_json
+from hone.errors import ExitCode
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -21,7 +23,7 @@ def add_parser(sub: Any) -> None:
         ),
     )
     p.add_argument("run_dir", help="a run directory written by `hone train`")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_flag(p, "the report")
     p.set_defaults(run=run)
 
 
@@ -30,10 +32,10 @@ def run(args: argparse.Namespace) -> int:
 
     report = diagnose(args.run_dir)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
     else:
         render(report)
-    return 0 if report["healthy"] else 1
+    return ExitCode.OK if report["healthy"] else ExitCode.FAILED
 
 
 def render(report: dict[str, Any]) -> None:

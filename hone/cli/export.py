@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
+from hone.cli.output import add_json_flag, print_json
 from hone.errors import ConfigError
 
 
@@ -32,6 +34,7 @@ def add_parser(sub: Any) -> None:
         help="onnx: largest max abs difference from PyTorch accepted (default 1e-4)",
     )
     p.add_argument("--opset", type=int, help="onnx: ONNX opset to write (default: torch's)")
+    add_json_flag(p, "what was written (onnx: and the parity checks)")
     p.set_defaults(run=run)
 
 
@@ -42,10 +45,23 @@ def run(args: argparse.Namespace) -> int:
         given = [flag for flag in ("tolerance", "opset") if getattr(args, flag) is not None]
         if given:
             raise ConfigError(f"--{given[0]} applies to --format onnx only; drop it")
-        print(f"wrote {export_bundle(args.run_dir, args.output)}")
+        bundle = export_bundle(args.run_dir, args.output)
+        if args.json:
+            print_json({"format": args.format, "path": bundle})
+        else:
+            print(f"wrote {bundle}")
         return 0
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     report = export_onnx(args.run_dir, args.output, tolerance, args.opset)
+    if args.json:
+        print_json(
+            {
+                "format": args.format,
+                **dataclasses.asdict(report),
+                "max_abs_diff": report.max_abs_diff,
+            }
+        )
+        return 0
     print(
         f"wrote {report.path} (opset {report.opset}): max abs difference from PyTorch "
         f"{report.max_abs_diff:.3g} <= tolerance {report.tolerance:g} over "

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hone.cli.output import add_json_flag, print_json
 from hone.config import load_config
 
 
@@ -44,6 +46,7 @@ def add_parser(sub: Any) -> None:
         default=4.0,
         help="stop when the smoothed loss exceeds this times its best (default 4)",
     )
+    add_json_flag(p, "the result (lr_find.json's fields, the files and the train command)")
     p.set_defaults(run=run)
 
 
@@ -63,8 +66,13 @@ def run(args: argparse.Namespace) -> int:
     result = lr_find(
         cfg, output, args.start_lr, args.end_lr, args.num_steps, args.smoothing, args.stop_factor
     )
+    command = train_command(args.config, args.overrides, result.overrides)
+    if args.json:
+        files = {"json_path": result.json_path, "plot_path": result.plot_path}
+        print_json({**dataclasses.asdict(result), **files, "train_command": command})
+        return 0
     print(f"suggested lr: {result.suggestion:.3g} ({result.rule}): {result.reason}")
     print(f"the sweep took {len(result.lrs)} steps and stopped: {result.stop_reason}")
     print(f"wrote {result.json_path} and {result.plot_path}")
-    print(train_command(args.config, args.overrides, result.overrides))
+    print(command)
     return 0

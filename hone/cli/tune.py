@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hone.cli.output import add_json_flag, print_json
 from hone.errors import ConfigError
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 # Flags that are shortcuts for a [tune] config key (so the config is the one place they live).
 _CONFIG_FLAGS = {
@@ -54,6 +58,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--direction", help="min or max per metric, comma-separated (tune.direction)")
     p.add_argument("--dir", default="", help="tuning directory (default tune/<study>)")
     p.add_argument("--cv", type=int, default=0, help="objective: mean over K folds")
+    add_json_flag(p, "the result (with 'show': the study's trials)")
     p.set_defaults(run=run)
 
 
@@ -87,8 +92,39 @@ def run(args: argparse.Namespace) -> int:
             cv=args.cv,
         )
     )
-    _print_result(result)
+    if args.json:
+        print_json(
+            {
+                "study": result.study,
+                "storage": result.storage,
+                "directory": result.directory,
+                "metrics": result.metrics,
+                "counts": result.counts,
+                "best": [_trial(trial) for trial in result.best],
+                "best_config": result.best_config,
+                "report_skipped": result.report_skipped,
+            }
+        )
+    else:
+        _print_result(result)
     return 0
+
+
+def _trial(trial: FrozenTrial) -> dict[str, Any]:
+    """One trial for --json: `values` in the order of the study's metrics."""
+    from hone.tune.leaderboard import duration_seconds
+
+    reported = trial.intermediate_values
+    last = max(reported, default=None)
+    return {
+        "number": trial.number,
+        "state": trial.state.name.lower(),
+        "values": trial.values,
+        "params": trial.params,
+        "seconds": duration_seconds(trial),
+        "last_report": None if last is None else {"step": last, "value": reported[last]},
+        "error": trial.user_attrs.get("error"),
+    }
 
 
 def _print_result(result: Any) -> None:
@@ -125,5 +161,15 @@ def show(args: argparse.Namespace) -> int:
     from hone.tune.leaderboard import table
 
     study, trials = load(args.study_name, args.storage, args.dir)
+    if args.json:
+        print_json(
+            {
+                "study": study.study_name,
+                "metrics": study.user_attrs.get("metrics"),
+                "directions": [d.name.lower() for d in study.directions],
+                "trials": [_trial(trial) for trial in trials],  # best first
+            }
+        )
+        return 0
     Console(soft_wrap=True).print(table(study, trials))
     return 0
