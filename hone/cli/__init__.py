@@ -41,7 +41,7 @@ def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hone.cli import commands, compress, doctor, export, lr_find
+    from hone.cli import commands, compress, doctor, export, lr_find, serve
 
     parser = _Parser(
         prog="hone", description="Train and tune neural networks from one typed config."
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_parser(sub)
     compress.add_parser(sub)
     export.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 
