@@ -75,6 +75,18 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def quiet_threads() -> None:
+    """OpenMP threads that sleep between model calls instead of spinning.
+
+    A server calls the model in short bursts; torch's OpenMP threads spin for a while after
+    each one, and on a busy 2-core machine that spinning took the cores from the event loop:
+    a 64-token completion took 2-3 s instead of 0.2-0.4 s (BENCHMARKS.md). OpenMP reads the
+    policy once, when torch loads, so this must run first; a user's own setting wins.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def bind(settings: ServeSettings) -> socket.socket:
     """The listening socket (port 0 picks a free one); a ConfigError when it is taken."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
@@ -101,6 +113,7 @@ def url(sock: socket.socket) -> str:
 def serve(settings: ServeSettings) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code (0 after a graceful drain)."""
     settings.check()
+    quiet_threads()
     from hone.serve.model import ServedModel
 
     ServedModel(settings).close()  # fail fast, before binding, on a folder that is no run
