@@ -10,6 +10,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# A character GPT that trains in a second or two: for tests that need a finished LM run.
+TINY_GPT_RUN = [
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=16",
+    "model.block_size=16",
+    "train.batch_size=4",
+    "train.max_seconds=0",
+    "train.eval_every=0",
+    "train.eval_batches=2",
+    "train.sample_tokens=0",
+]
 
 
 @pytest.fixture(autouse=True)

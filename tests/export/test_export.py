@@ -22,6 +22,7 @@ from hone.engine.predict import predict_csv
 from hone.errors import ConfigError
 from hone.export import export_bundle, export_onnx
 from hone.run_files import MANIFEST, MODEL, ONNX, parity_report
+from tests.conftest import TINY_GPT_RUN
 
 QUIET = ["log.tensorboard=false", "log.progress=off", "train.checkpoint_every=0"]
 RUNS = {
@@ -29,21 +30,7 @@ RUNS = {
     "logistic": ("mlp-digits", ["model.name=logistic", "train.max_steps=10"]),
     "mlp": ("mlp-digits", ["model.width=16", "train.max_steps=20"]),
     "cnn": ("cnn-digits", ["model.channels=[4, 8]", "train.max_steps=10"]),
-    "gpt": (
-        "gpt-shakespeare-char",
-        [
-            "model.n_layer=1",
-            "model.n_head=2",
-            "model.n_embd=16",
-            "model.block_size=16",
-            "train.batch_size=4",
-            "train.max_steps=10",
-            "train.max_seconds=0",
-            "train.eval_every=0",
-            "train.eval_batches=2",
-            "train.sample_tokens=0",
-        ],
-    ),
+    "gpt": ("gpt-shakespeare-char", [*TINY_GPT_RUN, "train.max_steps=10"]),
     "custom": (
         "linreg",
         ["model.name=custom", "model.target=tests.contracts.user_model:factory"],

@@ -17,26 +17,12 @@ import pytest
 
 from hone.config import load_config
 from hone.engine import Trainer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_GPT_RUN
 
 QUIET = ["log.tensorboard=false", "log.progress=off", "train.checkpoint_every=0"]
 RUNS = {
     "mlp": ("mlp-digits", ["model.width=16", "train.max_steps=20"]),
-    "gpt": (
-        "gpt-shakespeare-char",
-        [
-            "model.n_layer=1",
-            "model.n_head=2",
-            "model.n_embd=16",
-            "model.block_size=16",
-            "train.batch_size=4",
-            "train.max_steps=30",
-            "train.max_seconds=0",
-            "train.eval_every=0",
-            "train.eval_batches=2",
-            "train.sample_tokens=0",
-        ],
-    ),
+    "gpt": ("gpt-shakespeare-char", [*TINY_GPT_RUN, "train.max_steps=30"]),
 }
 
 
