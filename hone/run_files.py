@@ -15,6 +15,9 @@ SUMMARY = "summary.json"  # what the run achieved; written at the end
 MODEL = "model.safetensors"  # the final weights
 DATA_INFO = "data.json"  # what eval/predict/sample need to read inputs as training did
 CONVERTERS = "converters.json"  # model converters applied after building, in order
+# where the run's user modules (model.target, data.target) were imported from: the folder
+# searched first when the run is loaded again (hone.imports)
+IMPORTS = "imports.json"
 TOKENIZER = "tokenizer"  # folder: the tokenizer of a language model
 CHECKPOINTS = "checkpoints"  # folder of step-NNNNNNN checkpoints
 TENSORBOARD = "tensorboard"  # folder of TensorBoard event files
@@ -36,7 +39,9 @@ BUNDLE = "bundle"  # folder: `hone export --format safetensors`, loadable withou
 MANIFEST = "manifest.json"  # in a bundle: the sha256 and size of each of its files
 # What LoadedRun.load reads (all but CONFIG, MODEL and DATA_INFO only when present): a
 # bundle holds exactly these.
-INFERENCE_FILES = (CONFIG, MODEL, DATA_INFO, CONVERTERS, TOKENIZER, MODEL_INT8_ONNX, MODEL_INT8)
+INFERENCE_FILES = (
+    CONFIG, MODEL, DATA_INFO, CONVERTERS, IMPORTS, TOKENIZER, MODEL_INT8_ONNX, MODEL_INT8,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,10 @@ class RunFiles:
     @property
     def converters(self) -> Path:
         return self.root / CONVERTERS
+
+    @property
+    def imports(self) -> Path:
+        return self.root / IMPORTS
 
     @property
     def tokenizer(self) -> Path:

@@ -40,18 +40,58 @@ def split_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+_EXAMPLES = """\
+examples:
+  hone train mlp-digits --optim.lr=3e-4        a recipe with one setting changed
+  hone train my.toml                           my.toml: base = "mlp-digits" and what differs
+  hone tune mlp-digits --trials 20             search the recipe's default [tune.space]
+
+Every config key with its default and help: `hone config keys`.
+"""
+
+_TRAIN_EXAMPLES = """\
+Config overrides: --section.key=value (values read as TOML). Every key with its default and
+help: `hone config keys`; the whole resolved config: `hone config show CONFIG`.
+
+examples:
+  hone train mlp-digits --optim.lr=3e-4 --train.max_epochs=10
+  hone train my.toml --run-dir runs/my-run     my.toml: base = "mlp-digits" and what differs
+  hone train mlp-digits --model.name=custom --model.target=mymodels:build
+                                               mymodels.py in this folder or beside the TOML
+"""
+
+
+def versions() -> str:
+    """hone's, torch's and Python's versions; torch's from its metadata, without importing it."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from hone import __version__
+
+    try:
+        torch = version("torch")
+    except PackageNotFoundError:
+        torch = "not installed"
+    return f"hone {__version__} (torch {torch}, Python {platform.python_version()})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hone.cli import commands, compress, doctor, export, lr_find, serve
 
     parser = _Parser(
-        prog="hone", description="Train and tune neural networks from one typed config."
+        prog="hone",
+        description="Train and tune neural networks from one typed config.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=versions())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser(
         "train",
         help="train a recipe or TOML config",
-        description="Config overrides: --section.key=value",
+        epilog=_TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "config", nargs="?", help="recipe name or TOML file (default: gpt-shakespeare-char)"

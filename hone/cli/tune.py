@@ -29,7 +29,9 @@ def add_parser(sub: Any) -> None:
         "tune",
         help="tune hyperparameters with Optuna (or `hone tune show STUDY`)",
         description=(
-            "Tune the [tune.space] of a config: `hone tune CONFIG --trials N`. "
+            "Tune the [tune.space] of a config: `hone tune CONFIG --trials N`. Every built-in "
+            "recipe has a default space (`hone config show RECIPE` prints it); a file's own "
+            "[tune.space] replaces its base's whole. "
             "`hone tune show STUDY` prints the leaderboard of an existing study. "
             "Config overrides (--section.key=value) apply to every trial."
         ),

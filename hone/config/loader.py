@@ -2,7 +2,8 @@
 
 TOML is parsed by `tomllib` and written by `tomli_w`; what is written here is the typed
 conversion between plain dicts and the dataclass tree, so that every mistake is reported
-with the key that holds it and the flag that fixes it.
+with the key that holds it and the flag that fixes it. Reading a recipe or file, with the
+bases it builds on, is `hone.config.sources`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import tomllib
 import types
 import typing
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import tomli_w
@@ -27,42 +26,10 @@ from hone.config.components import (
 )
 from hone.config.fields import field_default
 from hone.config.schema import Config, ModelConfig
+from hone.config.sources import model_for_family, read_source, recipe_names, recipe_text
 from hone.errors import ConfigError, did_you_mean
 
-RECIPE_PACKAGE = "hone.recipes"
-
-
-def recipe_names() -> list[str]:
-    """Names of the built-in recipes, sorted."""
-    folder = resources.files(RECIPE_PACKAGE)
-    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
-
-
-def recipe_text(name: str) -> str:
-    return resources.files(RECIPE_PACKAGE).joinpath(f"{name}.toml").read_text()
-
-
-def read_source(source: str) -> tuple[dict[str, Any], str]:
-    """Return the raw dict of a recipe name or TOML path, and the recipe name it implies."""
-    path = Path(source)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise ConfigError(
-                f"config file {source} does not exist; pass a TOML file or one of the recipes listed by `hone recipes`"
-            )
-        text, default_name = path.read_text(), path.stem
-    elif source in recipe_names():
-        text, default_name = recipe_text(source), source
-    else:
-        raise ConfigError(
-            f"no recipe or config file named {source!r}{did_you_mean(source, recipe_names())}; "
-            f"use one of: {', '.join(recipe_names())}, or a path to a .toml file"
-        )
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source} is not valid TOML: {e}") from None
-    return raw, default_name
+__all__ = ["read_source", "recipe_names", "recipe_text"]  # where callers have found them
 
 
 def load_config(source: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -87,13 +54,8 @@ def switch_model_family(raw: dict[str, Any], overrides: Sequence[str]) -> None:
     recipe), while every key the overrides set must still apply to the new family."""
     names = [item.partition("=")[2] for item in overrides if item.startswith("model.name=")]
     model = raw.get("model")
-    if not names or not isinstance(model, dict) or model.get("name", "mlp") == names[-1]:
-        return
-    from hone.config.components import field_names, model_config_class
-    from hone.config.schema import ModelConfig
-
-    keep = field_names(ModelConfig) | field_names(model_config_class(names[-1]))
-    raw["model"] = {k: v for k, v in model.items() if k in keep}
+    if names and isinstance(model, dict):
+        raw["model"] = model_for_family(model, names[-1])
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

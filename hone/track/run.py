@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hone.config import Config, to_toml
+from hone.config import Config, to_dict, to_toml
+from hone.imports import import_record
 from hone.run_files import RunFiles
 
 
@@ -54,6 +55,10 @@ class RunLog:
         self.path.mkdir(parents=True, exist_ok=True)
         files = RunFiles(self.path)
         files.config.write_text(to_toml(cfg))
+        # Where model.target / data.target were imported from (the model is built by now):
+        # loading the run looks there first, from any folder.
+        if imports := import_record(to_dict(cfg)):
+            files.imports.write_text(json.dumps(imports, indent=2) + "\n")
         # Line-buffered append: every event is on disk as soon as it is logged, so a killed run
         # loses nothing it had logged, and a resumed run appends to the same file.
         self._metrics = open(files.metrics, "a", buffering=1)  # noqa: SIM115

@@ -119,7 +119,8 @@ class Tuning:
         if not cfg.space:
             raise ConfigError(
                 "tune.space is empty: nothing to tune; add entries such as "
-                '"optim.lr" = {type = "float", low = 1e-4, high = 1e-1, log = true} under [tune.space]'
+                '"optim.lr" = {type = "float", low = 1e-4, high = 1e-1, log = true} under [tune.space], '
+                'or build on a recipe, whose default space is then used (base = "mlp-digits")'
             )
         self.space = SearchSpace.parse(cfg.space)
         self.configs.check(self.space)
