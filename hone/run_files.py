@@ -37,6 +37,11 @@ ONNX = "model.onnx"  # `hone export --format onnx`: the model as an ONNX graph
 PARITY_SUFFIX = ".parity.json"  # beside an exported model: ONNX Runtime vs PyTorch outputs
 BUNDLE = "bundle"  # folder: `hone export --format safetensors`, loadable without the run
 MANIFEST = "manifest.json"  # in a bundle: the sha256 and size of each of its files
+# Whether the run is alive: running (pid, host, heartbeat), finished, stopped or exited; rank
+# 0's trainer keeps it (hone.engine.run_status), `hone runs` reads it (hone.runs.status)
+STATUS = "status.json"
+MLFLOW = "mlflow.json"  # log.mlflow: the MLflow run mirrored to; a resume goes on in it
+REPORT = "report.html"  # `hone report RUN`: the page of plots, by default in the run directory
 # What LoadedRun.load reads (all but CONFIG, MODEL and DATA_INFO only when present): a
 # bundle holds exactly these.
 INFERENCE_FILES = (
@@ -100,6 +105,18 @@ class RunFiles:
     @property
     def stats(self) -> Path:
         return self.root / STATS
+
+    @property
+    def status(self) -> Path:
+        return self.root / STATUS
+
+    @property
+    def mlflow(self) -> Path:
+        return self.root / MLFLOW
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
 
     @property
     def onnx(self) -> Path:

@@ -287,6 +287,16 @@ class LogConfig:
         ge=0,
     )
 
+    mlflow: bool = opt(
+        False,
+        "mirror params, metrics and the final weights to MLflow as well "
+        "(pip install 'hone-ml[mlflow]')",
+    )
+    mlflow_uri: str = opt(
+        "",
+        "MLflow tracking URI ('': MLFLOW_TRACKING_URI, else MLflow's local default: "
+        "./mlflow.db with artifacts in ./mlruns/), e.g. http://host:5000 or sqlite:///mlflow.db",
+    )
 
 @dataclass
 class DistConfig:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hone.engine.mlflow_mirror import mlflow_observers
 from hone.engine.nan_probe import NanProbe
 from hone.engine.observers import Observer
 from hone.engine.profiling import Profiler
+from hone.engine.run_status import RunStatus
 from hone.engine.stats import StatsFile, TrainingStats
 from hone.track.progress import ProgressBar
 from hone.track.run import RunLog
@@ -58,13 +60,14 @@ class ProgressObserver(Observer):
 
 
 def diagnostics(trainer: Trainer) -> list[Observer]:
-    """Training statistics every `log.stats_every` steps and the NaN probe with the guard
-    (rank 0 only; under several processes the probe's re-run forward would be a collective)."""
+    """The run's status file (and MLflow when `log.mlflow`), training statistics every
+    `log.stats_every` steps and the NaN probe with the guard (rank 0 only; under several
+    processes the probe's re-run forward would be a collective)."""
     cfg = trainer.cfg
     if not trainer.dist.is_main:
         return []
     file = StatsFile(trainer.files.stats)
-    observers: list[Observer] = []
+    observers: list[Observer] = [RunStatus(trainer.files.status), *mlflow_observers(trainer)]
     if cfg.log.stats_every:
         observers.append(TrainingStats(cfg.log.stats_every, file, trainer.log))
     if cfg.train.nan_guard and trainer.strategy is None:

@@ -1,0 +1,154 @@
+"""What a report shows of one run, read from its files: events by split, training
+statistics, the record `hone runs` makes of it, the config and the doctor's findings.
+
+Nothing is computed again and torch is not imported. A live run is read as it stands: a line
+cut short by the writer is skipped; a step logged twice (a rollback redoes steps, a resumed
+run repeats those after its checkpoint) keeps its last record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hone.run_files import RunFiles
+from hone.runs import RunRecord, read_run
+
+
+def number(value: Any) -> float:
+    """A logged value as a float: NaN/inf were written as strings, and None is NaN."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a .jsonl file; a cut line is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def last_per_step(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per step, the last written, in step order."""
+    by_step = {int(r.get("step", 0)): r for r in records}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+@dataclass
+class Series:
+    """One line of a plot: x and y values, NaN where a value was not finite."""
+
+    x: list[float]
+    y: list[float]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass
+class RunData:
+    """The events and statistics of one run directory."""
+
+    path: Path
+    record: RunRecord
+    events: dict[str, list[dict[str, Any]]]  # split -> events, one per step
+    stats: list[dict[str, Any]]  # stats.jsonl "layers" records, one per step
+    stats_run: dict[str, Any]  # stats.jsonl's "run" record (initial vs uniform loss)
+    config_text: str
+    samples: list[dict[str, Any]] = field(default_factory=list)  # {"step", "text"}
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunData:
+        files = RunFiles(path)
+        by_split: dict[str, list[dict[str, Any]]] = {}
+        for event in read_lines(files.metrics):
+            by_split.setdefault(str(event.get("split", "train")), []).append(event)
+        samples = by_split.pop("sample", [])
+        events = {split: last_per_step(found) for split, found in by_split.items()}
+        stats_records = read_lines(files.stats)
+        layers = last_per_step([r for r in stats_records if r.get("kind") == "layers"])
+        run = next((r for r in stats_records if r.get("kind") == "run"), {})
+        try:
+            config_text = files.config.read_text()
+        except OSError:
+            config_text = ""
+        return cls(files.root, read_run(files.root), events, layers, run, config_text, samples)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def metric(self) -> str:
+        """The task metric measured on validation (accuracy, perplexity, r2, ...)."""
+        if self.record.metric:
+            return self.record.metric
+        keys = {k for e in self.events.get("val", []) for k in e} - {"step", "split", "epoch"}
+        return next(iter(sorted(keys - {"loss"})), "")
+
+    def series(self, split: str, key: str, x: str = "step") -> Series:
+        """`key` of the `split` events against `x` ("step", or "elapsed": training seconds,
+        which validation events get from the train events around them)."""
+        found = [e for e in self.events.get(split, []) if key in e]
+        steps = [float(e["step"]) for e in found]
+        y = [number(e[key]) for e in found]
+        if x == "step":
+            return Series(steps, y)
+        clock = [(float(e["step"]), number(e["elapsed"])) for e in self.events.get("train", [])]
+        if not clock:
+            return Series([], [])
+        known_steps, seconds = zip(*clock, strict=True)
+        return Series(list(np.interp(steps, known_steps, seconds)), y)
+
+    def stat(self, key: str) -> Series:
+        """A whole-model training statistic (grad_norm, update_ratio, ...) by step."""
+        found = [r for r in self.stats if key in r]
+        return Series([float(r["step"]) for r in found], [number(r[key]) for r in found])
+
+    def layer_stat(self, key: str) -> dict[str, Series]:
+        """A per-layer statistic by step, for each layer that has it, in forward order."""
+        out: dict[str, Series] = {}
+        for record in self.stats:
+            for layer in record.get("layers", []):
+                if key in layer:
+                    label = f"{layer.get('name')} {layer.get('type', '')}".strip()
+                    line = out.setdefault(label, Series([], []))
+                    line.x.append(float(record["step"]))
+                    line.y.append(number(layer[key]))
+        return out
+
+    def keys(self, split: str) -> list[str]:
+        """The numeric keys of a split's events, in the order first logged."""
+        seen: dict[str, None] = {}
+        for event in self.events.get(split, []):
+            for key, value in event.items():
+                if key not in ("step", "split", "epoch") and not isinstance(value, bool):
+                    if isinstance(value, int | float) or value in ("nan", "inf", "-inf"):
+                        seen[key] = None
+        return list(seen)
+
+    def test_metrics(self) -> dict[str, float]:
+        """The test split's metrics (the last test event, else the summary's test_ keys)."""
+        test = self.events.get("test", [])
+        if test:
+            return {k: number(v) for k, v in test[-1].items() if k not in ("step", "split")}
+        summary = self.record.summary
+        return {k[5:]: number(v) for k, v in summary.items() if k.startswith("test_")}
