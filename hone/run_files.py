@@ -22,6 +22,8 @@ TOKENIZER = "tokenizer"  # folder: the tokenizer of a language model
 CHECKPOINTS = "checkpoints"  # folder of step-NNNNNNN checkpoints
 TENSORBOARD = "tensorboard"  # folder of TensorBoard event files
 CV = "cv.json"  # k-fold cross-validation summary
+# `hone federate`: how the training split was divided, each client's size and label counts
+PARTITIONS = "partitions.json"
 PROFILE = "profile.json"  # --profile: top operators and step-time shares of the window
 PROFILE_TABLE = "profile.txt"  # --profile: torch.profiler's table of operators by self time
 PROFILE_TRACE = "profile-trace.json"  # --profile: Chrome/Perfetto trace of the window
@@ -105,6 +107,10 @@ class RunFiles:
     @property
     def stats(self) -> Path:
         return self.root / STATS
+
+    @property
+    def partitions(self) -> Path:
+        return self.root / PARTITIONS
 
     @property
     def status(self) -> Path:

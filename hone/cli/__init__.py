@@ -76,7 +76,7 @@ def versions() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hone.cli import commands, compress, doctor, export, lr_find, report, runs, serve
+    from hone.cli import commands, compress, doctor, export, federate, lr_find, report, runs, serve
 
     parser = _Parser(
         prog="hone",
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_parser(sub)
     export.add_parser(sub)
     serve.add_parser(sub)
+    federate.add_parser(sub)
     runs.add_parser(sub)
     report.add_parser(sub)
     return parser
