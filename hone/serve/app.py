@@ -57,6 +57,9 @@ SSE_EVENT = {
 _FIELD_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+PREDICT = "/v1/predict"
+
+
 class ApiError(Exception):
     """An error answered as {"error": {...}} with `status`."""
 
@@ -129,6 +132,7 @@ def create_app(
                 settings.max_batch,
                 settings.max_wait_ms / 1000,
                 settings.max_queue,
+                incoming=lambda: state.by_route.get(PREDICT, 0),
             )
             batcher.start()
         state.status = "ready"
@@ -295,7 +299,7 @@ def create_app(
         predict_model = schemas.predict_request(served.input_shape)
 
         @app.post(
-            "/v1/predict",
+            PREDICT,
             response_model=schemas.PredictResponse,
             response_model_exclude_none=True,
             responses=_errors(400, 401, 413, 422, 503, 504),

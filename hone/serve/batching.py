@@ -1,11 +1,11 @@
 """Dynamic micro-batching: concurrent predict requests share one model call.
 
-A request's rows join a queue; one worker task takes the oldest request and waits up to
-`max_wait_s` after its arrival for others, until the batch holds `max_batch` rows, then runs
-the model once on their concatenation (in the model's own thread, so the event loop keeps
-accepting requests) and hands each request its rows of the result. A small model is
-dominated by per-call overhead, so answering 32 requests in one call instead of 32 is where
-the throughput comes from (bench/serve_load.py measures it).
+A request's rows join a queue; one worker task takes the oldest request and, while other
+predict requests are on their way in (`incoming()`: inside the server, not yet queued), waits
+up to `max_wait_s` after the oldest one's arrival for them, until the batch holds `max_batch`
+rows. Then it runs the model once on their concatenation (in the model's own thread, so the
+event loop keeps accepting requests) and hands each request its rows of the result. A lone
+request never waits: waiting pays only when there is company to wait for.
 
 The queue is bounded: past `max_queue` waiting requests, `submit` raises `QueueFull` at once
 (the server answers 503 with Retry-After) instead of letting latency grow without limit.
@@ -48,8 +48,11 @@ class MicroBatcher:
         max_batch: int,
         max_wait_s: float,
         max_queue: int,
+        incoming: Callable[[], int] = lambda: 0,
     ) -> None:
         self.run_batch, self.executor, self.metrics = run_batch, executor, metrics
+        self.incoming = incoming
+        self.answered = 0  # answered, their handlers not yet resumed (still in `incoming`)
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self.queue: deque[_Pending] = deque()
         self._arrival = asyncio.Event()
@@ -79,6 +82,8 @@ class MicroBatcher:
         finally:
             if not future.done():  # the caller gave up (timeout, disconnect): drop its rows
                 future.cancel()
+            elif not future.cancelled() and future.exception() is None:
+                self.answered -= 1  # back in its handler: on its way out
 
     async def _work(self) -> None:
         while True:
@@ -86,7 +91,7 @@ class MicroBatcher:
                 self._arrival.clear()
                 await self._arrival.wait()
             deadline = self.queue[0].arrived + self.max_wait_s
-            while self._rows_waiting() < self.max_batch:
+            while self._rows_waiting() < self.max_batch and self._company():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -98,6 +103,10 @@ class MicroBatcher:
             batch = self._take()
             if batch:
                 await self._run(batch)
+
+    def _company(self) -> bool:
+        """Predict requests in the server that have not reached the queue yet."""
+        return self.incoming() > len(self.queue) + self.answered
 
     def _rows_waiting(self) -> int:
         return sum(len(p.rows) for p in self.queue if not p.future.done())
@@ -135,4 +144,5 @@ class MicroBatcher:
             end = start + len(p.rows)
             if not p.future.done():
                 p.future.set_result({k: v[start:end] for k, v in result.items()})
+                self.answered += 1
             start = end

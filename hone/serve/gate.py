@@ -37,6 +37,7 @@ class ServerState:
     status: str = "loading"
     detail: str | None = None
     in_flight: int = 0
+    by_route: dict[str, int] = field(default_factory=dict)  # requests in flight, per route
     streams: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -105,12 +106,12 @@ class Gate:
 
         work = path not in PROBES
         if work:
-            self._enter()
+            self._enter(route)
         try:
             await self._serve(scope, receive, counted_send, path, work)
         finally:
             if work:
-                self._leave()
+                self._leave(route)
             self.metrics.observe_request(route, status, time.perf_counter() - start)
 
     async def _serve(
@@ -185,12 +186,14 @@ class Gate:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    def _enter(self) -> None:
+    def _enter(self, route: str) -> None:
+        self.state.by_route[route] = self.state.by_route.get(route, 0) + 1
         self.state.in_flight += 1
         self.state.idle.clear()
         self.metrics.in_flight.inc()
 
-    def _leave(self) -> None:
+    def _leave(self, route: str) -> None:
+        self.state.by_route[route] -= 1
         self.state.in_flight -= 1
         self.metrics.in_flight.dec()
         if self.state.in_flight == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import threading
 
 import httpx
@@ -14,6 +15,18 @@ from hone.run_files import MODEL
 from tests.conftest import run_hone
 
 ROWS = load_digits().data[:4].tolist()
+
+
+def half_sent_predict(server) -> socket.socket:
+    """A predict request whose body never comes: in flight, so a queued request has company
+    to wait for (the batcher waits only then), up to --max-wait-ms."""
+    sock = socket.create_connection(server.url.removeprefix("http://").split(":"))
+    sock.sendall(
+        b"POST /v1/predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n"
+    )
+    server.wait_for_metric("hone_requests_in_flight", 1)
+    return sock
 
 
 def test_api_key_guards_every_route_but_health(start_server, serve_runs) -> None:
@@ -37,11 +50,12 @@ def test_api_key_guards_every_route_but_health(start_server, serve_runs) -> None
 
 
 def test_queue_full_is_503_and_sigterm_drains_in_flight_requests(start_server, serve_runs) -> None:
-    # One waiting request fills the queue; it waits 3 s for company unless 64 rows arrive.
+    # One waiting request fills the queue: it waits up to 3 s for the half-sent one.
     server = start_server(
         serve_runs["mlp"], "--max-queue", "1", "--max-batch", "64", "--max-wait-ms", "3000"
     )
     server.wait_ready()
+    company = half_sent_predict(server)
     answers: list[httpx.Response] = []
     first = threading.Thread(
         target=lambda: answers.append(
@@ -65,21 +79,25 @@ def test_queue_full_is_503_and_sigterm_drains_in_flight_requests(start_server, s
     late = httpx.post(f"{server.url}/v1/predict", json={"inputs": ROWS})
     assert late.status_code == 503 and "shutting down" in late.json()["error"]["message"]
     first.join(60)
+    company.close()  # its request ends (400: no body) and the drain can finish
     assert answers and answers[0].status_code == 200, answers
     assert len(answers[0].json()["predictions"]) == 4
     assert server.proc.wait(60) == 0, server.output
 
 
 def test_a_slow_request_is_504(start_server, serve_runs) -> None:
-    # A lone row waits 5 s for a batch, past the 0.5 s timeout; a full batch runs at once.
+    # With a half-sent request in flight, a row waits 5 s for it, past the 0.5 s timeout; a
+    # full batch (4 rows) runs at once.
     server = start_server(
         serve_runs["mlp"], "--max-batch", "4", "--max-wait-ms", "5000", "--timeout", "0.5"
     )
     server.wait_ready()
+    company = half_sent_predict(server)
     slow = httpx.post(f"{server.url}/v1/predict", json={"inputs": ROWS[:1]}, timeout=30)
     assert slow.status_code == 504 and "--timeout" in slow.json()["error"]["message"]
     fast = httpx.post(f"{server.url}/v1/predict", json={"inputs": ROWS}, timeout=30)
     assert fast.status_code == 200
+    company.close()
     assert server.stop() == 0
 
 
