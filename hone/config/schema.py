@@ -188,6 +188,12 @@ class OptimConfig:
     max_params: int = opt(5000, "newton: refuse models with more parameters than this", ge=1)
     muon_lr: float = opt(0.02, "muon: learning rate of the 2-D hidden weights", gt=0)
     muon_momentum: float = opt(0.95, "muon: momentum of the 2-D hidden weights", ge=0, lt=1)
+    muon_precision: str = opt(
+        "auto",
+        "muon: dtype of the Newton-Schulz iterations: auto (bf16 where the device has native "
+        "bf16, else fp32), bf16 (torch's), fp32",
+        choices=["auto", "bf16", "fp32"],
+    )
     impl: str = opt(
         "auto",
         "kernel: auto (fused/foreach where torch has it), foreach, fused, single",
