@@ -32,16 +32,20 @@ def number(value: Any) -> float:
     return math.nan
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a .jsonl file (metrics, stats); a line cut short by a kill is
+    skipped. `hone report` reads the run's files through it too."""
     if not path.is_file():
         return []
     records = []
     with open(path) as f:
         for line in f:
             try:
-                records.append(json.loads(line))
-            except ValueError:  # a line cut short by a kill
+                record = json.loads(line)
+            except ValueError:
                 continue
+            if isinstance(record, dict):
+                records.append(record)
     return records
 
 
@@ -146,7 +150,7 @@ def read(run_dir: str | Path) -> Evidence:
             "directory `hone train` printed at its end"
         )
     evidence = Evidence(Path(run_dir), tomllib.loads(files.config.read_text()))
-    for event in _lines(files.metrics):
+    for event in read_lines(files.metrics):
         split = event.get("split")
         if split == "train":
             evidence.train.append(
@@ -163,7 +167,7 @@ def read(run_dir: str | Path) -> Evidence:
     if files.summary.is_file():
         evidence.summary = json.loads(files.summary.read_text())
     by_step: dict[int, dict[str, Any]] = {}
-    for record in _lines(files.stats):
+    for record in read_lines(files.stats):
         kind = record.get("kind")
         if kind == "run":
             evidence.run = record

@@ -8,7 +8,6 @@ run repeats those after its checkpoint) keeps its last record.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from hone.doctor.evidence import read_lines
 from hone.run_files import RunFiles
 from hone.runs import RunRecord, read_run
 
@@ -28,22 +28,6 @@ def number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a .jsonl file; a cut line is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
 
 
 def last_per_step(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
