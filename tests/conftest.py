@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from hone.hardware import OVERRIDE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 # A character GPT that trains in a second or two: for tests that need a finished LM run.
@@ -31,6 +34,17 @@ def _isolated_cache(
     """No test writes outside its temp folders: tokenized corpora and FLOP measurements included."""
     cache = tmp_path_factory.getbasetemp() / "hone-cache"
     monkeypatch.setenv("HONE_CACHE_DIR", str(cache))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_native_bf16() -> Iterator[None]:
+    """'auto' precisions (train.precision, optim.muon_precision) resolve to fp32 whatever the
+    host: results must not depend on whether its CPU has AVX512-BF16. Session-wide, so that
+    runs trained by module and session fixtures see it too; a test about bf16 sets
+    HONE_NATIVE_BF16 itself (or deletes it to see the real hardware)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(OVERRIDE_ENV, "0")
+        yield
 
 
 def run_hone(

@@ -241,9 +241,11 @@ class TrainConfig:
     eval_every: int = opt(0, "evaluate every N steps (0: once per epoch, or at the end)", ge=0)
     device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
     precision: str = opt(
-        "fp32",
-        "fp32, bf16 (autocast) or fp16 (autocast + GradScaler, CUDA)",
-        choices=["fp32", "bf16", "fp16"],
+        "auto",
+        "auto (bf16 where the device runs bf16 natively: CUDA with bf16, a CPU with "
+        "AVX512-BF16/AMX; else fp32; summary.json says which and why), fp32, bf16 (autocast) "
+        "or fp16 (autocast + GradScaler, CUDA)",
+        choices=["auto", "fp32", "bf16", "fp16"],
     )
     compile: bool = opt(False, "wrap the model in torch.compile")
     clip_norm: float = opt(0.0, "clip the gradient norm to this (0: off)", ge=0)

@@ -26,7 +26,7 @@ from hone.data.base import Tokenizer
 from hone.engine.int8 import load_int8
 from hone.engine.manifest import verify_manifest
 from hone.engine.parts import context_length
-from hone.engine.precision import Precision
+from hone.engine.precision import Precision, resolve_precision
 from hone.engine.runtime import resolve_device
 from hone.engine.tasks import TASKS, Task, evaluate
 from hone.errors import ConfigError
@@ -54,8 +54,12 @@ def run_files(run: str | Path) -> RunFiles:
 
 
 def inference_precision(name: str, device: torch.device) -> Precision:
-    """The precision a run trained in, on `device`; fp16 (CUDA only) runs in fp32 elsewhere."""
-    return Precision("fp32" if name == "fp16" and device.type != "cuda" else name, device)
+    """The precision a run trained in, on `device` ('auto' resolved for this device, as the
+    trainer does); fp16 (CUDA only) runs in fp32 elsewhere."""
+    name, reason = resolve_precision(name, device)
+    if name == "fp16" and device.type != "cuda":
+        return Precision("fp32", device, f"trained in fp16, which needs CUDA: fp32 on {device}")
+    return Precision(name, device, reason)
 
 
 def spec_from_info(info: dict[str, Any], cfg: Config) -> ModelSpec:

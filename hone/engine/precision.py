@@ -4,11 +4,19 @@ One object owns both, so the step never asks which precision it runs in: it call
 `autocast()`, `backward(loss)`, `unscale(optimizer)` before clipping and `step(optimizer)`.
 fp16's `GradScaler` is created, stepped, updated and checkpointed here; in fp32 and bf16 the
 same calls are the plain ones (bf16 has fp32's exponent range and needs no scaling).
+
+`train.precision = 'auto'` (the default) is resolved here, once, by `resolve_precision`: bf16
+autocast where the device multiplies bf16 in hardware (`hone.hardware.native_bf16`), else
+fp32, because emulated bf16 is far slower than fp32 (issue 18). The trainer, the federated
+server and a loaded run (`hone eval`, `sample`, `serve`, `compress`) all resolve it through
+that one function; the run's summary.json records the answer and why ("precision",
+"precision_reason").
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -16,17 +24,44 @@ from typing import Any
 import torch
 
 from hone.errors import ConfigError
+from hone.hardware import BF16_CPU_FLAGS, OVERRIDE_ENV, cpu_flags, native_bf16
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class Precision:
-    """fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling) on `device`."""
+def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
+    """(the precision `train.precision = name` means on `device`, why): 'auto' is bf16 where
+    the device runs bf16 natively, else fp32; any other name is itself."""
+    if name != "auto":
+        return name, f"train.precision = {name!r}"
+    if native_bf16(device):
+        return "bf16", f"auto: native bf16 ({_bf16_evidence(device)})"
+    if OVERRIDE_ENV in os.environ:
+        return "fp32", f"auto: fp32, {OVERRIDE_ENV}=0"
+    if device.type == "cuda":
+        return "fp32", f"auto: fp32, no native bf16 on {torch.cuda.get_device_name(device)}"
+    where = "this CPU" if device.type == "cpu" else f"a {device.type} device"
+    return "fp32", f"auto: fp32, no native bf16 on {where}"
 
-    def __init__(self, name: str, device: torch.device) -> None:
+
+def _bf16_evidence(device: torch.device) -> str:
+    """What showed that `device` has native bf16 (the override, the GPU, the CPU flags)."""
+    if OVERRIDE_ENV in os.environ:
+        return f"{OVERRIDE_ENV}=1"
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return ", ".join(sorted(cpu_flags() & set(BF16_CPU_FLAGS)))
+
+
+class Precision:
+    """fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling) on `device`; `reason`
+    says why this precision (e.g. what 'auto' found)."""
+
+    def __init__(self, name: str, device: torch.device, reason: str = "") -> None:
         assert name in PRECISIONS, name
         self.name, self.device = name, device
+        self.reason = reason or f"train.precision = {name!r}"
         self.dtype = _DTYPES.get(name, torch.float32)
         # fp16's narrow exponent makes small gradients underflow: scale the loss up before
         # backward and the gradients down before the step; skip steps that overflowed.
@@ -34,12 +69,18 @@ class Precision:
 
     @classmethod
     def from_config(cls, name: str, device: torch.device) -> Precision:
-        """The run's `train.precision` on its device; fp16 is refused off CUDA."""
+        """The run's `train.precision` on its device ('auto' resolved); fp16 is refused off
+        CUDA."""
         if name == "fp16" and device.type != "cuda":
             raise ConfigError(
                 "train.precision = 'fp16' needs a CUDA device; use --train.precision=bf16 on the CPU"
             )
-        return cls(name, device)
+        resolved, reason = resolve_precision(name, device)
+        return cls(resolved, device, reason)
+
+    def summary(self) -> dict[str, str]:
+        """The precision the run used and why, for its summary.json."""
+        return {"precision": self.name, "precision_reason": self.reason}
 
     @property
     def autocast(self) -> Callable[[], AbstractContextManager[Any]]:

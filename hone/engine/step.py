@@ -22,6 +22,7 @@ from hone.errors import ConfigError
 from hone.optim import OptimizerKind
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+_NO_CONTEXT = nullcontext()  # reusable: entering it does nothing
 
 
 class Stepper:
@@ -66,6 +67,12 @@ class Stepper:
         self.schedule_moves = not (
             cfg.schedule.name == "constant" and cfg.schedule.warmup_steps == 0
         )
+        # Decided once rather than per step (each a few hundred ns of Python per call): the
+        # autocast factory, and whether to unscale (fp16), clip and check anything at all.
+        self._autocast = precision.autocast
+        self._scaled = precision.checks_gradients
+        self._clips = bool(cfg.train.clip_value or cfg.train.clip_norm)
+        self._guarded = cfg.train.nan_guard
 
     @property
     def ok(self) -> bool:
@@ -77,11 +84,12 @@ class Stepper:
         faults = self.guard.next_faults()  # None unless a test injects faults
         if self.kind.closure:
             return self._closure_step(batches, faults)
-        autocast, precision = self.precision.autocast, self.precision
+        autocast, precision, device = self._autocast, self.precision, self.device
         scale = 1.0 / len(batches)
         total: torch.Tensor | None = None
         for i, (x, y) in enumerate(batches):
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if x.device != device or y.device != device:  # cheaper to ask than to call .to
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             # Across processes, gradients are communicated once per step: on the last micro-batch.
             with self._sync_context(last=i == len(batches) - 1):
                 with autocast():
@@ -99,12 +107,11 @@ class Stepper:
         assert total is not None
         for observer in self.after_backward:
             observer.on_after_backward(self.owner)
-        precision.unscale(self.optimizer)
-        norm = self.clip()
+        if self._scaled:
+            precision.unscale(self.optimizer)
+        norm = self.clip() if self._clips else None
         # With fp16 the scaler skips steps whose gradients overflowed; the guard checks the loss.
-        if self.cfg.train.nan_guard and not self.guard.check(
-            total, None if precision.checks_gradients else norm, faults
-        ):
+        if self._guarded and not self.guard.check(total, None if self._scaled else norm, faults):
             self.optimizer.zero_grad(set_to_none=True)  # skip: params, state, lr unchanged
             return total
         precision.step(self.optimizer)
@@ -120,7 +127,7 @@ class Stepper:
 
     def _sync_context(self, last: bool) -> AbstractContextManager[None]:
         if self.strategy is None or last:
-            return nullcontext()
+            return _NO_CONTEXT
         return self.strategy.no_sync(self.train_module)
 
     def penalty(self, params: Iterable[torch.Tensor] | None = None) -> torch.Tensor | float:

@@ -131,10 +131,9 @@ class Trainer:
         self.checkpointing.states = self.stateful()
         self.checkpointing.monitor_value = self._monitor_value
         self.checkpointing.close_log = self.log.close
-        self.throughput = ThroughputMeter(
-            getattr(self.model, "flops_per_token", lambda: None)(),
-            self.device, t.precision, t.peak_flops, self.dist.world_size,
-        )  # fmt: skip
+        self.throughput = ThroughputMeter.for_model(
+            self.model, self.device, self.precision.name, t.peak_flops, self.dist.world_size
+        )
         self._agreed_seconds = 0.0  # train_seconds averaged over ranks at the last log step
         self._started = False
         if resume_from is not None:  # last: everything it restores must be built
@@ -218,7 +217,7 @@ class Trainer:
         step_start, step_end = self.observers.step_start, self.observers.step_end
         log_every = self.cfg.log.every
         window_start = time.perf_counter()
-        window_steps = 0  # steps this process timed in the window (window.count may be resumed)
+        window_steps, window_clock = 0, state.train_seconds  # steps timed here; clock at the start
         while not self._should_stop(until):
             batches = self.batcher.next_step()
             for observer in step_start:
@@ -234,12 +233,11 @@ class Trainer:
             window.count += 1
             window_steps += 1
             if state.step % log_every == 0 or self._bound(until):
-                now = time.perf_counter()
-                state.train_seconds += now - window_start
-                self._log_train(window_steps, now - window_start)
+                state.train_seconds += time.perf_counter() - window_start
+                self._log_train(window_steps, state.train_seconds - window_clock)
                 window.loss_sum.zero_()
                 window.count = window_steps = 0
-                window_start = time.perf_counter()
+                window_start, window_clock = time.perf_counter(), state.train_seconds
             if self._eval_due(state.step):
                 state.train_seconds += time.perf_counter() - window_start
                 self.evaluate()
@@ -253,8 +251,7 @@ class Trainer:
         return bool(bound_reached(self.cfg, self.state.step, self.batcher.epochs_done, until))
 
     def _eval_due(self, step: int) -> bool:
-        every = self.cfg.train.eval_every
-        if every:
+        if every := self.cfg.train.eval_every:
             return step % every == 0
         return step % self.batcher.steps_per_epoch == 0 and self.task.name != "lm"
 
@@ -392,6 +389,7 @@ class Trainer:
             **(test or {}),
             "num_parameters": self.num_parameters,
             "device": str(self.device),
+            **(self.precision.summary() | self.throughput.summary()),  # what ran, and why
             "torch_version": torch.__version__,
             "numpy_version": np.__version__,
             "seed": self.cfg.train.seed,
