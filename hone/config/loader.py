@@ -269,6 +269,11 @@ def _validate_tree(cfg: Config) -> None:
         )
     if cfg.data.name == "custom" and ":" not in cfg.data.target:
         raise ConfigError("data.name = 'custom' needs --data.target=package.module:factory")
+    if not (t.threads == "auto" or (type(t.threads) is int and t.threads >= 1)):
+        raise ConfigError(
+            f"train.threads must be 'auto' or a positive integer, got {t.threads!r}; "
+            "set --train.threads=auto or --train.threads=<cores>"
+        )
     if not (t.monitor == "val_loss" or t.monitor.startswith("val_")):
         raise ConfigError(f"train.monitor must be val_loss or val_<metric>, got {t.monitor!r}")
 

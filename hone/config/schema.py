@@ -240,6 +240,11 @@ class TrainConfig:
     grad_accum: int = opt(1, "micro-batches accumulated per optimizer step", ge=1)
     eval_every: int = opt(0, "evaluate every N steps (0: once per epoch, or at the end)", ge=0)
     device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
+    threads: int | str = opt(
+        "auto",
+        "torch CPU threads: auto (all cores, fewer while other processes hold some: "
+        "measured during the run) or a count",
+    )
     precision: str = opt(
         "auto",
         "auto (bf16 where the device runs bf16 natively: CUDA with bf16, a CPU with "

@@ -37,6 +37,7 @@ from hone.engine.reporters import MetricsLogger, ProgressObserver, diagnostics, 
 from hone.engine.runtime import enable_fast_matmul, resolve_device, seed_everything
 from hone.engine.step import Stepper
 from hone.engine.tasks import evaluate
+from hone.engine.threads import thread_observers
 from hone.errors import ConfigError
 from hone.metrics import is_better
 from hone.models import num_parameters
@@ -117,6 +118,7 @@ class Trainer:
             self.log.write_json(self.files.converters.name, {"converters": self.converters})
         self.observers = Observers(
             [
+                *thread_observers(self),
                 MetricsLogger(self.log),
                 self.progress,
                 self.early_stopping,

@@ -1,0 +1,232 @@
+"""train.threads: the count a run trains with, and the tuner that fits it to the machine's load."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hone.config import load_config
+from hone.engine import Trainer
+from hone.engine import threads as threads_module
+from hone.engine.threads import (
+    CHECK_SECONDS,
+    LoadReading,
+    ThreadTuner,
+    candidates,
+    idle_seconds,
+    thread_setting,
+)
+from hone.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    count = torch.get_num_threads()
+    yield
+    torch.set_num_threads(count)
+
+
+def test_thread_setting_reads_auto_and_counts() -> None:
+    assert thread_setting("auto") == 0
+    assert thread_setting(3) == 3
+    for bad in ("many", 0, -1, True):
+        with pytest.raises(ConfigError, match="train.threads must be 'auto' or a positive"):
+            load_config("mlp-digits", [f"train.threads={str(bad).lower()}"])
+
+
+def test_candidates_run_from_all_cores_down_to_one() -> None:
+    assert candidates(1) == [1]
+    assert candidates(2) == [2, 1]
+    assert candidates(8) == [8, 7, 4, 2, 1]
+
+
+def test_idle_seconds_reads_idle_and_iowait_ticks(tmp_path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 700 30 0 0 0 0 0\ncpu0 50 0 25 350 15 0 0 0 0 0\n")
+    import os
+
+    assert idle_seconds(str(stat)) == pytest.approx(730 / os.sysconf("SC_CLK_TCK"))
+    assert idle_seconds(str(tmp_path / "missing")) is None
+
+
+class FakeMachine:
+    """A clock and load readings for the tuner: a step takes `step_seconds[threads]`, and this
+    process gets `share` of the CPU time its threads ask for."""
+
+    def __init__(self, step_seconds: dict[int, float], share: float, idle_cores: float = 0.0):
+        self.step_seconds, self.share, self.idle_cores = step_seconds, share, idle_cores
+        self.time = self.cpu = self.idle = 0.0
+
+    def now(self) -> float:
+        return self.time
+
+    def read_load(self) -> LoadReading:
+        reading = LoadReading.__new__(LoadReading)
+        reading.wall, reading.cpu, reading.idle = self.time, self.cpu, self.idle
+        return reading
+
+    def step(self) -> None:
+        threads = torch.get_num_threads()
+        seconds = self.step_seconds[threads]
+        self.time += seconds
+        self.cpu += seconds * threads * self.share
+        self.idle += seconds * self.idle_cores
+
+
+def _trainer() -> SimpleNamespace:
+    events: list[dict] = []
+    return SimpleNamespace(state=SimpleNamespace(step=0), emit=events.append, events=events)
+
+
+def _train(tuner: ThreadTuner, machine: FakeMachine, trainer, steps: int) -> None:
+    for _ in range(steps):
+        machine.step()
+        trainer.state.step += 1
+        tuner.on_step_end(trainer, torch.zeros(()))
+
+
+def _tuner(machine: FakeMachine, trainer) -> ThreadTuner:
+    tuner = ThreadTuner(2)
+    tuner.now, tuner.read_load = machine.now, machine.read_load
+    tuner.on_fit_start(trainer)
+    return tuner
+
+
+def test_a_busy_machine_moves_the_run_to_the_faster_count() -> None:
+    # Beside another process two threads wait on each other (the issue's 4.4k vs 11.0k tok/s).
+    machine = FakeMachine({2: 0.40, 1: 0.16}, share=0.6)
+    trainer = _trainer()
+    tuner = _tuner(machine, trainer)
+    _train(tuner, machine, trainer, 40)
+    assert tuner.current == 1 and torch.get_num_threads() == 1
+    (probe,) = [e for e in trainer.events if e["split"] == "threads"][:1]
+    assert probe["threads"] == 1 and probe["reason"] == "first probe"
+    assert probe["step_seconds"] == {"2": 0.4, "1": 0.16}
+
+
+def test_a_process_that_loses_its_cores_probes_again() -> None:
+    machine = FakeMachine({2: 0.10, 1: 0.18}, share=1.0)
+    trainer = _trainer()
+    tuner = _tuner(machine, trainer)
+    _train(tuner, machine, trainer, 40)
+    assert tuner.current == 2
+    # Another process arrives: this one gets 60% of its cores' time; its steps slow by 20%,
+    # under the drift that would have told, but one thread is now faster.
+    machine.step_seconds, machine.share = {2: 0.12, 1: 0.09}, 0.6
+    _train(tuner, machine, trainer, 40)
+    assert tuner.current == 1
+    assert "got 60% of 2 cores" in trainer.events[1]["reason"]
+
+
+def test_an_idle_machine_is_probed_once() -> None:
+    machine = FakeMachine({2: 0.1, 1: 0.18}, share=0.98)
+    trainer = _trainer()
+    tuner = _tuner(machine, trainer)
+    _train(tuner, machine, trainer, 500)  # 50 s
+    assert tuner.current == 2 and not tuner.queue
+    (probe,) = trainer.events
+    assert probe["reason"] == "first probe" and probe["step_seconds"] == {"2": 0.1, "1": 0.18}
+
+
+def test_steps_that_slow_down_are_probed_again() -> None:
+    # A low-priority process: this one keeps most of its CPU time, yet its steps get slower.
+    machine = FakeMachine({2: 0.1, 1: 0.18}, share=0.98)
+    trainer = _trainer()
+    tuner = _tuner(machine, trainer)
+    _train(tuner, machine, trainer, 50)
+    machine.step_seconds = {2: 0.35, 1: 0.2}
+    _train(tuner, machine, trainer, 50)
+    assert tuner.current == 1
+    assert trainer.events[-1]["reason"] == "steps took 3.50x as long as at the last probe"
+
+
+def test_cores_freed_again_bring_the_threads_back() -> None:
+    machine = FakeMachine({2: 0.40, 1: 0.16}, share=0.6)
+    trainer = _trainer()
+    tuner = _tuner(machine, trainer)
+    _train(tuner, machine, trainer, 40)
+    assert tuner.current == 1
+    # The other process ends: one core idles beside the single thread, two are faster again.
+    machine.step_seconds, machine.share, machine.idle_cores = {2: 0.1, 1: 0.16}, 1.0, 1.0
+    _train(tuner, machine, trainer, 40)
+    assert tuner.current == 2 and torch.get_num_threads() == 2
+    assert trainer.events[-1]["threads"] == 2
+
+
+def test_idle_cores_beside_fewer_threads_ask_for_a_probe() -> None:
+    tuner = ThreadTuner(4)
+    tuner.current, tuner.probes = 2, [{}]
+    assert tuner.probe_reason(1.0, 1.5) == "1.5 cores idle beside 2 threads"
+    assert tuner.probe_reason(1.0, 0.3) == ""
+    assert tuner.probe_reason(0.5, 0.0) == "this process got 50% of 2 cores"
+    tuner.current = 4  # every core in use already: idle ones are other processes' gaps
+    assert tuner.probe_reason(1.0, 1.5) == ""
+
+
+def test_a_count_must_win_clearly_to_replace_the_current_one() -> None:
+    # 5% faster with one thread is within noise: the run keeps its two.
+    machine = FakeMachine({2: 0.100, 1: 0.095}, share=0.5)
+    trainer = _trainer()
+    tuner = _tuner(machine, trainer)
+    _train(tuner, machine, trainer, 40)
+    assert tuner.current == 2
+    assert trainer.events and all(e["threads"] == 2 for e in trainer.events)
+
+
+def test_readings_are_taken_at_most_once_a_check_interval() -> None:
+    machine = FakeMachine({2: 0.01, 1: 0.02}, share=1.0)
+    trainer = _trainer()
+    tuner = _tuner(machine, trainer)
+    calls = []
+    tuner.read_load = lambda: calls.append(1) or machine.read_load()
+    _train(tuner, machine, trainer, 1000)  # 10 s of 10 ms steps
+    assert len(calls) <= 10 / CHECK_SECONDS + 1
+
+
+def _cfg(*overrides: str):
+    return load_config(
+        "mlp-digits",
+        [
+            "train.max_steps=30",
+            "train.max_epochs=0",
+            "log.progress=off",
+            "log.tensorboard=false",
+            "log.stats_every=0",
+            *overrides,
+        ],
+    )
+
+
+def test_a_fixed_count_is_set_for_the_run(tmp_path) -> None:
+    Trainer(_cfg("train.threads=1"), tmp_path / "run")
+    assert torch.get_num_threads() == 1
+
+
+def test_a_real_run_logs_its_probes_and_gives_the_threads_back(tmp_path, monkeypatch) -> None:
+    if torch.get_num_threads() < 2:
+        torch.set_num_threads(2)
+    before = torch.get_num_threads()
+    # Every reading asks for a probe: this run's probes are timed on real steps.
+    monkeypatch.setattr(threads_module, "MIN_SHARE", 10.0)
+    monkeypatch.setattr(threads_module, "CHECK_SECONDS", 0.0)
+    monkeypatch.setattr(threads_module, "TRIAL_SECONDS", 0.0)
+    trainer = Trainer(_cfg("train.max_steps=60"), tmp_path / "run")
+    assert any(isinstance(o, ThreadTuner) for o in trainer.observers.all)
+    trainer.fit()
+    assert torch.get_num_threads() == before
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    probes = [e for e in map(json.loads, lines) if e["split"] == "threads"]
+    assert probes, "no probe was logged"
+    for probe in probes:
+        assert set(probe["step_seconds"]) == {str(c) for c in candidates(before)}
+        assert all(s > 0 for s in probe["step_seconds"].values())
+        assert probe["threads"] in candidates(before)
+
+
+def test_deterministic_runs_are_not_tuned(tmp_path) -> None:
+    trainer = Trainer(_cfg("train.deterministic=true"), tmp_path / "run")
+    assert not any(isinstance(o, ThreadTuner) for o in trainer.observers.all)
+    torch.use_deterministic_algorithms(False)
