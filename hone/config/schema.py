@@ -236,7 +236,11 @@ class TrainConfig:
     max_seconds: float = opt(0.0, "stop after this much training time (0: no bound)", ge=0)
     batch_size: int = opt(64, "global batch size per optimizer step", ge=1)
     eval_batch_size: int = opt(512, "batch size for evaluation", ge=1)
-    eval_batches: int = opt(20, "language models: validation batches per evaluation", ge=1)
+    eval_batches: int = opt(
+        20,
+        "language models: validation batches per evaluation (0: the whole split, in order)",
+        ge=0,
+    )
     grad_accum: int = opt(1, "micro-batches accumulated per optimizer step", ge=1)
     eval_every: int = opt(0, "evaluate every N steps (0: once per epoch, or at the end)", ge=0)
     device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N")

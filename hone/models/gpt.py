@@ -65,9 +65,19 @@ class GPTConfig:
             )
 
 
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm in its input's dtype. Under bf16 autocast a query or key arrives in bf16
+    while the gain is fp32, and torch's fused kernel wants both alike: without the cast it
+    falls back to a slower unfused path (and warns on every call)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(x.dtype) if self.weight is not None else None
+        return F.rms_norm(x, self.normalized_shape, weight, self.eps)
+
+
 def _norm(cfg: GPTConfig, width: int) -> nn.Module:
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(width)
+        return RMSNorm(width)
     return nn.LayerNorm(width, bias=cfg.bias)
 
 
@@ -145,8 +155,8 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.proj.residual = True  # type: ignore[assignment]  # scaled at init (GPT-2)
         self.resid_dropout = nn.Dropout(cfg.dropout)
-        self.q_norm = nn.RMSNorm(self.head_dim) if cfg.qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(self.head_dim) if cfg.qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(self.head_dim) if cfg.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim) if cfg.qk_norm else nn.Identity()
         if cfg.pos == "rope":
             if self.head_dim % 2:
                 raise ConfigError(
