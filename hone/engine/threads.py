@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 CHECK_SECONDS = 1.0  # how often the load is read (two small reads, between steps)
 FIRST_PROBE_SECONDS = 1.0  # the first probe, once allocations and caches have warmed up
 REPROBE_SECONDS = 120.0  # a probe at least this often, for what the readings miss
+# Probes at least this far apart, twice as far after each probe that kept the count (up to
+# REPROBE_SECONDS): beside two busy processes one thread gets 2/3 of a core whatever it does,
+# and probing every second cost 30% of the run (28 probes in 64 s).
+MIN_GAP_SECONDS = 5.0
 TRIAL_SECONDS = 0.3  # each candidate is timed for at least this long ...
 TRIAL_STEPS = 3  # ... and at least this many steps (the median step counts)
 MIN_GAIN = 0.08  # a count other than the current one must be this much faster to win
@@ -96,13 +100,14 @@ class ThreadTuner(Observer):
 
     It probes once after FIRST_PROBE_SECONDS of training, then whenever a reading taken every
     CHECK_SECONDS says so: this process got less than MIN_SHARE of the CPU time its threads
-    asked for, IDLE_CORES sat idle while it ran on fewer threads than it may, or the median
-    step time moved by DRIFT from the last probe's. A probe takes the current count's median
-    step over the last interval, times TRIAL_STEPS steps and TRIAL_SECONDS at each other
-    candidate (less when one step shows it cannot win), and keeps the fastest median step
-    (another count must win by MIN_GAIN). On an idle machine that is one probe (about
-    TRIAL_SECONDS at each other count), then one clock read per step and two small reads a
-    second.
+    asked for (while it could use fewer), IDLE_CORES sat idle while it ran on fewer threads
+    than it may, or the median step time moved by DRIFT from the last probe's; but never
+    within `gap` seconds of the last probe (MIN_GAP_SECONDS, doubled by each probe that kept
+    the count). A probe takes the current count's median step over the last interval, times
+    TRIAL_STEPS steps and TRIAL_SECONDS at each other candidate (less when one step shows it
+    cannot win), and keeps the fastest median step (another count must win by MIN_GAIN). On
+    an idle machine that is one probe (about TRIAL_SECONDS at each other count), then one
+    clock read per step and two small reads a second.
     """
 
     def __init__(self, max_threads: int) -> None:
@@ -111,6 +116,7 @@ class ThreadTuner(Observer):
         self.current = max_threads
         self.clock = 0.0  # training seconds seen by the tuner
         self.last_probe = 0.0
+        self.gap = MIN_GAP_SECONDS  # the least training time between two probes, for now
         self.reference = 0.0  # the chosen count's median step time at the last probe
         self.recent: list[float] = []  # step times since the last check
         self.queue: list[int] = []  # counts still to be timed in this probe
@@ -152,11 +158,13 @@ class ThreadTuner(Observer):
     ) -> str:
         """Why the thread count should be measured again now ('' when it should not), from
         the readings over the last check interval and its median step time."""
-        if not self.probes and self.clock >= FIRST_PROBE_SECONDS:
-            return "first probe"
+        if not self.probes:
+            return "first probe" if self.clock >= FIRST_PROBE_SECONDS else ""
+        if self.clock - self.last_probe < self.gap:
+            return ""
         if step_seconds and self.reference and abs(step_seconds / self.reference - 1) > DRIFT:
             return f"steps took {step_seconds / self.reference:.2f}x as long as at the last probe"
-        if share < MIN_SHARE:
+        if share < MIN_SHARE and self.current > self.candidates[-1]:
             return f"this process got {share:.0%} of {self.current} cores"
         if idle_cores is not None and self.current < self.max_threads and idle_cores > IDLE_CORES:
             return f"{idle_cores:.1f} cores idle beside {self.current} threads"
@@ -196,7 +204,9 @@ class ThreadTuner(Observer):
         incumbent = self.results[self.current]
         best = min(self.results, key=self.results.__getitem__)
         if self.results[best] < incumbent * (1 - MIN_GAIN):
-            self.current = best
+            self.current, self.gap = best, MIN_GAP_SECONDS
+        else:  # the count stood: the readings that asked for this probe ask less often
+            self.gap = min(2 * self.gap, REPROBE_SECONDS)
         torch.set_num_threads(self.current)
         self.last_probe, self.reference = self.clock, self.results[self.current]
         probe = {

@@ -116,7 +116,7 @@ def test_a_process_that_loses_its_cores_probes_again() -> None:
     # Another process arrives: this one gets 60% of its cores' time; its steps slow by 20%,
     # under the drift that would have told, but one thread is now faster.
     machine.step_seconds, machine.share = {2: 0.12, 1: 0.09}, 0.6
-    _train(tuner, machine, trainer, 40)
+    _train(tuner, machine, trainer, 100)
     assert tuner.current == 1
     assert "got 60% of 2 cores" in trainer.events[1]["reason"]
 
@@ -158,7 +158,7 @@ def test_cores_freed_again_bring_the_threads_back() -> None:
 
 def test_idle_cores_beside_fewer_threads_ask_for_a_probe() -> None:
     tuner = ThreadTuner(4)
-    tuner.current, tuner.probes = 2, [{}]
+    tuner.current, tuner.probes, tuner.clock = 2, [{}], 100.0
     assert tuner.probe_reason(1.0, 1.5) == "1.5 cores idle beside 2 threads"
     assert tuner.probe_reason(1.0, 0.3) == ""
     assert tuner.probe_reason(0.5, 0.0) == "this process got 50% of 2 cores"
@@ -213,6 +213,8 @@ def test_a_real_run_logs_its_probes_and_gives_the_threads_back(tmp_path, monkeyp
     monkeypatch.setattr(threads_module, "MIN_SHARE", 10.0)
     monkeypatch.setattr(threads_module, "CHECK_SECONDS", 0.0)
     monkeypatch.setattr(threads_module, "TRIAL_SECONDS", 0.0)
+    monkeypatch.setattr(threads_module, "FIRST_PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(threads_module, "MIN_GAP_SECONDS", 0.0)
     trainer = Trainer(_cfg("train.max_steps=60"), tmp_path / "run")
     assert any(isinstance(o, ThreadTuner) for o in trainer.observers.all)
     trainer.fit()
@@ -230,3 +232,25 @@ def test_deterministic_runs_are_not_tuned(tmp_path) -> None:
     trainer = Trainer(_cfg("train.deterministic=true"), tmp_path / "run")
     assert not any(isinstance(o, ThreadTuner) for o in trainer.observers.all)
     torch.use_deterministic_algorithms(False)
+
+
+def test_a_single_thread_short_of_cpu_is_not_probed_over_and_over() -> None:
+    # Beside two busy processes one thread gets 2/3 of a core whatever the tuner does: after
+    # the probe that chose it, a low share alone asks for no more, and other reasons back off.
+    machine = FakeMachine({2: 0.5, 1: 0.15}, share=0.67)
+    trainer = _trainer()
+    tuner = _tuner(machine, trainer)
+    _train(tuner, machine, trainer, 400)  # 60 s
+    assert tuner.current == 1
+    assert len(trainer.events) == 1
+
+
+def test_probes_that_keep_the_count_back_off() -> None:
+    machine = FakeMachine({2: 0.1, 1: 0.16}, share=0.5)  # a share that keeps asking
+    trainer = _trainer()
+    tuner = _tuner(machine, trainer)
+    _train(tuner, machine, trainer, 1000)  # 100 s
+    at = [e["step"] for e in trainer.events]
+    gaps = [b - a for a, b in zip(at, at[1:], strict=False)]
+    assert all(e["threads"] == 2 for e in trainer.events)
+    assert len(at) <= 5 and gaps == sorted(gaps)  # 5, 10, 20, 40 s apart
