@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch  # noqa: E402
 from hone.compress import QuantizeInt8, compress, cpu_int8_flags  # noqa: E402
 from hone.config import load_config  # noqa: E402
 from hone.engine import Trainer  # noqa: E402
+from hone.hardware import cpu_name  # noqa: E402
 
 QUIET = ["log.tensorboard=false", "log.progress=off", "train.checkpoint_every=0"]
 # The goals per recipe: (what, test of the compress.json table).
@@ -50,12 +50,7 @@ def _ratio(table: dict, key: str) -> float:
 
 
 def cpu() -> str:
-    model = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
+    model = cpu_name()
     flags = cpu_int8_flags()
     return (
         f"{model}, {os.cpu_count()} cores, int8 flags: {', '.join(flags) or 'none (no VNNI/AMX)'}"

@@ -39,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hone.config import TrainConfig, load_config  # noqa: E402
+from hone.config import load_config  # noqa: E402
 from hone.engine import Trainer  # noqa: E402
 from hone.engine.observers import Observer  # noqa: E402
 
@@ -110,37 +110,42 @@ class LoopCpuTime(Observer):
         return time.process_time() - getattr(trainer, "eval_cpu_seconds", 0.0)
 
 
+# The tiny MLP on the synthetic data, as hone trains it (bench/overhead_stats.py uses it too).
+MLP = [
+    "data.name=custom",
+    "data.target=bench.overhead_mlp:synthetic",
+    "data.task=classification",
+    "data.val_fraction=0.05",
+    "data.test_fraction=0.05",
+    "data.normalize=none",
+    "model.depth=1",
+    "model.width=128",
+    "model.dropout=0",
+    "optim.weight_decay=0",  # one param group in both loops: measure the engine, not grouping
+    "schedule.name=constant",
+    "schedule.warmup_steps=0",
+    "train.batch_size=64",
+    "train.max_epochs=0",
+    "train.eval_every=0",
+    "train.eval_batch_size=4096",
+    "log.every=50",
+]
+
+
 def hone_overrides(nan_guard: bool, stats_every: int, threads: int) -> list[str]:
     """hone's config of the MLP, as the plain loop trains it (train.max_steps aside)."""
     overrides = [
-        "data.name=custom",
-        "data.target=bench.overhead_mlp:synthetic",
-        "data.task=classification",
-        "data.val_fraction=0.05",
-        "data.test_fraction=0.05",
-        "data.normalize=none",
-        "model.depth=1",
-        "model.width=128",
-        "model.dropout=0",
+        *MLP,
         "optim.name=adamw",
         "optim.lr=1e-3",
-        "optim.weight_decay=0",  # one param group in both loops: measure the engine, not grouping
-        "schedule.name=constant",
-        "schedule.warmup_steps=0",
-        "train.batch_size=64",
-        "train.max_epochs=0",
-        "train.eval_every=0",
-        "train.eval_batch_size=4096",
         "train.precision=fp32",  # the plain loop's precision, whatever 'auto' finds here
-        "log.every=50",
         "log.progress=on",
         "log.tensorboard=true",
         f"train.nan_guard={str(nan_guard).lower()}",
         # The loop's own cost; statistics' cost is bench/overhead_stats.py's.
         f"log.stats_every={stats_every}",
+        f"train.threads={threads}",  # the same team as the plain loop's, never re-tuned
     ]
-    if "threads" in {f.name for f in dataclasses.fields(TrainConfig)}:
-        overrides.append(f"train.threads={threads}")  # the same team as the plain loop's
     return overrides
 
 

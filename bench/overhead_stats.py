@@ -23,29 +23,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.overhead_mlp import MLP  # noqa: E402
 from hone.config import load_config  # noqa: E402
 from hone.engine import Trainer  # noqa: E402
 from hone.engine import stats as stats_module  # noqa: E402
 
-MLP = [  # the tiny MLP of bench/overhead_mlp.py
-    "data.name=custom",
-    "data.target=bench.overhead_mlp:synthetic",
-    "data.task=classification",
-    "data.val_fraction=0.05",
-    "data.test_fraction=0.05",
-    "data.normalize=none",
-    "model.depth=1",
-    "model.width=128",
-    "model.dropout=0",
-    "optim.weight_decay=0",
-    "schedule.name=constant",
-    "schedule.warmup_steps=0",
-    "train.batch_size=64",
-    "train.max_epochs=0",
-    "train.eval_every=0",
-    "train.eval_batch_size=4096",
-    "log.every=50",
-]
 GPT = ["train.eval_every=0", "train.sample_tokens=0", "log.every=10"]
 # Long enough that the first record's one-time TensorBoard histograms (160 ms on the GPT)
 # weigh as in a real run: a few percent of a hundred steps, nothing of thousands.

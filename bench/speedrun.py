@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hone.hardware import cpu_name
+
 ROOT = Path(__file__).resolve().parent.parent
 HONE = [sys.executable, "-m", "hone"]
 TARGET = 1.886
@@ -262,16 +264,6 @@ def table(results: dict) -> str:
                 f"| {name} | {r['final_val_loss']:.4f} | {r['train_seconds']:.1f} | {r['reached']}/{r['runs']} |"
             )
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return os.uname().machine
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ that emulates a CPU without bf16 by capping MKL and oneDNN at AVX2: bench/muon_s
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -35,6 +36,15 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
         if line.startswith("flags"):
             return frozenset(line.partition(":")[2].split())
     return frozenset()
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform module says."""
+    if sys.platform.startswith("linux") and cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
 
 
 def native_bf16(device: torch.device, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hone.errors import ConfigError
-from hone.hardware import OVERRIDE_ENV, cpu_flags, native_bf16
+from hone.hardware import OVERRIDE_ENV, cpu_flags, cpu_name, native_bf16
 
 CPU = torch.device("cpu")
 LINUX = sys.platform.startswith("linux")
@@ -61,3 +61,11 @@ def test_cuda_counts_only_hardware_bf16(monkeypatch: pytest.MonkeyPatch) -> None
     )
     assert not native_bf16(torch.device("cuda"))
     assert not native_bf16(torch.device("meta"))  # other devices: no
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/cpuinfo")
+def test_cpu_name_is_the_first_model_name(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\n\nmodel name\t: other\n")
+    assert cpu_name(info) == "AMD EPYC 9R14"
+    assert cpu_name(tmp_path / "missing")  # falls back to the platform's answer

@@ -27,8 +27,12 @@ from hone.models.base import MODELS, ModelSpec
 #     1 thread plain 83 ms, sdpa 77 ms; 2 threads plain 55 ms, sdpa 51 ms
 #   block 32, batch 12: 1 thread 44 vs 42 ms; 2 threads 29 vs 28 ms
 #   block 128, batch 32: 1 thread 568 vs 459 ms;  block 256, batch 16, 192 wide: 1085 vs 869 ms
-# SDPA's fused CPU kernel never lost, even on short contexts, so the masked-softmax `plain`
-# kernel is kept as the readable reference (and for bit-for-bit comparisons with it).
+# SDPA's fused CPU kernel never lost in fp32, even on short contexts, so the masked-softmax
+# `plain` kernel is kept as the readable reference (and for bit-for-bit comparisons with it).
+# In bf16 it did lose (issue 15, AVX512-BF16 CPU): at block 64 and head width 32 SDPA's flash
+# backward took 29% of gpt-shakespeare-speedrun's step and `plain` was 1.4-1.5x faster per
+# step, so that recipe sets it. `auto` still means SDPA: one shape on one CPU is too little
+# to switch every bf16 run on.
 
 
 @register_model_config("gpt")

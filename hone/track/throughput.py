@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import time
 from collections.abc import Callable
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from hone.hardware import cpu_name
 
 # Dense bf16 tensor-core peaks from NVIDIA's datasheets (the sparsity figures are twice
 # these), matched against torch.cuda.get_device_name. More specific patterns come first.
@@ -67,16 +68,6 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak: float) -> float:
 def cache_dir() -> Path:
     """$HONE_CACHE_DIR, else ~/.cache/hone (the same root the data sets cache tokens in)."""
     return Path(os.environ.get("HONE_CACHE_DIR") or Path.home() / ".cache" / "hone")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:  # not Linux
-        pass
-    return platform.processor() or platform.machine()
 
 
 @dataclass(frozen=True)
@@ -133,7 +124,7 @@ def _measure_matmul(
 
 
 def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
 def cache_key(device: torch.device, dtype: torch.dtype) -> str:
