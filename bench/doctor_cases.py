@@ -450,7 +450,7 @@ def run_job(job: Job) -> dict[str, Any]:
     probe = Probe()
     try:
         cfg = load_config(case.recipe, overrides)
-        Trainer(cfg, run_dir, observers=[probe]).fit()
+        Trainer(config=cfg, run_dir=run_dir, observers=[probe]).fit()
     except TrainingAborted as error:  # non-finite beyond rollbacks: the run is still read
         record["aborted"] = str(error)
     except Exception as error:  # one broken setup must not stop the bench

@@ -30,7 +30,7 @@ def main() -> None:
             ["model.width=32", "train.max_epochs=0", "train.max_steps=10000",
              "train.eval_every=200", "log.progress=on", "log.tensorboard=false"],
         )  # fmt: skip
-        Trainer(cfg, run).fit()
+        Trainer(config=cfg, run_dir=run).fit()
         sizes = {p.name: p.stat().st_size for p in run.iterdir() if p.suffix in (".jsonl",)}
         library = []
         for _ in range(5):

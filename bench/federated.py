@@ -73,7 +73,7 @@ def main() -> None:
             rows.append(("iid, fedavg", summary, seconds, "ray"))
         cfg = load_config("mlp-digits", [*BASE, f"train.max_steps={steps}", "train.max_epochs=0"])
         start = time.perf_counter()
-        central = Trainer(cfg, os.path.join(tmp, "central")).fit()
+        central = Trainer(config=cfg, run_dir=os.path.join(tmp, "central")).fit()
         seconds = time.perf_counter() - start
         rows.append((f"centralized, {steps} steps", central, seconds, "hone train"))
     print("\n| run | engine | test accuracy | best val accuracy | wall time |")

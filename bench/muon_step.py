@@ -164,7 +164,7 @@ def tokens_per_second(overrides: list[str], steps: int, max_seconds: float) -> l
         "log.progress=off",
     ]
     with tempfile.TemporaryDirectory() as run_dir:
-        Trainer(load_config(RECIPE, overrides), run_dir).fit()
+        Trainer(config=load_config(RECIPE, overrides), run_dir=run_dir).fit()
         events = [e for e in read_metrics(run_dir) if e["split"] == "train"]
     # The first window holds the warm-up; a run cut short by max_seconds may have no other.
     return [e["tokens_per_second"] for e in events[1:] or events]

@@ -41,7 +41,7 @@ def hone_run(steps: int, run_dir: str, log_every: int = 10) -> tuple[float, list
         "gpt-shakespeare-baseline",
         [*OVERRIDES, f"train.max_steps={steps}", f"log.every={log_every}"],
     )
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(config=cfg, run_dir=run_dir)
     trainer.fit()
     tokens = steps * cfg.train.batch_size * cfg.model.block_size
     return tokens / trainer.state.train_seconds, read_metrics(run_dir)

@@ -153,7 +153,7 @@ def hone_run(steps: int, run_dir: str, overrides: list[str]) -> Timing:
     """`hone train` as the CLI runs it (Trainer.fit); the wall clock is its training clock."""
     cfg = load_config("mlp-digits", [*overrides, f"train.max_steps={steps}"])
     cpu = LoopCpuTime()
-    trainer = TimedTrainer(cfg, run_dir, observers=[cpu])
+    trainer = TimedTrainer(config=cfg, run_dir=run_dir, observers=[cpu])
     trainer.fit()
     return Timing(steps, trainer.state.train_seconds, cpu.end - cpu.start)
 

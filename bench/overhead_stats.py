@@ -46,7 +46,7 @@ def seconds_per_step(model: str, stats_every: int, run_dir: str, steps: int) -> 
             "log.tensorboard=true",
         ],
     )
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(config=cfg, run_dir=run_dir)
     trainer.fit()
     return trainer.state.train_seconds / steps
 

@@ -37,7 +37,7 @@ def make_folder(root: Path) -> Path:
         ["model.width=32", "train.max_epochs=0", "train.max_steps=2000", "train.eval_every=100",
          "log.progress=off", "log.tensorboard=false", "train.checkpoint_every=0"],
     )  # fmt: skip
-    Trainer(cfg, source.root).fit()
+    Trainer(config=cfg, run_dir=source.root).fit()
     runs = root / "runs"
     for i in range(NUM_RUNS):
         target = RunFiles(runs / f"mlp-digits-{i:04d}")

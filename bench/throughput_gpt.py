@@ -41,7 +41,7 @@ def measure(
     ]
     cfg = load_config(recipe, overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        Trainer(cfg, tmp).fit()
+        Trainer(config=cfg, run_dir=tmp).fit()
         events = [e for e in read_metrics(tmp) if e["split"] == "train"][1:]
     return {
         "tokens_per_second": statistics.median(e["tokens_per_second"] for e in events),

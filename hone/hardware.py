@@ -26,6 +26,9 @@ OVERRIDE_ENV = "HONE_NATIVE_BF16"
 # also "supports" bf16 on plain AVX512 by converting to fp32, and torch 2.13 exposes no
 # cpuinfo query for these two flags (torch._C._cpu has only _init_amx), hence /proc/cpuinfo.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# x86 instructions that multiply-add int8 in one step, without 16-bit intermediate sums: what
+# `hone compress --quantize int8` picks ONNX Runtime's weight range from.
+INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
@@ -36,6 +39,12 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
         if line.startswith("flags"):
             return frozenset(line.partition(":")[2].split())
     return frozenset()
+
+
+def cpu_int8_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The INT8_CPU_FLAGS this CPU has (Linux's /proc/cpuinfo); none assumed elsewhere."""
+    flags = cpu_flags(cpuinfo)
+    return [flag for flag in INT8_CPU_FLAGS if flag in flags]
 
 
 def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:

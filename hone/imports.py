@@ -127,21 +127,32 @@ def _not_found(module: str, key: str, target: str, folder: Path | None, e: Impor
 def import_target(target: str, key: str) -> Callable[..., Any]:
     """Import 'package.module:attribute', with errors that name the config key to fix."""
     module_name, _, attr = target.partition(":")
-    module = import_module(module_name, key, target)
-    if not attr or not hasattr(module, attr):
-        raise ConfigError(
-            f"{key} = {target!r}: module {module_name!r} has no attribute {attr!r}; write it as package.module:factory"
-        )
-    return getattr(module, attr)
+    found = import_module(module_name, key, target)
+    for part in attr.split("."):  # a nested class: 'package.module:Outer.Inner'
+        if not part or not hasattr(found, part):
+            raise ConfigError(
+                f"{key} = {target!r}: module {module_name!r} has no attribute {attr!r}; write it as package.module:factory"
+            )
+        found = getattr(found, part)
+    return found
 
 
 def _targets(table: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
-    """(key, 'module:attr') for every `target` (or `*_target`) string of a config dict."""
+    """(key, 'module:attr') for every `target` (or `*_target`) string of a config dict, and
+    every class a recorded model names in its arguments ('__module__' and the like, in lists
+    too: hone.models.recorded)."""
     for key, value in table.items():
-        if isinstance(value, Mapping):
-            yield from _targets(value, f"{prefix}{key}.")
-        elif key.endswith("target") and isinstance(value, str) and ":" in value:
-            yield f"{prefix}{key}", value
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for i, item in items:
+            path = f"{prefix}{key}" if i is None else f"{prefix}{key}[{i}]"
+            if isinstance(item, Mapping):
+                yield from _targets(item, f"{path}.")
+            elif _names_target(key) and isinstance(item, str) and ":" in item:
+                yield path, item
+
+
+def _names_target(key: str) -> bool:
+    return key.endswith("target") or (key.startswith("__") and key.endswith("__"))
 
 
 def import_record(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

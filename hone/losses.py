@@ -68,7 +68,9 @@ def build_loss(cfg: LossConfig, task: str) -> LossFn:
     """The loss named by `loss.name`, or a ConfigError when it does not fit the task."""
     entry = LOSSES.get(cfg.name)
     if task not in entry.tasks:
-        raise ConfigError(f"loss.name = {cfg.name!r} does not fit a {task} task: {_FIX[task]}")
+        # A user's task has no built-in loss: it is handed one, or its Task.loss builds it.
+        fix = _FIX.get(task, "pass the loss itself (hone.Trainer(loss=...)) or override Task.loss")
+        raise ConfigError(f"loss.name = {cfg.name!r} does not fit a {task} task: {fix}")
     return entry.build(cfg)
 
 

@@ -8,8 +8,9 @@ so a metric's direction is written once. Keys carry a split prefix (`val_perplex
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from hone.errors import ConfigError, did_you_mean
 
@@ -18,9 +19,14 @@ Direction = Literal["min", "max"]
 
 @dataclass(frozen=True)
 class Metric:
+    """A metric by name and direction; a user's own also has `fn(outputs, targets)`, called
+    once per evaluation with the outputs and targets of the whole split (so that metrics that
+    are not means over batches, F1 or AUC, come out exact) and returning a number."""
+
     name: str
     direction: Direction
-    help: str
+    help: str = ""
+    fn: Callable[[Any, Any], Any] | None = None
 
 
 METRICS: dict[str, Metric] = {
@@ -72,3 +78,56 @@ def is_better(key: str, value: float, best: float | None, min_delta: float = 0.0
 def worst(key: str) -> float:
     """The starting 'best' of a metric: +inf when minimized, -inf when maximized."""
     return math.inf if direction(key) == "min" else -math.inf
+
+
+BUILT_IN = frozenset(METRICS)
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Make a user's metric known by name, so that early stopping, best checkpoints, the
+    summary and the tuner treat it as they treat a built-in one. Registering the same name
+    again replaces it (a notebook cell run twice); a built-in name is refused."""
+    if metric.name in BUILT_IN:
+        raise ConfigError(f"metric {metric.name!r} is built in; give your metric another name")
+    if metric.direction not in ("min", "max"):
+        raise ConfigError(
+            f"metric {metric.name!r}: direction must be 'min' or 'max', got {metric.direction!r}"
+        )
+    if metric.fn is None or not callable(metric.fn):
+        raise ConfigError(f"metric {metric.name!r} needs a function fn(outputs, targets)")
+    METRICS[metric.name] = metric
+    return metric
+
+
+def user_metrics(metrics: Mapping[str, Any] | None) -> dict[str, Metric]:
+    """`{name: Metric | (fn, direction) | fn-with-direction}` as handed to `hone.Trainer`,
+    registered and returned by name."""
+    out: dict[str, Metric] = {}
+    for name, spec in (metrics or {}).items():
+        if isinstance(spec, Metric):
+            metric = spec if spec.name == name else Metric(name, spec.direction, spec.help, spec.fn)
+        elif isinstance(spec, tuple | list) and len(spec) == 2:
+            fn, way = spec
+            metric = Metric(name, way, "", fn)
+        else:
+            raise ConfigError(
+                f"metrics[{name!r}] must be hone.Metric(name, 'max', fn=...) or (fn, 'max'|'min'), "
+                f"got {type(spec).__name__}"
+            )
+        out[name] = register_metric(metric)
+    return out
+
+
+def configured_metrics(names: list[str]) -> dict[str, Metric]:
+    """The user metrics `train.metrics` names, each registered with a function."""
+    out = {}
+    for name in names:
+        metric = METRICS.get(name)
+        if metric is None or metric.fn is None:
+            raise ConfigError(
+                f"train.metrics names {name!r}, which no code registered; call "
+                f"hone.register_metric(hone.Metric({name!r}, 'max', fn=...)) in a module beside "
+                "your TOML (hone imports it), or leave it out with --train.metrics=[]"
+            )
+        out[name] = metric
+    return out

@@ -6,7 +6,12 @@ tuner, and later export, serve and report) takes a file's name from here.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 CONFIG = "config.toml"  # the fully resolved config
@@ -44,6 +49,8 @@ MANIFEST = "manifest.json"  # in a bundle: the sha256 and size of each of its fi
 STATUS = "status.json"
 MLFLOW = "mlflow.json"  # log.mlflow: the MLflow run mirrored to; a resume goes on in it
 REPORT = "report.html"  # `hone report RUN`: the page of plots, by default in the run directory
+# In a tuning directory (`hone tune`): the study's SQLite database, which `hone report` looks for
+STUDY_DB = "study.db"
 # What LoadedRun.load reads (all but CONFIG, MODEL and DATA_INFO only when present): a
 # bundle holds exactly these.
 INFERENCE_FILES = (
@@ -173,6 +180,37 @@ class RunFiles:
         return RunFiles(self.root / f"fold-{index}")
 
 
+def default_run_dir(recipe: str, root: str | Path = "runs") -> Path:
+    """runs/<recipe>-<UTC timestamp>, with a numeric suffix if that already exists."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = Path(root) / f"{recipe or 'run'}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        path, n = Path(f"{base}-{n}"), n + 1
+    return path
+
+
 def parity_report(exported: Path) -> Path:
     """Where the parity check of an exported model is stored: beside it, its name + suffix."""
     return exported.with_name(exported.name + PARITY_SUFFIX)
+
+
+@contextmanager
+def staging_folder(target: Path) -> Iterator[Path]:
+    """An empty folder beside `target`, removed afterwards with whatever is left in it: where a
+    new run folder or export is written before one rename moves it into place.
+
+    Beside, because a rename from there into place is atomic (one file system). On an error
+    the folders made to hold `target` are removed too: a failure writes nothing.
+    """
+    missing = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+    except BaseException:
+        if missing:
+            shutil.rmtree(missing[-1], ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

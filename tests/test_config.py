@@ -60,7 +60,7 @@ def test_overrides_are_typed() -> None:
 
 
 def test_int_is_accepted_for_float_and_comma_lists() -> None:
-    cfg = load_config("linreg", ["optim.lr=1", "optim.betas=0.8,0.9"])
+    cfg = load_config("linreg", ["optim.name=adam", "optim.lr=1", "optim.betas=0.8,0.9"])
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
     assert cfg.optim.betas == [0.8, 0.9]
 

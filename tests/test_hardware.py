@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hone.errors import ConfigError
-from hone.hardware import OVERRIDE_ENV, cpu_flags, cpu_name, native_bf16
+from hone.hardware import OVERRIDE_ENV, cpu_flags, cpu_int8_flags, cpu_name, native_bf16
 
 CPU = torch.device("cpu")
 LINUX = sys.platform.startswith("linux")
@@ -35,6 +35,15 @@ def test_cpu_bf16_follows_the_flags(tmp_path: Path, flags: str, expected: bool) 
     cpuinfo = fake_cpuinfo(tmp_path, flags)
     assert "avx2" in cpu_flags(cpuinfo)
     assert native_bf16(CPU, cpuinfo) is expected
+
+
+@pytest.mark.skipif(not LINUX, reason="reads Linux's /proc/cpuinfo format")
+def test_int8_flags_are_read_in_their_listed_order(tmp_path: Path) -> None:
+    assert cpu_int8_flags(fake_cpuinfo(tmp_path, "amx_int8 avx2 avx512_vnni")) == [
+        "avx512_vnni",
+        "amx_int8",
+    ]
+    assert cpu_int8_flags(tmp_path / "missing") == []
 
 
 def test_no_cpuinfo_means_no_native_bf16(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import shutil
-import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +54,6 @@ def remove(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def warn(message: str) -> None:
-    print(f"hone: warning: {message}", file=sys.stderr, flush=True)
-
-
 class CheckpointManager:
     """The `checkpoints/` folder of one run."""
 
@@ -97,7 +93,10 @@ class CheckpointManager:
             try:
                 return Checkpoint(path, step, verify(path))
             except CorruptCheckpoint as e:
-                warn(f"skipping damaged checkpoint {path.name}: {e}; using an older one")
+                warnings.warn(
+                    f"skipping damaged checkpoint {path.name}: {e}; using an older one",
+                    stacklevel=2,
+                )
         return None
 
     def clean_partial(self) -> None:

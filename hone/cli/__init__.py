@@ -75,6 +75,16 @@ def versions() -> str:
     return f"hone {__version__} (torch {torch}, Python {platform.python_version()})"
 
 
+def _add_backend_flag(parser: argparse.ArgumentParser) -> None:
+    # The names are hone.engine.backends.BACKENDS': an unknown one is answered with the list.
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="what runs the model: torch, onnx (RUN/model.onnx from `hone export`, on ONNX "
+        "Runtime) or auto, the run's own (onnx for an int8 ONNX Runtime run, else torch)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hone.cli import commands, compress, doctor, export, federate, lr_find, report, runs, serve
 
@@ -133,10 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(keys, "the keys, defaults and help")
     keys.set_defaults(run=commands.config_keys)
 
-    p = sub.add_parser("eval", help="evaluate a finished run")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a finished run",
+        description="Evaluate a finished run on a split of its data, or of the data that "
+        "--data.* overrides name (--data.name=npz --data.path=FILE): the only overrides it "
+        "takes, and the way to evaluate a run trained on data handed in from Python.",
+    )
     p.add_argument("run_dir")
     p.add_argument("--split", default="val", help="val, test or train")
     p.add_argument("--device", default="auto")
+    _add_backend_flag(p)
     add_json_flag(p, "the metrics")
     p.set_defaults(run=commands.eval_run)
 
@@ -145,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="CSV with a header and the feature columns")
     p.add_argument("--output", required=True, help="CSV to write (input columns + predictions)")
     p.add_argument("--device", default="auto")
+    _add_backend_flag(p)
     p.set_defaults(run=commands.predict)
 
     p = sub.add_parser("sample", help="generate text from a trained language model")
@@ -164,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    _add_backend_flag(p)
     p.set_defaults(run=commands.sample)
 
     commands.add_tune_parser(sub)

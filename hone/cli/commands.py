@@ -24,8 +24,8 @@ def train(args: argparse.Namespace) -> int:
     from hone.checkpoint import TrainingInterrupted, plan_resume
     from hone.engine import Trainer
     from hone.engine.cv import cross_validate
+    from hone.run_files import default_run_dir
     from hone.track.progress import print_summary
-    from hone.track.run import default_run_dir
 
     if args.profile:
         args.overrides.append("train.profile=true")
@@ -71,7 +71,7 @@ def train(args: argparse.Namespace) -> int:
             f"val loss {result['best_val_loss_mean']:.4f} ± {result['best_val_loss_std']:.4f} ({run_dir})"
         )
         return 0
-    trainer = Trainer(cfg, run_dir, resume=resume)
+    trainer = Trainer(config=cfg, run_dir=run_dir, resume=resume)
     try:
         summary = trainer.fit()
     except TrainingAborted as abort:  # the run diverged: and what doctor makes of it
@@ -156,7 +156,7 @@ def _print_metrics(result: dict[str, Any]) -> None:
 def eval_run(args: argparse.Namespace) -> int:
     from hone.engine.inference import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.split, args.device)
+    metrics = evaluate_run(args.run_dir, args.split, args.device, args.overrides, args.backend)
     if args.json:
         print_json(metrics)
     else:
@@ -167,7 +167,7 @@ def eval_run(args: argparse.Namespace) -> int:
 def predict(args: argparse.Namespace) -> int:
     from hone.engine.predict import predict_csv
 
-    rows = predict_csv(args.run_dir, args.input, args.output, args.device)
+    rows = predict_csv(args.run_dir, args.input, args.output, args.device, args.backend)
     print(f"wrote {rows} predictions to {args.output}")
     return 0
 
@@ -181,8 +181,8 @@ def sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--temperature must be at least 0, got {args.temperature}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1] (1 keeps every token), got {args.top_p}")
-    run = LoadedRun.load(args.run_dir, args.device)
-    if run.task.name != "lm":
+    run = LoadedRun.load(args.run_dir, args.device, backend=args.backend)
+    if not run.task.generates_text:
         raise ConfigError(
             f"{args.run_dir} is not a language model; use `hone predict` or `hone eval` for it"
         )

@@ -114,10 +114,11 @@ def build_method(args: argparse.Namespace) -> CompressionMethod:
             if name != chosen and getattr(args, flag) not in (None, False):
                 option = "--" + flag.replace("_", "-")
                 raise ConfigError(f"{option} goes with --{name}, not --{chosen}")
-    if args.overrides and chosen != "distill":
+    others = [o for o in args.overrides if not o.startswith("data.")]
+    if others and chosen != "distill":
         raise ConfigError(
-            f"hone compress takes no config overrides but a --distill student's, got "
-            f"--{args.overrides[0]}; the run's own config is used"
+            f"hone compress takes no config overrides but a --distill student's and --data.* "
+            f"(the data to measure on), got --{others[0]}; the run's own config is used"
         )
     if chosen == "prune":
         given = {k: getattr(args, k) for k in ("finetune_steps", "iterations")}
@@ -145,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             build_method(args),
             args.output,
             log=lambda line: print(line, file=sys.stderr),
+            data=[] if args.distill is not None else args.overrides,
             **{k: v for k, v in given.items() if v is not None},
         )
     except GateFailed as failure:

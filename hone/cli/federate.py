@@ -56,8 +56,8 @@ def federate(args: argparse.Namespace) -> int:
     from hone.config import load_config
     from hone.federate import federate as run_federated
     from hone.federate import require_flower
+    from hone.run_files import default_run_dir
     from hone.track.progress import print_summary
-    from hone.track.run import default_run_dir
 
     require_flower()
     if args.deploy:
@@ -107,7 +107,7 @@ def _deploy(args: argparse.Namespace) -> int:
     machine, so nothing of it is read here: the server checks a resumed config itself."""
     from hone.config import load_config
     from hone.federate.deploy import write_app
-    from hone.track.run import default_run_dir
+    from hone.run_files import default_run_dir
 
     if args.config is None:
         raise ConfigError("hone federate --deploy needs a config: a recipe name or a TOML file")

@@ -59,7 +59,7 @@ def train_command(config: str, overrides: Sequence[str], lr: Mapping[str, float]
 
 def run(args: argparse.Namespace) -> int:
     from hone.doctor.lr_find import lr_find
-    from hone.track.run import default_run_dir
+    from hone.run_files import default_run_dir
 
     cfg = load_config(args.config, args.overrides)
     output = Path(args.output) if args.output else default_run_dir(f"lr-find-{cfg.recipe}")

@@ -38,7 +38,8 @@ def add_parser(sub: Any) -> None:
         "--backend",
         default=defaults.backend,
         choices=["auto", "torch", "onnx"],
-        help="onnx runs RUN/model.onnx (hone export) on ONNX Runtime; int8 runs use it anyway",
+        help="what runs the model: torch, onnx (RUN/model.onnx from `hone export`, on ONNX "
+        "Runtime) or auto, the run's own (onnx for an int8 ONNX Runtime run, else torch)",
     )
     p.add_argument("--device", default=defaults.device)
     p.add_argument("--model-name", default="", help="the id in /v1/models (default: folder name)")

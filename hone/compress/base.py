@@ -3,9 +3,10 @@
 A method is handed the source `LoadedRun` and the new run directory, which already holds a
 copy of everything the source needs to load (config, data info, tokenizer, converters, fp32
 weights). It writes the compressed model there, in any form `LoadedRun.load` reads: new
-weights and converter records (`hone.compress.run.save_model`), an int8 model beside the
-fp32 weights, a new config for a student. The framework (`hone.compress.compress`) then loads
-both runs the same way, measures them, writes the table and applies the gate.
+weights and converter records (`hone.compress.run.save_model`, or the Trainer's own when it
+fine-tunes), an int8 model and its converter record beside the fp32 weights, a new config
+for a student. The framework (`hone.compress.compress`) then loads both runs the same way,
+measures them, writes the table and applies the gate.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hone.engine.backends import OnnxModule
 from hone.engine.inference import LoadedRun
-from hone.engine.int8 import OnnxModule, int8_linears
+from hone.engine.int8 import int8_linears
 from hone.errors import ConfigError
 from hone.run_files import RunFiles
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,12 @@ def compress(
     repeats: int = DEFAULT_REPEATS,
     threads: int = 1,
     log: Callable[[str], None] = lambda line: None,
+    data: Sequence[str] = (),
 ) -> tuple[dict[str, Any], Path]:
     """Compress a finished run into `output` (default RUN-<method suffix>); returns the table
-    (also written as OUTPUT/compress.json) and the output path.
+    (also written as OUTPUT/compress.json) and the output path. `data`: `data.*` overrides
+    naming the data both models are measured on (a run trained on data handed in from Python
+    keeps none).
 
     Raises ConfigError, before writing anything, for a bad run, output or method; GateFailed
     (with the table, and nothing written) when the validation metric dropped by more than
@@ -54,7 +57,7 @@ def compress(
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        source = LoadedRun.load(run, "cpu")
+        source = LoadedRun.load(run, "cpu", data)
         method.check(source)
         assert source.files is not None
         validation_inputs(source, 1)  # a run without a validation split fails here
@@ -63,7 +66,8 @@ def compress(
             log(compressed.summary)
             log(f"measuring both models ({repeats} repeats, {threads} thread(s))")
             sizes = [source.files.model.stat().st_size, compressed.artifact.stat().st_size]
-            original, after = measure([source, LoadedRun.load(stage.root, "cpu")], sizes, repeats)
+            staged = LoadedRun.load(stage.root, "cpu", data)
+            original, after = measure([source, staged], sizes, repeats)
             table: dict[str, Any] = {
                 "method": method.name,
                 "source": str(Path(run)),

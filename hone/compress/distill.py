@@ -25,7 +25,7 @@ from hone.data import TokenData, build_data
 from hone.data.base import Data
 from hone.engine.inference import LoadedRun
 from hone.errors import ConfigError
-from hone.losses import build_loss, distillation_loss
+from hone.losses import distillation_loss
 from hone.models import build_model, num_parameters
 from hone.run_files import RunFiles
 
@@ -70,7 +70,7 @@ class Distill(CompressionMethod):
         context = self.cfg.model.context_length or source.spec.input_shape[0]
         spec = source.task.spec(self.data, context)
         x = validation_inputs(source, 1)
-        if spec.task == "lm":
+        if source.task.context_length(spec):  # windows of tokens: the student's may be shorter
             teacher_context = x.shape[1]
             if spec.input_shape[0] > teacher_context:
                 raise ConfigError(
@@ -85,7 +85,7 @@ class Distill(CompressionMethod):
         if taught != learns:
             fix = (
                 f"set --model.vocab_size={taught[-1]}"
-                if source.spec.task == "lm"
+                if source.task.generates_text  # its outputs are the vocabulary
                 else "give the student the teacher's outputs"
             )
             raise ConfigError(
@@ -97,9 +97,7 @@ class Distill(CompressionMethod):
         assert self.data is not None, "apply() after check()"
         # The teacher's converters and weights are not the student's; the Trainer writes its own.
         out.converters.unlink(missing_ok=True)
-        loss = distillation_loss(
-            build_loss(self.cfg.loss, source.task.name), self.temperature, self.alpha
-        )
+        loss = distillation_loss(source.task.loss(self.cfg.loss), self.temperature, self.alpha)
         teacher = copy.deepcopy(source.model)  # the trainer moves and freezes it
         trainer = train_into(self.cfg, out, data=self.data, loss=loss, teacher=teacher)
         student = num_parameters(trainer.model)

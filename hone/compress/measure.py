@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from hone.data import TensorData
+from hone.engine.backends import OnnxModule
 from hone.engine.inference import LoadedRun
-from hone.engine.int8 import OnnxModule, int8_linears
-from hone.engine.parts import context_length
+from hone.engine.int8 import int8_linears
 from hone.engine.tasks import Task
 from hone.errors import ConfigError
 from hone.metrics import direction
@@ -93,12 +93,11 @@ def validation_inputs(run: LoadedRun, rows: int) -> torch.Tensor:
             "this run has no validation split to measure the compressed model on; "
             "retrain it with --data.val_fraction above 0"
         )
-    if run.task.name == "lm":
-        batches = run.task.eval_batches(data, "val", rows, context_length(run.spec), 1)
-        return next(iter(batches))[0]  # (rows, context) token ids
-    assert isinstance(data, TensorData)
-    x = data.val[0]
-    return x.repeat(math.ceil(rows / len(x)), *[1] * (x.ndim - 1))[:rows]
+    if isinstance(data, TensorData):
+        x = data.val[0]
+        return x.repeat(math.ceil(rows / len(x)), *[1] * (x.ndim - 1))[:rows]
+    batches = run.task.eval_batches(data, "val", rows, run.task.context_length(run.spec), 1)
+    return next(iter(batches))[0]  # (rows, context) windows of the validation text
 
 
 def measure(
@@ -126,7 +125,7 @@ def measure(
                 "latency_ms_batch64": many * 1e3,
             }
         )
-    if first.task.name == "lm":
+    if first.task.generates_text:
         assert first.tokenizer is not None
         prompt = first.tokenizer.decode(x[0].tolist())  # a full window of validation text
         samples = [lambda run=run: run.sample(prompt, GENERATED_TOKENS, seed=0) for run in runs]

@@ -3,13 +3,15 @@
 - structured (`--structured`): whole hidden units, channels and attention heads are removed,
   so the matrices shrink and the model is faster (hone.compress.structured, Torch-Pruning).
   The new widths are recorded as a converter (`PrunedShapes`), which loading re-applies.
-- unstructured: global magnitude pruning of every linear and convolution weight
-  (torch.nn.utils.prune.global_unstructured, L1), made permanent with `prune.remove`: the
-  same shapes, RATIO of those weights zero (`nonzero_parameters` shows it).
+- unstructured: the `MagnitudePrune` converter, global magnitude pruning of every linear
+  and convolution weight: the same shapes, RATIO of those weights zero (`nonzero_parameters`
+  shows it).
 
-Then `--finetune-steps N` steps of hone's Trainer, with the run's own config and data; the
-zeros of unstructured pruning are kept by an observer (`KeepZeros`). With `--iterations K`,
-K rounds of pruning a share then fine-tuning N / K steps, the widths (or the sparsity)
+Then `--finetune-steps N` steps of hone's Trainer, with the run's own config and data. The
+trainer is handed the pruned model with the source's converters and the pruning's own in
+record-only mode: it records them all in the new run (and its own weights), and the
+unstructured converter's post-optimizer-step hook keeps the zeros. With `--iterations K`, K
+rounds of pruning a share then fine-tuning N / K steps, the widths (or the sparsity)
 stepping linearly to RATIO. The last round trains into the new run directory; the earlier
 rounds into scratch folders.
 """
@@ -17,77 +19,28 @@ rounds into scratch folders.
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import torch
-from torch import nn
+from typing import Any
 
 from hone.compress.base import Compressed, CompressionMethod, refuse_int8
 from hone.compress.measure import parameter_counts, validation_inputs
 from hone.compress.run import save_model
-from hone.compress.structured import CHANNEL_LAYERS, StructuredPruner, check_structured
+from hone.compress.structured import StructuredPruner, check_structured
 from hone.compress.training import fine_tune_config, last_validation, train_into
+from hone.engine.backends import recorded_converters
 from hone.engine.inference import LoadedRun
-from hone.engine.observers import Observer
 from hone.errors import ConfigError
-from hone.models.converters import PrunedShapes, size_attributes, tensor_shapes
+from hone.models.converters import (
+    MagnitudePrune,
+    ModelConverter,
+    PrunedShapes,
+    prunable_weights,
+    size_attributes,
+    tensor_shapes,
+)
 from hone.run_files import RunFiles
-
-if TYPE_CHECKING:
-    from hone.engine.trainer import Trainer
-
-
-def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(module, "weight") for every linear and convolution layer, each tensor once (a tied
-    output layer shares its embedding's)."""
-    seen: set[int] = set()
-    targets: list[tuple[nn.Module, str]] = []
-    for module in model.modules():
-        if isinstance(module, CHANNEL_LAYERS) and id(module.weight) not in seen:
-            seen.add(id(module.weight))
-            targets.append((module, "weight"))
-    return targets
-
-
-def prune_unstructured(model: nn.Module, sparsity: float) -> None:
-    """Zero the `sparsity` share of smallest-magnitude weights over all linear and
-    convolution layers together (zeros already there count as smallest)."""
-    from torch.nn.utils import prune
-
-    targets = prunable_weights(model)
-    total = sum(getattr(m, name).numel() for m, name in targets)
-    prune.global_unstructured(
-        targets, pruning_method=prune.L1Unstructured, amount=round(sparsity * total)
-    )
-    for module, name in targets:
-        prune.remove(module, name)  # the mask is applied to the tensor itself, and dropped
-
-
-class KeepZeros(Observer):
-    """Keeps pruned weights at zero while fine-tuning: their gradients are zeroed after each
-    backward pass, so the optimizer's state never sees them, and the weights again after each
-    step, for an optimizer that moves a weight without a gradient."""
-
-    def __init__(self, weights: list[torch.Tensor]) -> None:
-        self.weights = weights
-        self.masks: list[torch.Tensor] = []
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        self.masks = [w != 0 for w in self.weights]  # on the trainer's device by now
-
-    def on_after_backward(self, trainer: Trainer) -> None:
-        for weight, mask in zip(self.weights, self.masks, strict=True):
-            if weight.grad is not None:
-                weight.grad.mul_(mask)
-
-    @torch.no_grad()
-    def on_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
-        for weight, mask in zip(self.weights, self.masks, strict=True):
-            weight.mul_(mask)
 
 
 def split_steps(steps: int, parts: int) -> list[int]:
@@ -140,14 +93,21 @@ class Prune(CompressionMethod):
             pruner = StructuredPruner(
                 model, validation_inputs(source, 1), self.ratio, self.iterations
             )
+        assert source.files is not None
+        # The source's conversions, kept first; its model is converted by them already.
+        kept = [c.as_record_only() for c in recorded_converters(source.files)]
         history = []
         steps = split_steps(self.finetune_steps, self.iterations)
+        converter: ModelConverter
         with tempfile.TemporaryDirectory(prefix=".prune-", dir=out.root.parent) as scratch:
             for i, round_steps in enumerate(steps, 1):
+                share = self.ratio * i / self.iterations
                 if pruner is not None:
                     pruner.step()
+                    converter = PrunedShapes.between(share, shapes, sizes, model)
                 else:
-                    prune_unstructured(model, self.ratio * i / self.iterations)
+                    converter = MagnitudePrune(share)
+                    model = converter.convert(model)
                 parameters, nonzero = parameter_counts(model)
                 entry: dict[str, Any] = {
                     "iteration": i,
@@ -157,20 +117,18 @@ class Prune(CompressionMethod):
                 }
                 if round_steps:
                     into = out if i == self.iterations else RunFiles(Path(scratch) / str(i))
-                    observers = [] if self.structured else [KeepZeros(_weights(model))]
+                    # The trainer records every conversion and writes its own weights.
                     trainer = train_into(
                         fine_tune_config(source.cfg, round_steps),
                         into,
                         model=model,
-                        observers=observers,
+                        converters=[*kept, converter.as_record_only()],
                     )
                     model.to("cpu").eval()
                     entry.update(last_validation(trainer))
                 history.append(entry)
-        records = _records(source)
-        if self.structured:
-            records.append(PrunedShapes.between(self.ratio, shapes, sizes, model).record())
-        save_model(model, records, out)
+        if not steps[-1]:  # not fine-tuned: nothing trained into `out`
+            save_model(model, [c.record() for c in [*kept, converter]], out)
         return Compressed(out.model, self._summary(history), self._details(history))
 
     def _summary(self, history: list[dict[str, Any]]) -> str:
@@ -202,15 +160,3 @@ class Prune(CompressionMethod):
             "iterations": self.iterations,
             "rounds": history,
         }
-
-
-def _weights(model: nn.Module) -> list[torch.Tensor]:
-    return [getattr(module, name) for module, name in prunable_weights(model)]
-
-
-def _records(source: LoadedRun) -> list[dict[str, Any]]:
-    """The source's own converter records, which the new run keeps first."""
-    assert source.files is not None
-    if not source.files.converters.is_file():
-        return []
-    return list(json.loads(source.files.converters.read_text())["converters"])

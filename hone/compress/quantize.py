@@ -1,8 +1,9 @@
 """`--quantize int8`: dynamic int8 quantization of the linear layers, for CPU inference.
 
 Weights become int8, one scale per output channel; activations are quantized on the fly at
-each call. The fp32 weights stay in the new run; the int8 model is added beside them
-(hone.engine.int8), and `LoadedRun.load` runs it. Two backends:
+each call. The fp32 weights stay in the new run; the int8 model is added beside them and
+recorded as an `Int8` converter (hone.engine.int8), which `LoadedRun.load` re-applies. Two
+backends (the converter's runtime):
 
 - "onnxruntime": the fp32 model is exported to ONNX by `hone.export.export_onnx` (which also
   checks it against PyTorch), then ONNX Runtime's `quantize_dynamic` makes every MatMul and
@@ -20,7 +21,6 @@ was still the faster at batch 1 (BENCHMARKS.md, "Compression: int8").
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,8 +31,10 @@ from torch import nn
 
 from hone.compress.base import Compressed, CompressionMethod, refuse_int8
 from hone.engine.inference import LoadedRun
-from hone.engine.int8 import quantize_linears, save_int8_linears
+from hone.engine.int8 import Int8, save_int8_linears
 from hone.errors import ConfigError
+from hone.hardware import cpu_int8_flags
+from hone.models.converters import read_records, write_records
 from hone.run_files import RunFiles
 
 BACKENDS = ("auto", "onnxruntime", "torch")
@@ -40,19 +42,6 @@ BACKENDS = ("auto", "onnxruntime", "torch")
 # table as uint8 with one scale): in the char GPT the fp32 tables were 6% of the int8 file,
 # and int8 ones moved the validation loss by 0.01%. Convolutions stay fp32.
 ONNX_OPS = ["MatMul", "Gemm", "Gather"]
-# x86 instructions that multiply-add int8 in one step, without 16-bit intermediate sums.
-INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-
-
-def cpu_int8_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """The INT8_FLAGS this CPU has, from Linux's /proc/cpuinfo; none assumed elsewhere."""
-    if not sys.platform.startswith("linux") or not cpuinfo.is_file():
-        return []
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            return [flag for flag in INT8_FLAGS if flag in flags]
-    return []
 
 
 @dataclass(frozen=True)
@@ -109,13 +98,16 @@ class QuantizeInt8(CompressionMethod):
             "activations": "int8, scale computed at each call",
             "reduce_range": self.backend.reduce_range,
         }
+        int8 = Int8(self.backend.name)
         if self.backend.name == "onnxruntime":
             artifact = out.model_int8_onnx
             details["embeddings"] = "uint8, one scale per table"
             details["export_max_abs_diff"] = _quantize_onnx(source, artifact, self.backend)
         else:
             artifact = out.model_int8
-            save_int8_linears(quantize_linears(source.model), artifact)  # on a copy
+            save_int8_linears(int8.convert(source.model), artifact)  # on a copy
+        # After the source's own: loading builds, converts, then quantizes.
+        write_records(out.converters, [*read_records(out.converters), int8.record()])
         summary = f"int8 backend: {self.backend.name} ({self.backend.reason})"
         return Compressed(artifact, summary, details)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from hone.errors import ConfigError
-from hone.run_files import INFERENCE_FILES, RunFiles
+from hone.run_files import INFERENCE_FILES, RunFiles, staging_folder
 
 
 def default_output(run: str | Path, suffix: str) -> Path:
@@ -38,9 +37,8 @@ def check_output(output: Path) -> None:
 def staged_run(source: RunFiles, output: Path) -> Iterator[RunFiles]:
     """A hidden run directory beside `output` holding the source's inference files; removed
     on leaving unless `publish` moved it into place."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    stage = RunFiles(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with staging_folder(output) as folder:
+        stage = RunFiles(folder)
         for name in INFERENCE_FILES:
             path = source.root / name
             if path.is_dir():
@@ -48,8 +46,6 @@ def staged_run(source: RunFiles, output: Path) -> Iterator[RunFiles]:
             elif path.is_file():
                 shutil.copy2(path, stage.root / name)
         yield stage
-    finally:
-        shutil.rmtree(stage.root, ignore_errors=True)
 
 
 def publish(stage: RunFiles, output: Path) -> None:

@@ -19,9 +19,8 @@ import torch
 from torch import nn
 
 from hone.errors import ConfigError
+from hone.models.converters import CHANNEL_LAYERS
 from hone.models.gpt import CausalSelfAttention
-
-CHANNEL_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def fixed_layers(model: nn.Module) -> list[nn.Module]:

@@ -31,7 +31,9 @@ def train_into(cfg: Config, out: RunFiles, **parts: Any) -> Trainer:
     observers) into the run directory `out`; returns the finished trainer. The global RNGs
     (dropout) are seeded from the config, also when a model is handed in."""
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    trainer = Trainer(cfg, out.root, **parts)
+    # A pruned model is the config's architecture, changed: the run records the change as
+    # converters, not as a model of its own.
+    trainer = Trainer(config=cfg, run_dir=out.root, keep_model_config=True, **parts)
     trainer.fit()
     shutil.rmtree(out.checkpoints, ignore_errors=True)
     return trainer

@@ -4,6 +4,8 @@ from hone.config.components import (
     model_config_class,
     model_config_classes,
     register_model_config,
+    register_optim_config,
+    register_section,
 )
 from hone.config.fields import opt
 from hone.config.loader import (
@@ -27,7 +29,6 @@ from hone.config.schema import (
     RegConfig,
     ScheduleConfig,
     TrainConfig,
-    TuneConfig,
 )
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "RegConfig",
     "ScheduleConfig",
     "TrainConfig",
-    "TuneConfig",
     "apply_override",
     "field_help",
     "from_dict",
@@ -51,6 +51,8 @@ __all__ = [
     "opt",
     "recipe_names",
     "register_model_config",
+    "register_optim_config",
+    "register_section",
     "to_dict",
     "to_toml",
     "validate",

@@ -13,20 +13,23 @@ import dataclasses
 import tomllib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from hone.config.components import (
-    families_with_key,
-    model_config_class,
-    model_config_classes,
-    not_applicable,
-)
+from hone.config.components import ChosenComponent, type_hints
 from hone.config.fields import field_default
-from hone.config.schema import Config, ModelConfig
-from hone.config.sources import model_for_family, read_source, recipe_names, recipe_text
+from hone.config.schema import Config
+from hone.config.sources import (
+    chosen_sections,
+    component_table,
+    read_source,
+    recipe_names,
+    recipe_text,
+)
+from hone.config.step_bound import bound_steps
 from hone.errors import ConfigError, did_you_mean
 
 __all__ = ["read_source", "recipe_names", "recipe_text"]  # where callers have found them
@@ -34,28 +37,57 @@ __all__ = ["read_source", "recipe_names", "recipe_text"]  # where callers have f
 
 def load_config(source: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Build a checked `Config` from a recipe or TOML file plus `a.b=value` overrides."""
-    raw: dict[str, Any] = {}
-    default_name = ""
-    if source is not None:
-        raw, default_name = read_source(source)
+    return config_from(source, overrides)
+
+
+def config_from(
+    source: str | Path | Config | Mapping[str, Any] | None,
+    overrides: Sequence[str] = (),
+    *,
+    check: bool = True,
+) -> Config:
+    """A checked `Config` from whatever names one: a recipe name or TOML path (as
+    `load_config`), a `Config` (copied, not changed), a nested dict in the shape of the TOML
+    file, or None (the defaults); then the `a.b=value` overrides. `check=False` leaves the
+    cross-field checks to the caller (the trainer checks once it knows its parts)."""
+    if isinstance(source, Config):
+        if not overrides:
+            cfg = copy.deepcopy(source)
+            bound_steps(cfg)
+            if check:
+                validate(cfg)
+            return cfg
+        raw, default_name = to_dict(source), source.recipe
+    elif isinstance(source, Mapping):
+        raw, default_name = copy.deepcopy(dict(source)), ""
+    elif source is None:
+        raw, default_name = {}, ""
+    else:
+        raw, default_name = read_source(str(source))
+    overrides = [item.removeprefix("--") for item in overrides]
     switch_model_family(raw, overrides)
     for item in overrides:
         apply_override(raw, item)
     cfg = from_dict(raw)
     if not cfg.recipe:
         cfg.recipe = default_name
-    validate(cfg)
+    bound_steps(cfg)  # $HONE_MAX_STEPS, for checks that run commands as typed
+    if check:
+        validate(cfg)
     return cfg
 
 
 def switch_model_family(raw: dict[str, Any], overrides: Sequence[str]) -> None:
-    """An override that picks another `model.name` than the file's replaces the file's model:
-    the file's keys of its own family are dropped (`hone train --model.name=linear` on a GPT
-    recipe), while every key the overrides set must still apply to the new family."""
-    names = [item.partition("=")[2] for item in overrides if item.startswith("model.name=")]
-    model = raw.get("model")
-    if names and isinstance(model, dict):
-        raw["model"] = model_for_family(model, names[-1])
+    """An override that picks another component than the file's (`model.name`, `optim.name`)
+    replaces the file's: the file's keys of its own component are dropped (`hone train
+    --model.name=linear` on a GPT recipe, `--optim.name=adamw` on an SGD one), while every key
+    the overrides set must still apply to the new component."""
+    for section, cls in chosen_sections().items():
+        flag = f"{section}.name="
+        names = [item.partition("=")[2] for item in overrides if item.startswith(flag)]
+        table = raw.get(section)
+        if names and isinstance(table, dict):
+            raw[section] = component_table(cls, table, names[-1])
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -90,8 +122,8 @@ def _parse_value(text: str) -> Any:
 def _field_type(parts: list[str]) -> Any:
     """The declared type at a dotted path, or a ConfigError naming the closest valid key.
 
-    Under `model`, the keys of every registered family are accepted: the family is known only
-    when the whole config is built, which refuses a key that does not apply to it.
+    Under `model` (and `optim`), the keys of every registered family are accepted: the family
+    is known only when the whole config is built, which refuses a key that does not apply.
     """
     cls: Any = Config
     for i, part in enumerate(parts):
@@ -114,20 +146,21 @@ def _field_type(parts: list[str]) -> Any:
 
 
 def _keys(cls: Any) -> dict[str, Any]:
-    """The keys of a config table and their types; the model's include every family's."""
+    """The keys of a config table and their types; a chosen component's section (model,
+    optim) includes every component's."""
     hints = {
         f.name: hint
         for f, hint in zip(dataclasses.fields(cls), _hints(cls), strict=True)
         if not f.metadata.get("flatten")
     }
-    if cls is ModelConfig:
-        for family in model_config_classes().values():
-            hints = {**_own_keys(family), **hints}
+    if issubclass(cls, ChosenComponent):
+        for component in cls.components.classes().values():
+            hints = {**_own_keys(component), **hints}
     return hints
 
 
 def _hints(cls: Any) -> list[Any]:
-    types_by_name = typing.get_type_hints(cls)
+    types_by_name = type_hints(cls)
     return [types_by_name[f.name] for f in dataclasses.fields(cls)]
 
 
@@ -141,9 +174,9 @@ def _origin(tp: Any) -> Any:
 
 def from_dict(raw: dict[str, Any], cls: Any = Config, prefix: str = "") -> Any:
     """Convert a raw dict into the dataclass `cls`, checking keys and types."""
-    if cls is ModelConfig:
-        return _model_from_dict(raw, prefix)
-    hints = typing.get_type_hints(cls)
+    if issubclass(cls, ChosenComponent):
+        return _chosen_from_dict(raw, prefix, cls)
+    hints = type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         path = f"{prefix}{key}"
@@ -162,11 +195,12 @@ def from_dict(raw: dict[str, Any], cls: Any = Config, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _model_from_dict(raw: dict[str, Any], prefix: str) -> ModelConfig:
-    """The flat [model] table: the common keys, and those of the family `name` picks."""
-    common = {k: tp for k, tp in _own_keys(ModelConfig).items() if k != "arch"}
-    name = _coerce(raw.get("name", ModelConfig.name), str, f"{prefix}name")
-    family = model_config_class(name)
+def _chosen_from_dict(raw: dict[str, Any], prefix: str, cls: type[ChosenComponent]) -> Any:
+    """A flat table such as [model]: the common keys, and those of the component `name` picks."""
+    components = cls.components
+    common = {k: tp for k, tp in _own_keys(cls).items() if k != cls.own}
+    name = _coerce(raw.get("name", cls.name), str, f"{prefix}name")
+    family = components.config_class(name)
     own = _own_keys(family)
     values: dict[str, Any] = {}
     fields: dict[str, Any] = {}
@@ -176,14 +210,14 @@ def _model_from_dict(raw: dict[str, Any], prefix: str) -> ModelConfig:
             values[key] = _coerce(value, common[key], path)
         elif key in own:
             fields[key] = _coerce(value, own[key], path)
-        elif families_with_key(key):
-            raise ConfigError(not_applicable(key, name))
+        elif components.owners(key):
+            raise ConfigError(components.not_applicable(key, name))
         else:
-            known = [f"{prefix}{n}" for n in _keys(ModelConfig)]
+            known = [f"{prefix}{n}" for n in _keys(cls)]
             raise ConfigError(
                 f"unknown config key {path!r}{did_you_mean(path, known)}; see `hone config keys` for every key"
             )
-    return ModelConfig(arch=family(**fields), **values)
+    return cls(**{cls.own: family(**fields)}, **values)
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
@@ -259,10 +293,6 @@ def _validate_tree(cfg: Config) -> None:
         raise ConfigError(
             "the run has no bound: set --train.max_steps, --train.max_epochs or --train.max_seconds"
         )
-    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
-        raise ConfigError(
-            f"optim.betas must be two numbers in [0, 1), got {cfg.optim.betas}; set --optim.betas=[0.9,0.999]"
-        )
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
         raise ConfigError(
             "data.val_fraction + data.test_fraction must be below 1; lower one of them"
@@ -301,22 +331,26 @@ def to_toml(cfg: Config) -> str:
 def field_help(cls: Any = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
     """(key, default, help) for every leaf field, in declaration order.
 
-    The model's common keys come first, then each registered family's keys, their help
-    prefixed by the family's name ("gpt: number of transformer blocks").
+    A chosen component's section (model, optim) lists its common keys first, then each
+    registered component's keys, their help prefixed by its names ("gpt: number of
+    transformer blocks"; one row for names that share a config class: "adam, adamw: ...").
     """
     rows = []
     for f in dataclasses.fields(cls):
         if f.metadata.get("flatten"):
             continue
-        tp = typing.get_type_hints(cls)[f.name]
+        tp = type_hints(cls)[f.name]
         if dataclasses.is_dataclass(tp):
             rows += field_help(tp, f"{prefix}{f.name}.")
         else:
             rows.append((f"{prefix}{f.name}", field_default(f), f.metadata.get("help", "")))
-    if cls is ModelConfig:
-        for family, config in model_config_classes().items():
+    if isinstance(cls, type) and issubclass(cls, ChosenComponent):
+        names_of: dict[type, list[str]] = {}
+        for name, config in cls.components.classes().items():
+            names_of.setdefault(config, []).append(name)
+        for config, names in names_of.items():
             rows += [
-                (key, default, f"{family}: {help_text}")
+                (key, default, f"{', '.join(names)}: {help_text}")
                 for key, default, help_text in field_help(config, prefix)
             ]
     return rows

@@ -8,17 +8,24 @@ checked by that registry when the component is built.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-from hone.config.components import field_names, model_config_class, not_applicable
-from hone.config.fields import field_default, opt
-from hone.errors import ConfigError
+from hone.config.components import (
+    MODEL_FAMILIES,
+    OPTIMIZER_CONFIGS,
+    ChosenComponent,
+    section_factory,
+)
+from hone.config.fields import opt
+
+if TYPE_CHECKING:  # the sections the applications own; hone.config.components resolves them
+    from hone.federate.settings import FederatedConfig
+    from hone.tune.settings import TuneConfig
 
 
 @dataclass(init=False)
-class ModelConfig:
+class ModelConfig(ChosenComponent):
     """Settings every model has, and in `arch` the chosen family's own config.
 
     Each model family owns a config dataclass next to its code (`GPTConfig` in
@@ -28,6 +35,9 @@ class ModelConfig:
     family is refused with one line naming the family it belongs to. Setting `name` switches
     `arch` to the new family's config, keeping the values of the fields both families have.
     """
+
+    components = MODEL_FAMILIES
+    own = "arch"
 
     name: str = opt(
         "mlp",
@@ -53,62 +63,10 @@ class ModelConfig:
     init_std: float = opt(0.02, "standard deviation for init = 'normal'", gt=0)
     zero_bias: bool = opt(False, "set all biases to zero after initialization")
 
-    def __init__(self, arch: Any = None, **values: Any) -> None:
-        """Common and family fields as keywords: ModelConfig(name="gpt", n_layer=2)."""
-        for f in dataclasses.fields(self):
-            if f.name != "arch":
-                value = values.pop(f.name) if f.name in values else field_default(f)
-                object.__setattr__(self, f.name, value)
-        family = model_config_class(self.name)
-        for key in values:
-            if key not in field_names(family):
-                raise ConfigError(not_applicable(key, self.name) or _unknown(key))
-        if arch is None:
-            arch = family(**values)
-        else:
-            assert type(arch) is family, f"arch {arch!r} is not the config of {self.name!r}"
-            arch = dataclasses.replace(cast(Any, arch), **values)
-        object.__setattr__(self, "arch", arch)
-
     @property
     def context_length(self) -> int:
         """Tokens per training window of a language model (GPT: block_size); 0 for others."""
         return int(getattr(self.arch, "context_length", 0))
-
-    def __getattr__(self, key: str) -> Any:
-        # Called only when normal lookup fails: the family's fields read through. `arch` is
-        # read from __dict__ so that copy and pickle, which probe a bare instance, get an
-        # AttributeError instead of a recursion.
-        arch = self.__dict__.get("arch")
-        if arch is None or key.startswith("__"):
-            raise AttributeError(key)
-        if key in field_names(arch):
-            return getattr(arch, key)
-        raise AttributeError(not_applicable(key, self.name) or _unknown(key))
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        if key in _COMMON_FIELDS:
-            object.__setattr__(self, key, value)
-            if key == "name":
-                self._switch_family()
-        elif key in field_names(self.arch):
-            setattr(self.arch, key, value)
-        else:
-            raise AttributeError(not_applicable(key, self.name) or _unknown(key))
-
-    def _switch_family(self) -> None:
-        family = model_config_class(self.name)
-        if type(self.arch) is not family:
-            shared = field_names(family) & field_names(self.arch)
-            kept = {key: getattr(self.arch, key) for key in shared}
-            object.__setattr__(self, "arch", family(**kept))
-
-
-def _unknown(key: str) -> str:
-    return f"unknown config key 'model.{key}'; see `hone config keys` for every key"
-
-
-_COMMON_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
 
 
 @dataclass
@@ -139,7 +97,14 @@ class DataConfig:
     # csv / npz
     target_column: str = opt(
         "",
-        "csv: name of the target column (default: the last column); npz: key of the targets (default 'y')",
+        "csv: name of the target column (default: the last column); npz: key of the targets "
+        "(default 'y'); data handed in from Python as dicts or a datasets.Dataset: the target's "
+        "key (default: the first of y, label, labels, target, targets)",
+    )
+    input_column: str = opt(
+        "",
+        "data handed in from Python as dicts or a datasets.Dataset: the input's key (default: "
+        "the first of x, input, inputs, features, image, pixel_values, input_ids)",
     )
     task: str = opt(
         "auto",
@@ -163,10 +128,23 @@ class LossConfig:
     huber_delta: float = opt(1.0, "huber: threshold between quadratic and linear", gt=0)
 
 
-@dataclass
-class OptimConfig:
+@dataclass(init=False)
+class OptimConfig(ChosenComponent):
+    """Settings every optimizer has, and in `options` the chosen optimizer's own config.
+
+    Each optimizer owns a config dataclass next to its code (`SGDConfig` in
+    `hone/optim/torch_optimizers.py`, registered by `optim.name`), read, written and refused
+    as the model families' are (see ModelConfig): `--optim.momentum=0.9` sets SGD's momentum,
+    and is refused for adamw.
+    """
+
+    components = OPTIMIZER_CONFIGS
+    own = "options"
+
     name: str = opt(
-        "adamw", "optimizer: gd, sgd, adam, adamw, adagrad, rmsprop, lbfgs, newton, muon"
+        "adamw",
+        "optimizer: gd, sgd, adam, adamw, adagrad, rmsprop, lbfgs, newton, muon; only the "
+        "chosen optimizer's own keys may be set",
     )
     lr: float = opt(
         1e-3, "learning rate (the peak, when a schedule warms up); lbfgs and newton want 1", gt=0
@@ -176,28 +154,14 @@ class OptimConfig:
         "decoupled (adamw, muon) or L2 (others) weight decay; lbfgs/newton have none (use reg.l2)",
         ge=0,
     )
-    momentum: float = opt(0.0, "sgd/rmsprop: momentum", ge=0, lt=1)
-    nesterov: bool = opt(False, "sgd: Nesterov momentum")
-    betas: list[float] = opt([0.9, 0.999], "adam/adamw/muon's AdamW: (beta1, beta2)")
-    eps: float = opt(1e-8, "adam/adamw/adagrad/rmsprop: epsilon", gt=0)
-    alpha: float = opt(0.99, "rmsprop: smoothing constant", gt=0, lt=1)
-    history_size: int = opt(10, "lbfgs: history size", ge=1)
-    max_iter: int = opt(20, "lbfgs: iterations per step", ge=1)
-    line_search: str = opt("strong_wolfe", "lbfgs: line search", choices=["strong_wolfe", "none"])
-    damping: float = opt(0.0, "newton: added to the Hessian diagonal", ge=0)
-    max_params: int = opt(5000, "newton: refuse models with more parameters than this", ge=1)
-    muon_lr: float = opt(0.02, "muon: learning rate of the 2-D hidden weights", gt=0)
-    muon_momentum: float = opt(0.95, "muon: momentum of the 2-D hidden weights", ge=0, lt=1)
-    muon_precision: str = opt(
-        "auto",
-        "muon: dtype of the Newton-Schulz iterations: auto (bf16 where the device has native "
-        "bf16, else fp32), bf16 (torch's), fp32",
-        choices=["auto", "bf16", "fp32"],
-    )
     impl: str = opt(
         "auto",
         "kernel: auto (fused/foreach where torch has it), foreach, fused, single",
         choices=["auto", "foreach", "fused", "single"],
+    )
+    options: Any = field(
+        default=None,
+        metadata={"flatten": True, "help": "the chosen optimizer's own config (flat in [optim])"},
     )
 
 
@@ -262,6 +226,11 @@ class TrainConfig:
     monitor: str = opt(
         "val_loss", "metric for early stopping and best checkpoints: val_loss or val_<metric>"
     )
+    metrics: list[str] = opt(
+        [],
+        "your own metrics, evaluated with the task's: names registered with "
+        "hone.register_metric (in a module beside the TOML) or handed to hone.Trainer",
+    )
     patience: int = opt(
         0, "early stopping: evaluations without improvement before stopping (0: off)", ge=0
     )
@@ -294,7 +263,9 @@ class TrainConfig:
 class LogConfig:
     every: int = opt(10, "log training metrics every N steps", ge=1)
     progress: str = opt(
-        "auto", "progress bar: auto (when a terminal), on, off", choices=["auto", "on", "off"]
+        "auto",
+        "progress bar: auto (in a terminal or a Jupyter notebook), on, off",
+        choices=["auto", "on", "off"],
     )
     tensorboard: bool = opt(True, "write TensorBoard event files")
     stats_every: int = opt(
@@ -328,103 +299,6 @@ class DistConfig:
 
 
 @dataclass
-class TuneConfig:
-    space: dict[str, Any] = opt(
-        {},
-        "search space keyed by config path, e.g. 'optim.lr' = {type='float', low=1e-4, high=1e-1, log=true}",
-    )
-    metric: str = opt(
-        "val_loss",
-        "objective: a metric of the trial's run (val_loss, val_<metric>, num_parameters, ...); "
-        "several, comma-separated, give a Pareto front",
-    )
-    direction: str = opt(
-        "auto",
-        "minimize or maximize (min/max) per metric, comma-separated like tune.metric; "
-        "auto maximizes accuracy and r2 and minimizes the rest",
-    )
-    sampler: str = opt("tpe", "sampler: tpe, random, grid, cmaes, gp, qmc, nsga2")
-    pruner: str = opt(
-        "auto",
-        "pruner: auto (median for one metric, none for several), none, median, "
-        "successive-halving (ASHA), hyperband",
-    )
-    seed: int = opt(0, "seed of the sampler (worker i uses seed + i)")
-    startup_trials: int = opt(
-        5, "median pruner: trials that finish before any is pruned; tpe: random trials first", ge=0
-    )
-    min_resource: int = opt(
-        0, "successive-halving/hyperband: steps before the first rung (0: auto)", ge=0
-    )
-    reduction_factor: int = opt(
-        3, "successive-halving/hyperband: 1/factor of the trials go on at each rung", ge=2
-    )
-    heartbeat_seconds: int = opt(
-        10, "how often a running trial records that its worker is alive", ge=1
-    )
-    grace_seconds: int = opt(
-        0, "a trial silent this long is failed and retried (0: 3 x heartbeat_seconds)", ge=0
-    )
-    max_retry: int = opt(2, "retries of a trial whose worker died", ge=0)
-    report: bool = opt(True, "write plots (HTML and PNG) into <tuning dir>/report at the end")
-
-
-@dataclass
-class FederatedConfig:
-    """`hone federate`: one model trained across clients whose data never leaves them."""
-
-    clients: int = opt(10, "clients taking part (simulated ones, or SuperNodes to wait for)", ge=1)
-    rounds: int = opt(20, "federated rounds: clients train, the server aggregates", ge=1)
-    fraction: float = opt(1.0, "fraction of the clients sampled to train each round", gt=0, le=1)
-    local_steps: int = opt(
-        0, "optimizer steps each sampled client takes per round (0: use local_epochs)", ge=0
-    )
-    local_epochs: int = opt(
-        1, "epochs over its own data each sampled client trains per round (local_steps = 0)", ge=1
-    )
-    strategy: str = opt(
-        "fedavg",
-        "Flower strategy: fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad, fedmedian, "
-        "fedtrimmedavg",
-    )
-    proximal_mu: float = opt(
-        0.01, "fedprox: weight mu of the proximal term mu/2 ||w - w_global||^2", ge=0
-    )
-    server_lr: float = opt(
-        0.0,
-        "fedavgm, fedadam, fedyogi, fedadagrad: server learning rate (0: Flower's default)",
-        ge=0,
-    )
-    server_momentum: float = opt(
-        0.9, "fedavgm: server momentum; fedadam, fedyogi: beta_1", ge=0, lt=1
-    )
-    trim_fraction: float = opt(
-        0.2, "fedtrimmedavg: fraction of the client updates cut from each end", ge=0, lt=0.5
-    )
-    partition: str = opt(
-        "auto",
-        "how the training split is divided among clients: auto (iid; token streams: shards), "
-        "iid, dirichlet, pathological, shards (contiguous)",
-        choices=["auto", "iid", "dirichlet", "pathological", "shards"],
-    )
-    alpha: float = opt(0.5, "dirichlet: concentration (small: each client holds few classes)", gt=0)
-    classes_per_client: int = opt(2, "pathological: classes each client holds", ge=1)
-    partition_seed: int = opt(0, "seed of the partitioning (independent of train.seed)")
-    engine: str = opt(
-        "inprocess",
-        "one machine: inprocess (clients one after another in this process) or ray "
-        "(Flower's simulation engine; pip install 'flwr[simulation]')",
-        choices=["inprocess", "ray"],
-    )
-    client_threads: int = opt(
-        1,
-        "torch threads of each simulated client (0: torch's default); one each, as Ray gives "
-        "its actors, ran mlp-digits 19x faster on a shared 2-core machine",
-        ge=0,
-    )
-
-
-@dataclass
 class Config:
     recipe: str = opt("", "name of the recipe this config came from")
     description: str = opt("", "one line saying what this config trains")
@@ -437,5 +311,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
     dist: DistConfig = field(default_factory=DistConfig)
-    tune: TuneConfig = field(default_factory=TuneConfig)
-    federated: FederatedConfig = field(default_factory=FederatedConfig)
+    # Owned by hone.tune and hone.federate, which register them (hone/tune/settings.py,
+    # hone/federate/settings.py); created on first need, so hone.config imports neither.
+    tune: TuneConfig = field(default_factory=section_factory("tune"))
+    federated: FederatedConfig = field(default_factory=section_factory("federated"))

@@ -19,8 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hone.config.components import field_names, model_config_class, model_config_classes
-from hone.config.schema import Config, ModelConfig
+from hone.config.components import ChosenComponent, field_names, type_hints
+from hone.config.schema import Config
 from hone.errors import ConfigError, did_you_mean
 from hone.imports import SEARCH
 from hone.run_files import IMPORTS
@@ -139,14 +139,15 @@ def merge_configs(base: dict[str, Any], child: dict[str, Any], prefix: str = "")
     Tables merge key by key; a value, a list and a free-form table (`tune.space`,
     `model.kwargs`, `data.kwargs`) replace the base's whole, so a file's own search space is
     not mixed with its base's. `recipe` and `description` describe a file and are not
-    inherited. A `model.name` other than the base's keeps only the base's model keys that the
-    new family also has, as `--model.name` does on the command line.
+    inherited. A `model.name` (or `optim.name`) other than the base's keeps only the base's
+    keys that the new component also has, as `--model.name` does on the command line.
     """
     out = {k: copy.deepcopy(v) for k, v in base.items() if prefix or k not in OWN_KEYS}
-    model, new_model = out.get("model"), child.get("model")
-    if not prefix and isinstance(model, dict) and isinstance(new_model, dict):
-        if isinstance(new_model.get("name"), str):
-            out["model"] = model_for_family(model, new_model["name"])
+    for section, cls in chosen_sections().items() if not prefix else ():
+        table, new_table = out.get(section), child.get(section)
+        if isinstance(table, dict) and isinstance(new_table, dict):
+            if isinstance(new_table.get("name"), str):
+                out[section] = component_table(cls, table, new_table["name"])
     for key, value in child.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict) and isinstance(out.get(key), dict) and not _free_form(path):
@@ -158,19 +159,30 @@ def merge_configs(base: dict[str, Any], child: dict[str, Any], prefix: str = "")
 
 def _free_form(path: str) -> bool:
     """Whether `path` (section.key) is a free-form table, a dict field such as tune.space,
-    rather than a table of settings; any model family's field counts under `model`."""
+    rather than a table of settings; any component's field counts under `model` or `optim`."""
     section, _, key = path.partition(".")
-    cls = typing.get_type_hints(Config).get(section)
+    cls = type_hints(Config).get(section)
     if not key or "." in key or not dataclasses.is_dataclass(cls):
         return False
-    tables = [cls, *model_config_classes().values()] if cls is ModelConfig else [cls]
-    return any(typing.get_origin(typing.get_type_hints(t).get(key)) is dict for t in tables)
+    tables: list[Any] = [cls]
+    if isinstance(cls, type) and issubclass(cls, ChosenComponent):
+        tables += cls.components.classes().values()
+    return any(typing.get_origin(type_hints(t).get(key)) is dict for t in tables)
 
 
-def model_for_family(model: dict[str, Any], name: str) -> dict[str, Any]:
-    """A raw [model] table switched to family `name`: the keys that family does not have are
-    dropped (none when it already is that family)."""
-    if model.get("name", ModelConfig.name) == name:
-        return model
-    keep = field_names(ModelConfig) | field_names(model_config_class(name))
-    return {k: v for k, v in model.items() if k in keep}
+def chosen_sections() -> dict[str, type[ChosenComponent]]:
+    """The sections whose `name` picks a component that owns their other keys (model, optim)."""
+    return {
+        section: cls
+        for section, cls in type_hints(Config).items()
+        if isinstance(cls, type) and issubclass(cls, ChosenComponent)
+    }
+
+
+def component_table(cls: type[ChosenComponent], table: dict[str, Any], name: str) -> dict[str, Any]:
+    """A raw table of section `cls` (e.g. [model]) switched to component `name`: the keys that
+    component does not have are dropped (none when it already is that component)."""
+    if table.get("name", cls.name) == name:
+        return table
+    keep = field_names(cls) | field_names(cls.components.config_class(name))
+    return {k: v for k, v in table.items() if k in keep}

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from hone.config import Config
-from hone.data import custom, digits, idx, synthetic, tabular, text  # noqa: F401  (register)
+from hone.data import (  # noqa: F401  (register)
+    custom,
+    digits,
+    from_python,
+    idx,
+    synthetic,
+    tabular,
+    text,
+)
 from hone.data.base import DATASETS, Data, Preprocessor, TensorData, TokenData
 from hone.data.batching import FullBatcher, TensorBatcher, WindowBatcher
 

@@ -131,7 +131,7 @@ def worker_argv(args: argparse.Namespace, run_dir: Path) -> list[str]:
 
 def launch(args: argparse.Namespace, cfg: Config) -> int:
     """`hone train CONFIG --nproc N [--nnodes M ...]`: start the workers, wait, report."""
-    from hone.track.run import default_run_dir
+    from hone.run_files import default_run_dir
 
     # Only torchrun's variables count: under `srun` one launcher per node is the normal case.
     if "RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ:

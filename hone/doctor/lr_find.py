@@ -279,7 +279,9 @@ def lr_find(
     sweep = LRSweep(lrs, curve)
     # A run log appends: a sweep repeated into the same folder starts its metrics afresh.
     RunFiles(output / SWEEP_DIR).metrics.unlink(missing_ok=True)
-    trainer = Trainer(sweep_config(cfg, num_steps), output / SWEEP_DIR, observers=[sweep])
+    trainer = Trainer(
+        config=sweep_config(cfg, num_steps), run_dir=output / SWEEP_DIR, observers=[sweep]
+    )
     try:
         trainer.run()
     finally:

@@ -17,12 +17,12 @@ _TOTAL_STEP_SCHEDULES = {"cosine", "linear", "wsd"}
 
 def planned_steps(cfg: Config, steps_per_epoch: int) -> int:
     """Steps the run will take when bounded by steps or epochs (for schedules and ETA); 0 if
-    only time bounds it."""
+    only time bounds it, or epochs of a loader whose length is unknown (steps_per_epoch 0)."""
     t = cfg.train
     bounds = []
     if t.max_steps:
         bounds.append(t.max_steps)
-    if t.max_epochs:
+    if t.max_epochs and steps_per_epoch:
         bounds.append(t.max_epochs * steps_per_epoch)
     return min(bounds) if bounds else 0
 

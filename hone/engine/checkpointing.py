@@ -31,6 +31,7 @@ from hone.checkpoint import (
     truncate_metrics,
 )
 from hone.config import TrainConfig
+from hone.distributed.dcp import ShardedStateIO, is_sharded
 from hone.engine.guard import NanGuard
 from hone.engine.observers import Observer
 from hone.errors import ConfigError, TrainingAborted
@@ -45,6 +46,57 @@ class Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def resume_point(
+    files: RunFiles, manager: CheckpointManager, resume: bool | str | Path, is_main: bool = True
+) -> Checkpoint | None:
+    """The checkpoint a run resumes from (None: a fresh run), with metrics.jsonl cut back to
+    it; every kind of run (trainer, federated server) picks it so, before its log opens.
+
+    `resume`: False for a fresh run (refused when the run directory has checkpoints), True
+    for the newest valid checkpoint (one must exist), "auto" for the newest valid one if any,
+    or the path of one checkpoint directory.
+    """
+    run_dir = files.root
+    manager.clean_partial()
+    if resume is False:
+        if manager.step_dirs():
+            raise ConfigError(
+                f"run directory {run_dir} already holds checkpoints; continue it with "
+                f"--resume {run_dir} (or --resume auto), or set --run-dir to a new directory"
+            )
+        return None
+    refuse_pickles(run_dir, "run directory")
+    if resume is True or resume == "auto" or Path(resume) == run_dir:
+        checkpoint = manager.newest_valid()
+    else:
+        checkpoint = _named(Path(resume))
+    if checkpoint is None:
+        if resume == "auto":  # killed before its first checkpoint: start over, log afresh
+            if is_main:
+                truncate_metrics(run_dir, 0)
+            return None
+        raise ConfigError(
+            f"{run_dir}/checkpoints holds no complete checkpoint to resume; "
+            "start the run again without --resume"
+        )
+    manager.drop_newer_than(checkpoint.step)
+    if is_main:
+        truncate_metrics(run_dir, checkpoint.manifest["metrics_bytes"])
+    return checkpoint
+
+
+def _named(path: Path) -> Checkpoint:
+    from hone.checkpoint import CorruptCheckpoint, parse_step, verify
+
+    step = parse_step(path.name)
+    if step is None or not path.is_dir():
+        raise ConfigError(f"--resume {path} must be a run directory or a step-NNNNNNN folder")
+    try:
+        return Checkpoint(path, step, verify(path))
+    except CorruptCheckpoint as e:
+        raise ConfigError(f"checkpoint {path} is damaged ({e}); resume another one") from None
 
 
 class Checkpointing:
@@ -91,50 +143,12 @@ class Checkpointing:
 
     # ----------------------------------------------------------------- resume
     def prepare(self, resume: bool | str | Path) -> Checkpoint | None:
-        """Pick the checkpoint to resume from (None: a fresh run) and cut the metrics back.
-
-        `resume`: False for a fresh run (refused when the run directory has checkpoints),
-        True for the newest valid checkpoint (one must exist), "auto" for the newest valid one
-        if any, or the path of one checkpoint directory.
-        """
-        run_dir, manager = self.files.root, self.manager
-        manager.clean_partial()
-        if resume is False:
-            if manager.step_dirs():
-                raise ConfigError(
-                    f"run directory {run_dir} already holds checkpoints; continue it with "
-                    f"--resume {run_dir} (or --resume auto), or set --run-dir to a new directory"
-                )
-            return None
-        refuse_pickles(run_dir, "run directory")
-        if resume is True or resume == "auto" or Path(resume) == run_dir:
-            checkpoint = manager.newest_valid()
-        else:
-            checkpoint = self._named(Path(resume))
-        if checkpoint is None:
-            if resume == "auto":  # killed before its first checkpoint: start over, log afresh
-                if self.is_main:
-                    truncate_metrics(run_dir, 0)
-                return None
-            raise ConfigError(
-                f"{run_dir}/checkpoints holds no complete checkpoint to resume; "
-                "start the run again without --resume"
-            )
-        manager.drop_newer_than(checkpoint.step)
-        if self.is_main:
-            truncate_metrics(run_dir, checkpoint.manifest["metrics_bytes"])
+        """Pick the checkpoint to resume from and cut the metrics back (`resume_point`)."""
+        checkpoint = resume_point(self.files, self.manager, resume, self.is_main)
+        if checkpoint is not None and not self.distributed and is_sharded(checkpoint.path):
+            # Written by several processes (DCP shards): one process reads it just as well.
+            self.manager.io = ShardedStateIO()
         return checkpoint
-
-    def _named(self, path: Path) -> Checkpoint:
-        from hone.checkpoint import CorruptCheckpoint, parse_step, verify
-
-        step = parse_step(path.name)
-        if step is None or not path.is_dir():
-            raise ConfigError(f"--resume {path} must be a run directory or a step-NNNNNNN folder")
-        try:
-            return Checkpoint(path, step, verify(path))
-        except CorruptCheckpoint as e:
-            raise ConfigError(f"checkpoint {path} is damaged ({e}); resume another one") from None
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Load the checkpoint into every piece; the global RNGs last, after all building."""

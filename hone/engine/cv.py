@@ -40,7 +40,9 @@ def cross_validate(
             folds.append(json.loads(fold_files.summary.read_text()))
             continue
         fold_data = kfold(data, k, fold, cfg.data.split_seed)
-        trainer = Trainer(cfg, fold_dir, data=fold_data, resume="auto" if resume else False)
+        trainer = Trainer(
+            config=cfg, run_dir=fold_dir, data=fold_data, resume="auto" if resume else False
+        )
         folds.append(trainer.fit())
     metric = folds[0]["metric"]
     result: dict[str, Any] = {"recipe": cfg.recipe, "folds": k, "metric": metric}

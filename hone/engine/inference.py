@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,16 +22,15 @@ from torch import nn
 from hone.config import Config, load_config
 from hone.data import Preprocessor
 from hone.data.base import Tokenizer
-from hone.engine.int8 import load_int8
+from hone.engine.backends import BACKENDS, Backend, BuiltModel, recorded_converters
+from hone.engine.completion import Completion, TextStream, _first_stop, _shown_length
 from hone.engine.manifest import verify_manifest
-from hone.engine.parts import context_length
 from hone.engine.precision import Precision, resolve_precision
-from hone.engine.runtime import resolve_device
 from hone.engine.tasks import TASKS, Task, evaluate
 from hone.errors import ConfigError
-from hone.losses import build_loss
+from hone.metrics import METRICS
 from hone.models import ModelSpec, build_model
-from hone.models.converters import apply_converters
+from hone.models.converters import convert_model
 from hone.run_files import RunFiles
 
 if TYPE_CHECKING:
@@ -63,66 +61,8 @@ def inference_precision(name: str, device: torch.device) -> Precision:
 
 
 def spec_from_info(info: dict[str, Any], cfg: Config) -> ModelSpec:
-    if info["task"] == "lm":
-        # Runs written before data.json recorded the context length took it from the GPT's.
-        context = info.get("context_length") or cfg.model.context_length
-        return ModelSpec("lm", (context,), info["vocab_size"], vocab_size=info["vocab_size"])
-    return ModelSpec(info["task"], tuple(info["input_shape"]), info["num_outputs"])
-
-
-@dataclass
-class Completion:
-    """What a language model wrote after a prompt, and why it ended (the fields a server's
-    response needs: OpenAI's `finish_reason` and `usage`)."""
-
-    text: str  # the generated text, without the prompt and without the stop string
-    finish_reason: Literal["stop", "length"]  # a stop string appeared, or max_new_tokens ran out
-    prompt_tokens: int
-    completion_tokens: int  # every token generated, those of the stop string included
-
-
-class TextStream(Iterator[str]):
-    """The pieces of a completion's text as it is generated: their concatenation is the text
-    that `LoadedRun.complete` returns for the same arguments. `completion` is set once the
-    iteration ends; `close()` stops generating early."""
-
-    def __init__(self, pieces: Generator[str, None, Completion]) -> None:
-        self._pieces = pieces
-        self.completion: Completion | None = None
-
-    def __next__(self) -> str:
-        try:
-            return next(self._pieces)
-        except StopIteration as end:
-            self.completion = end.value
-            raise
-
-    def close(self) -> None:
-        self._pieces.close()
-
-
-def _first_stop(text: str, stop: Sequence[str]) -> int | None:
-    """Where the earliest stop string in `text` begins, or None."""
-    found = [i for i in (text.find(s) for s in stop) if i >= 0]
-    return min(found) if found else None
-
-
-def _shown_length(text: str, stop: Sequence[str]) -> int:
-    """How much of the text decoded so far can be shown for good.
-
-    Held back: a trailing U+FFFD, which a byte or BPE tokenizer decodes while a multi-byte
-    character's bytes are still arriving, and then the longest tail that begins a stop string
-    (the complete text would end before it). Text before that never changes, so no stop
-    string can begin in it later.
-    """
-    end = len(text.rstrip("\ufffd"))
-    held = 0  # the longest tail text[end - k : end] that is the first k characters of a stop
-    for s in stop:
-        for k in range(min(len(s) - 1, end), held, -1):
-            if text.endswith(s[:k], 0, end):
-                held = k
-                break
-    return end - held
+    """The spec a run trained with, from its data.json and config."""
+    return TASKS.get(info["task"]).spec_from_info(info, cfg.model.context_length)
 
 
 class LoadedRun:
@@ -139,59 +79,53 @@ class LoadedRun:
         preprocessor: Preprocessor | None = None,
         info: dict[str, Any] | None = None,
         files: RunFiles | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self.cfg, self.task, self.spec, self.model = cfg, task, spec, model
         self.precision, self.device = precision, precision.device
+        self.backend = backend or BACKENDS.get("torch")  # what runs the model
         self.tokenizer, self.preprocessor = tokenizer, preprocessor or Preprocessor()
         self.info, self.files = info or {}, files
         self.feature_names: list[str] = self.info.get("feature_names") or []
         self.class_labels: list[Any] = self.info.get("class_labels") or []
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "auto") -> LoadedRun:
+    def load(
+        cls,
+        run: str | Path,
+        device: str = "auto",
+        data: Sequence[str] = (),
+        backend: str = "auto",
+    ) -> LoadedRun:
         """Load a finished run directory or an exported bundle onto `device` ('auto', 'cpu',
-        'cuda', 'cuda:N')."""
-        from safetensors.torch import load_model
-
+        'cuda', 'cuda:N'), to run on `backend` (hone.engine.backends: 'auto', 'torch',
+        'onnx'); `data`: `data.*` overrides naming the data to use it on (a run trained on
+        data handed in from Python keeps none)."""
+        chosen = BACKENDS.get(backend)  # an unknown name fails first, listing the known ones
         files = run_files(run)
         if files.manifest.is_file():  # a bundle: refuse files changed since the export
             verify_manifest(files.root)
-        cfg = load_config(str(files.config))
+        cfg = load_config(str(files.config), data_overrides(data))
         info = json.loads(files.data_info.read_text())
-        dev = resolve_device(device)
-        spec = spec_from_info(info, cfg)
-        model = build_model(cfg.model, spec)
-        if files.converters.is_file():
-            model = apply_converters(model, json.loads(files.converters.read_text())["converters"])
-        int8 = load_int8(files, model, context_length(spec) if spec.task == "lm" else None)
-        if int8 is not None:  # `hone compress --quantize int8` wrote it: it runs on the CPU
-            if dev.type != "cpu" and device != "auto":
-                raise ConfigError(
-                    f"{run} holds an int8 model, which runs on the CPU; pass --device cpu"
-                )
-            model, dev = int8, torch.device("cpu")
-        else:
-            model = model.to(dev)
-            load_model(model, str(files.model), device=str(dev))
+        task = TASKS.get(info["task"])
+        spec = task.spec_from_info(info, cfg.model.context_length)
+        converters = recorded_converters(files)
+        chosen = chosen.choose(converters)
+        chosen.check(files, converters)  # e.g. a missing graph, before building anything
+        # The architecture first, the recorded converters re-applied, then the weights.
+        model, _ = convert_model(build_model(cfg.model, spec), converters)
+        built = BuiltModel(files, model, converters, cfg.train.precision, task.context_length(spec))
+        model, dev, precision = chosen.load(built, device)
         model.eval()
-        tokenizer = preprocessor = None
-        if spec.task == "lm":
-            from hone.data.text.tokenizers import load_tokenizer
-
-            tokenizer = load_tokenizer(str(files.tokenizer))
-        else:
-            preprocessor = Preprocessor()
-            preprocessor.load_state_dict(info["preprocessor"])
-        precision = inference_precision("fp32" if int8 is not None else cfg.train.precision, dev)
+        tokenizer, preprocessor = task.input_readers(files, info)
         return cls(
-            cfg, TASKS[spec.task], spec, model, precision, tokenizer, preprocessor, info, files
-        )
+            cfg, task, spec, model, inference_precision(precision, dev), tokenizer,
+            preprocessor, info, files, chosen,
+        )  # fmt: skip
 
     @classmethod
     def from_trainer(cls, trainer: Trainer) -> LoadedRun:
         """The model a trainer holds, used exactly as a loaded run would be."""
-        from hone.engine.parts import data_info
-
         data = trainer.data
         return cls(
             trainer.cfg,
@@ -201,37 +135,75 @@ class LoadedRun:
             trainer.precision,
             getattr(data, "tokenizer", None),
             getattr(data, "preprocessor", None),
-            data_info(data, trainer.spec),
+            trainer.task.info(data, trainer.spec),
             trainer.files,
         )
 
     # ----------------------------------------------------------------- using it
-    def evaluate(self, split: str = "val") -> dict[str, float]:
-        """Loss and metric on `split` of the run's data, as the trainer evaluates it."""
+    def evaluate(self, split: str = "val", data: Any = None) -> dict[str, float]:
+        """Loss and metric on `split` of the run's data, as the trainer evaluates it; or on
+        `data` when given: `(x, y)` arrays or tensors, or an iterable of `(x, y)` or dict
+        batches (a DataLoader). Inputs are raw, as `predict` takes them; targets are class
+        indices for classification."""
         from hone.data import build_data
 
-        if split not in self.task.splits:
-            raise ConfigError(
-                f"--split must be one of {', '.join(self.task.splits)} for a {self.task.name} run, got {split!r}"
+        t, task = self.cfg.train, self.task
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+        if data is not None:
+            batches = self._batches(data)
+        else:
+            if split not in task.splits:
+                raise ConfigError(
+                    f"--split must be one of {', '.join(task.splits)} for a {task.name} run, got {split!r}"
+                )
+            held = build_data(self.cfg)
+            if not task.has_split(held, split):
+                raise ConfigError(f"the {split} split of this run is empty; choose another --split")
+            batches = task.eval_batches(
+                held, split, task.eval_batch_size(t), task.context_length(self.spec), t.eval_batches
             )
-        data = build_data(self.cfg)
-        if not self.task.has_split(data, split):
-            raise ConfigError(f"the {split} split of this run is empty; choose another --split")
-        t = self.cfg.train
-        batch_size = t.batch_size if self.task.name == "lm" else t.eval_batch_size
-        batches = self.task.eval_batches(
-            data, split, batch_size, context_length(self.spec), t.eval_batches
-        )
-        loss_fn = build_loss(self.cfg.loss, self.task.name)
+        loss_fn = task.loss(self.cfg.loss)
+        # The run's own metrics (train.metrics) where this process has them registered.
+        extra = {n: METRICS[n] for n in t.metrics if n in METRICS and METRICS[n].fn is not None}
         return evaluate(
-            self.model, batches, loss_fn, self.task, self.device, self.precision.autocast
+            self.model, batches, loss_fn, self.task, self.device, self.precision.autocast, extra
         )
+
+    def _batches(self, data: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of data handed to `evaluate`, read as training reads the same kind of
+        data (hone.data.loaders), then preprocessed and shaped as `predict` does."""
+        from hone.data.loaders import arrays_data, batch_splitter, is_arrays
+
+        task, d = self.task, self.cfg.data
+        if is_arrays(data):  # the rule hone.Trainer reads its data by
+            x, y = arrays_data(tuple(data), None, None, task.name).train  # type: ignore[arg-type]
+            size = task.eval_batch_size(self.cfg.train)
+            pairs: Iterable[Any] = (
+                (x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)
+            )
+        else:
+            split = batch_splitter(task.name, d.input_column, d.target_column)
+            pairs = (split(batch) for batch in data)
+        for x, y in pairs:
+            yield self._inputs(x), y
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw inputs (N, *input_shape) or flat rows (N, features) as the model takes them."""
+        if not x.is_floating_point():  # token ids, or integer inputs a model embeds
+            return x
+        shape = self.spec.input_shape
+        if x.ndim < 2 or math.prod(x.shape[1:]) != math.prod(shape):
+            raise ConfigError(
+                f"inputs of shape {list(x.shape)} do not fit the model, which takes "
+                f"{list(shape)} per sample (or {math.prod(shape)} values a row)"
+            )
+        return self.preprocessor(x.float()).reshape(len(x), *shape)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> dict[str, Any]:
         """Raw feature rows (N, features) to {"predictions": [...], "probabilities": [...]}:
         preprocessed as in training, class indices mapped back to the original labels."""
-        if self.task.name == "lm":
+        if self.task.generates_text:
             raise ConfigError("a language model has no predict; use `hone sample` on it")
         expected = math.prod(self.spec.input_shape)
         if x.ndim != 2 or x.shape[1] != expected:
@@ -242,13 +214,20 @@ class LoadedRun:
         with self.precision.autocast():
             out = self.model(x.to(self.device))
         result: dict[str, Any] = {k: v.cpu() for k, v in self.task.postprocess(out.float()).items()}
-        predictions = result["predictions"].tolist()
-        if self.class_labels and self.task.name == "classification":
-            predictions = [self.class_labels[i] for i in predictions]
-        result["predictions"] = predictions
+        result["predictions"] = self.task.to_labels(
+            result["predictions"].tolist(), self.class_labels
+        )
         if "probabilities" in result:
             result["probabilities"] = result["probabilities"].tolist()
         return result
+
+    def training_sample(self, num_tokens: int, prompt: str = "\n", seed: int = 0) -> str:
+        """The short sample a run writes while training (temperature 1, top-k 50); a prompt
+        the corpus cannot encode starts from its first token instead."""
+        assert self.tokenizer is not None
+        if not self.tokenizer.encode(prompt):  # a corpus without that character
+            prompt = self.tokenizer.decode([0])
+        return self.sample(prompt, num_tokens, 1.0, 50, seed)
 
     def sample(
         self,
@@ -359,9 +338,42 @@ class LoadedRun:
         return Completion(text, finish_reason, len(ids), len(tokens))
 
 
-def evaluate_run(run: str | Path, split: str = "val", device: str = "auto") -> dict[str, Any]:
-    """Metrics of a finished run on `split`; also written to RUN/eval-<split>.json."""
-    loaded = LoadedRun.load(run, device)
+def load_run(
+    path: str | Path, device: str = "auto", backend: str = "auto", data: Sequence[str] = ()
+) -> LoadedRun:
+    """A finished run (or an exported bundle) ready to use: `.model`, `.predict(x)`,
+    `.evaluate(split or data=...)`, `.sample(prompt, ...)`.
+
+    `backend` (hone.engine.backends): "torch", "onnx" to run the graph that `hone export RUN
+    --format onnx` wrote (on the CPU, through ONNX Runtime), or "auto", the run's own (an
+    int8 run quantized for ONNX Runtime runs there). `data`: `data.*` overrides naming the
+    data that `.evaluate(split)` reads, e.g. ["data.name=npz", "data.path=val.npz"].
+    """
+    return LoadedRun.load(path, device, data, backend)
+
+
+def data_overrides(overrides: Sequence[str]) -> list[str]:
+    """`overrides` when each sets a `data.*` key (the data to use a run on); the rest of a
+    run's config is what it trained with, and anything else is refused."""
+    for item in overrides:
+        if not item.startswith("data."):
+            raise ConfigError(
+                f"a finished run takes only --data.* overrides (the data to use it on), got "
+                f"--{item}; the run's own config is used for the rest"
+            )
+    return list(overrides)
+
+
+def evaluate_run(
+    run: str | Path,
+    split: str = "val",
+    device: str = "auto",
+    data: Sequence[str] = (),
+    backend: str = "auto",
+) -> dict[str, Any]:
+    """Metrics of a finished run on `split` (of the data that the `data.*` overrides `data`
+    name, if any), its model run on `backend`; also written to RUN/eval-<split>.json."""
+    loaded = LoadedRun.load(run, device, data, backend)
     result = {"split": split, **loaded.evaluate(split)}
     assert loaded.files is not None
     loaded.files.eval_result(split).write_text(json.dumps(result, indent=2) + "\n")

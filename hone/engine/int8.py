@@ -1,78 +1,29 @@
-"""Int8 models a compressed run may hold, as modules that LoadedRun runs like any other.
+"""Int8 models a compressed run may hold: the `Int8` converter, which loading re-applies.
 
-`hone compress --quantize int8` keeps the fp32 weights (hone.run_files.MODEL) and adds one
-int8 model beside them; a run holding one is run by it, on the CPU:
+`hone compress --quantize int8` keeps the fp32 weights (hone.run_files.MODEL), adds one
+int8 model beside them and records an `Int8` converter; a run holding one runs it on the CPU:
 
-- MODEL_INT8_ONNX, an ONNX Runtime graph with int8 MatMuls (backend "onnxruntime"), run by
-  `OnnxModule`;
-- MODEL_INT8, torch's dynamic int8 linear layers (backend "torch"): per output channel, the
+- MODEL_INT8_ONNX (runtime "onnxruntime"), an ONNX Runtime graph with int8 MatMuls, run by
+  the "onnx" backend (hone.engine.backends), which `backend="auto"` picks for it;
+- MODEL_INT8 (runtime "torch"), torch's dynamic int8 linear layers: per output channel, the
   int8 weights with their scales and zero points, and every other tensor in fp32, in
-  safetensors (nothing pickled), rebuilt by `load_int8_linears`.
+  safetensors (nothing pickled), loaded by the converter (`Int8.load_weights`).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from hone.run_files import RunFiles
+from hone.errors import ConfigError
+from hone.models.converters import CONVERTERS, ModelConverter
+from hone.run_files import MODEL_INT8, MODEL_INT8_ONNX, RunFiles
 
-# ONNX Runtime's dynamic quantization stores each weight as NAME_quantized (int8) with
-# NAME_scale and NAME_zero_point: per-channel bookkeeping, not parameters.
-_QUANT_BOOKKEEPING = ("_scale", "_zero_point")
-
-
-class OnnxModule(nn.Module):
-    """An ONNX Runtime session behind nn.Module's interface: tensors in, a tensor out.
-
-    The session runs on the CPU with as many threads as torch uses (`torch.get_num_threads()`
-    when it is built), so the two runtimes are compared on equal terms.
-    """
-
-    def __init__(self, path: str | Path, block_size: int | None = None) -> None:
-        super().__init__()
-        import onnxruntime  # type: ignore[import-untyped]
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        self.path = Path(path)
-        self.session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
-        self.input_name = self.session.get_inputs()[0].name
-        if block_size is not None:  # what hone.models.generate crops a language model's context to
-            self.block_size = block_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (out,) = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})
-        return torch.from_numpy(out)
-
-    def parameter_counts(self) -> tuple[int, int]:
-        """(parameters, nonzero parameters): the elements of the graph's weight tensors (a
-        quantized weight's scales and zero points are not counted)."""
-        import numpy as np
-        import onnx
-        from onnx import numpy_helper
-
-        initializers = {
-            t.name: numpy_helper.to_array(t) for t in onnx.load(str(self.path)).graph.initializer
-        }
-        total = nonzero = 0
-        for name, array in initializers.items():
-            # Float and 8-bit weights; int64 shapes, scalar constants and scales are not.
-            weight = array.dtype.kind == "f" or (array.dtype.kind in "iu" and array.itemsize == 1)
-            if not weight or array.size <= 1 or name.endswith(_QUANT_BOOKKEEPING):
-                continue
-            total += array.size
-            # A uint8 table has one zero point: the value that stands for 0.
-            zero = initializers.get(name.removesuffix("_quantized") + "_zero_point")
-            shared = zero is not None and zero.size == 1
-            nonzero += int(np.count_nonzero(array != zero if shared else array))
-        return total, nonzero
+RUNTIMES = ("onnxruntime", "torch")
 
 
 def _dynamic_linear() -> type[nn.Module]:
@@ -126,10 +77,10 @@ def save_int8_linears(model: nn.Module, path: Path) -> None:
 
 @torch.no_grad()
 def load_int8_linears(model: nn.Module, path: Path) -> nn.Module:
-    """The built fp32 architecture `model` quantized as `save_int8_linears` saved it."""
+    """`model` (`quantize_linears` of the built architecture) with the weights that
+    `save_int8_linears` saved."""
     from safetensors.torch import load_file
 
-    model = quantize_linears(model)
     tensors = load_file(str(path))
     linears = int8_linears(model)
     for name, linear in linears.items():
@@ -150,11 +101,39 @@ def load_int8_linears(model: nn.Module, path: Path) -> nn.Module:
     return model
 
 
-def load_int8(files: RunFiles, model: nn.Module, block_size: int | None) -> nn.Module | None:
-    """The run's int8 model, if `hone compress` wrote one; `model` is its built fp32
-    architecture (converters applied, weights not loaded). None for an fp32 run."""
-    if files.model_int8_onnx.is_file():
-        return OnnxModule(files.model_int8_onnx, block_size)
-    if files.model_int8.is_file():
-        return load_int8_linears(model.cpu(), files.model_int8)
-    return None
+class Int8(ModelConverter):
+    """Dynamic int8 quantization of every nn.Linear (int8 weights, one scale per output
+    channel; activations quantized at each call), run on the CPU. `runtime`: what holds the
+    int8 model, torch's layers ("torch") or an ONNX Runtime graph ("onnxruntime")."""
+
+    name = "int8"
+    cpu_only = True
+
+    def __init__(self, runtime: str = "torch") -> None:
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"int8 runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self.runtime = runtime
+        # Only the onnx backend runs the graph; the torch backend refuses it (load_weights).
+        self.graph = MODEL_INT8_ONNX if runtime == "onnxruntime" else ""
+
+    @property
+    def file(self) -> str:
+        """The run file that holds the int8 model."""
+        return self.graph or MODEL_INT8
+
+    def convert(self, model: nn.Module) -> nn.Module:
+        return quantize_linears(model)
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "runtime": self.runtime}
+
+    def load_weights(self, model: nn.Module, files: RunFiles) -> nn.Module:
+        if self.graph:
+            raise ConfigError(
+                f"{files.root} holds its int8 model as an ONNX Runtime graph ({self.graph}); "
+                "load it with the onnx backend (--backend onnx, or auto)"
+            )
+        return load_int8_linears(model, files.model_int8)
+
+
+CONVERTERS.add("int8", Int8)

@@ -185,6 +185,6 @@ def _ended(client: Any, run_id: str, pending: list[Any], status_file: Path) -> N
     client.set_terminated(run_id, "KILLED" if record.get("state") == status.STOPPED else "FAILED")
 
 
-def mlflow_observers(trainer: Trainer) -> list[Observer]:
-    """The MLflow mirror when `log.mlflow` is on (rank 0 only, like every run file)."""
-    return [MLflowMirror(trainer.cfg, trainer.files)] if trainer.cfg.log.mlflow else []
+def mlflow_observers(cfg: Config, files: RunFiles) -> list[Observer]:
+    """The MLflow mirror when `log.mlflow` is on (for the main process, like every run file)."""
+    return [MLflowMirror(cfg, files)] if cfg.log.mlflow else []

@@ -18,6 +18,11 @@ current step, evaluates and saves as at any bound. Raising from a hook aborts th
 tuner's pruning does): the run's files are closed, nothing more is written. Observers that
 hold state (early stopping) implement `state_dict`/`load_state_dict` and name themselves with
 `state_key`; they are then checkpointed with everything else.
+
+The `trainer` a hook is given is whatever runs the loop: a Trainer, or the federated
+server's FederatedRun, whose rounds are its steps (it calls on_fit_start, on_log,
+on_evaluation, on_step_end once a round, on_fit_end). What every such owner exposes is
+hone.engine.shell's `RunOwner`: cfg, files, task, state, total_steps, signal.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ clients their partition of the data); what is missing is built from the config.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,20 +15,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from hone.config import Config
-from hone.data import FullBatcher, TensorBatcher, TensorData, TokenData, WindowBatcher, build_data
+from hone.config import Config, ModelConfig
+from hone.data import FullBatcher, TensorBatcher, TokenData, WindowBatcher, build_data
 from hone.data.base import Data
+from hone.data.loaders import LoaderBatcher, LoaderData
 from hone.distributed.context import DistContext
-from hone.engine.tasks import Task, task_of
-from hone.losses import build_loss
+from hone.engine.tasks import Task, resolve_task, task_of
+from hone.errors import ConfigError
 from hone.models import ModelSpec, build_model
-from hone.models.converters import ModelConverter
-from hone.optim import OptimizerKind
+from hone.models.converters import ModelConverter, convert_model, post_optimizer_steps
+from hone.optim import OptimizerKind, build_optimizer, optimizer_kind
 
 
 @dataclass
 class Parts:
-    data: Data
+    data: Data | LoaderData
     task: Task
     spec: ModelSpec
     model: nn.Module
@@ -35,56 +37,75 @@ class Parts:
     eval_loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # what val_loss measures
     teacher: nn.Module | None = None
     converters: list[dict[str, Any]] = field(default_factory=list)  # records, in order
-
-
-def context_length(spec: ModelSpec) -> int:
-    """Tokens per window of a language model (0 for other tasks)."""
-    return spec.input_shape[0] if spec.task == "lm" else 0
+    # The converters' post_optimizer_step hooks, for the Stepper: usually none.
+    post_step: list[Callable[[nn.Module], None]] = field(default_factory=list)
 
 
 def build_parts(
     cfg: Config,
     device: torch.device,
-    data: Data | None = None,
+    data: Data | LoaderData | None = None,
     model: nn.Module | None = None,
     loss: Callable[..., torch.Tensor] | None = None,
     teacher: nn.Module | None = None,
     converters: Iterable[ModelConverter] = (),
+    task: Task | None = None,
 ) -> Parts:
     """The parts a run trains with; `converters` transform the model after it is built (or
-    handed in) and are recorded so that loading the run rebuilds the same architecture."""
+    handed in; one in record-only mode has already) and are recorded so that loading the
+    run rebuilds the same architecture."""
     data = data if data is not None else build_data(cfg)
-    task = task_of(data)
+    task = resolve_task(task, data)
     spec = task.spec(data, cfg.model.context_length)
     if model is None:
         model = build_model(cfg.model, spec)
-    records = []
-    for converter in converters:
-        model = converter.convert(model)
-        records.append(converter.record())
+    converters = list(converters)
+    model, records = convert_model(model, converters)
     model = model.to(device)
     if hasattr(model, "activation_checkpointing"):
         setattr(model, "activation_checkpointing", cfg.train.activation_checkpointing)  # noqa: B010
-    loss_fn = loss if loss is not None else build_loss(cfg.loss, task.name)
+    loss_fn = loss if loss is not None else task.loss(cfg.loss)
     eval_loss_fn = loss_fn
     if teacher is not None:
         teacher = teacher.to(device).eval().requires_grad_(False)
         # The teacher's term is a training signal; validation measures the config's loss, so
         # that a distilled run's val_loss compares with any other run's.
-        eval_loss_fn = build_loss(cfg.loss, task.name)
-    return Parts(data, task, spec, model, loss_fn, eval_loss_fn, teacher, records)
+        eval_loss_fn = task.loss(cfg.loss)
+    post_step = post_optimizer_steps(converters)
+    return Parts(data, task, spec, model, loss_fn, eval_loss_fn, teacher, records, post_step)
 
 
 def build_batcher(
-    cfg: Config, data: Data, spec: ModelSpec, kind: OptimizerKind, dist: DistContext
-) -> TensorBatcher | FullBatcher | WindowBatcher:
-    """Training batches: token windows, the whole split (full-batch optimizers), or shuffled
-    mini-batches; each rank its shard, each step `train.grad_accum` micro-batches."""
+    cfg: Config,
+    data: Data | LoaderData,
+    spec: ModelSpec,
+    kind: OptimizerKind,
+    dist: DistContext,
+    device: torch.device | None = None,
+) -> TensorBatcher | FullBatcher | WindowBatcher | LoaderBatcher:
+    """Training batches: token windows, the whole split (full-batch optimizers), shuffled
+    mini-batches or a loader's batches; each rank its shard, each step `train.grad_accum`
+    micro-batches."""
     t = cfg.train
+    if isinstance(data, LoaderData):
+        if dist.world_size > 1:
+            raise ConfigError(
+                "data handed in as loaders trains in one process; for several processes pass "
+                "(x, y) arrays or the config's data set"
+            )
+        if kind.full_batch:
+            raise ConfigError(
+                f"optim.name = {cfg.optim.name!r} steps on the whole training split at once; "
+                "hand in train_data as (x, y) arrays, or choose a mini-batch optimizer "
+                "(--optim.name=adamw)"
+            )
+        return LoaderBatcher(
+            data.train, data.split_batch, t.grad_accum, device or torch.device("cpu")
+        )
     if isinstance(data, TokenData):
         return WindowBatcher(
             data.train,
-            context_length(spec),
+            task_of(data).context_length(spec),
             t.batch_size,
             t.seed,
             dist.rank,
@@ -99,16 +120,65 @@ def build_batcher(
     )
 
 
-def data_info(data: Data, spec: ModelSpec) -> dict[str, Any]:
-    """What eval, predict and sample need to read inputs the way training did (data.json)."""
-    if isinstance(data, TokenData):
-        return {"task": "lm", "vocab_size": spec.vocab_size, "context_length": context_length(spec)}
-    assert isinstance(data, TensorData)
-    return {
-        "task": data.task,
-        "input_shape": list(data.input_shape),
-        "num_outputs": data.num_outputs,
-        "feature_names": data.feature_names,
-        "preprocessor": data.preprocessor.state_dict(),
-        "class_labels": list(data.class_labels or []),
-    }
+def build_user_optimizer(
+    optimizer: torch.optim.Optimizer | Callable[..., torch.optim.Optimizer] | None,
+    cfg: Config,
+    model: nn.Module,
+    device: torch.device,
+) -> tuple[torch.optim.Optimizer, OptimizerKind]:
+    """The optimizer handed in (an instance over the model's parameters, or a factory called
+    with them), or the config's; and how the engine drives it."""
+    if optimizer is None:
+        return build_optimizer(cfg.optim, model, device), optimizer_kind(cfg.optim.name)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        if not callable(optimizer):
+            raise ConfigError(
+                "optimizer must be a torch.optim.Optimizer or a function params -> Optimizer, "
+                f"got {type(optimizer).__name__}"
+            )
+        optimizer = optimizer(model.parameters())
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ConfigError(
+                f"the optimizer factory returned a {type(optimizer).__name__}, not a "
+                "torch.optim.Optimizer"
+            )
+    own = {id(p) for p in model.parameters()}
+    if any(id(p) not in own for group in optimizer.param_groups for p in group["params"]):
+        raise ConfigError(
+            "the optimizer holds parameters that are not the model's (was it built for another "
+            "model, or before the model was copied?); pass a factory: optimizer=lambda params: "
+            "torch.optim.AdamW(params, lr=1e-3)"
+        )
+    # L-BFGS re-evaluates the loss through a closure; every other torch optimizer steps plainly.
+    return optimizer, OptimizerKind(closure=isinstance(optimizer, torch.optim.LBFGS))
+
+
+def recorded_model_config(cfg: Config, model: nn.Module, spec: ModelSpec) -> ModelConfig:
+    """The [model] section a run trained on a handed-in model writes: the config's own when
+    it describes that very architecture (same parameter names and shapes), else a record of
+    the model's class and constructor arguments (hone.models.recorded)."""
+    from hone.config import from_dict
+    from hone.models.recorded import model_config_section, record_model
+
+    try:
+        with torch.device("meta"):
+            reference = build_model(cfg.model, spec)
+        if _shapes(reference) == _shapes(model):
+            return cfg.model
+    except (ConfigError, TypeError, ValueError, RuntimeError):
+        pass  # the config's network does not fit this data: it is not the model
+    section = model_config_section(record_model(model))
+    if section["name"] == "python":  # trains, but the commands cannot rebuild it: say so now
+        warnings.warn(section["reason"], stacklevel=3)
+    return from_dict(section, ModelConfig, "model.")
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def run_name(cfg: Config, model: nn.Module | None) -> str:
+    """What a run folder is named after: the recipe, or the class of a handed-in model."""
+    if cfg.recipe:
+        return cfg.recipe
+    return type(model).__name__.lower() if model is not None else "run"

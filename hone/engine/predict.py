@@ -41,32 +41,23 @@ def read_csv(
 
 
 def predict_csv(
-    run: str | Path, input_csv: str | Path, output_csv: str | Path, device: str = "auto"
+    run: str | Path,
+    input_csv: str | Path,
+    output_csv: str | Path,
+    device: str = "auto",
+    backend: str = "auto",
 ) -> int:
-    """Write the input rows plus a `prediction` column (and class probabilities); returns rows."""
-    loaded = LoadedRun.load(run, device)
-    if loaded.task.name == "lm":
+    """Write the input rows plus a `prediction` column (and class probabilities), computed
+    by the model on `backend` (hone.engine.backends); returns the number of rows."""
+    loaded = LoadedRun.load(run, device, backend=backend)
+    if loaded.task.generates_text:
         raise ConfigError(
             f"{run} is a language model; use `hone sample {run} --prompt TEXT` instead of predict"
         )
     header, body, x = read_csv(Path(input_csv), loaded.feature_names)
-    result = loaded.predict(x)
-    predictions, probabilities = result["predictions"], result.get("probabilities")
-    if loaded.task.name == "regression":
-        width = len(predictions[0]) if predictions else 1
-        extra_header = ["prediction"] if width == 1 else [f"prediction_{k}" for k in range(width)]
-        extra = [[f"{v:.6g}" for v in row] for row in predictions]
-    else:
-        labels = loaded.class_labels
-        if loaded.task.name == "binary":
-            names = ["1"]
-        else:
-            names = [str(labels[k] if labels else k) for k in range(loaded.spec.num_outputs)]
-        extra_header = ["prediction", *(f"p_{name}" for name in names)]
-        assert probabilities is not None
-        extra = [
-            [p, *(f"{v:.6g}" for v in pr)] for p, pr in zip(predictions, probabilities, strict=True)
-        ]
+    extra_header, extra = loaded.task.prediction_columns(
+        loaded.predict(x), loaded.spec.num_outputs, loaded.class_labels
+    )
     with open(output_csv, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header + extra_header)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -42,6 +43,7 @@ from torch.utils.hooks import RemovableHandle
 from hone.config.schema import TrainConfig
 from hone.engine.observers import Observer
 from hone.run_files import RunFiles
+from hone.track.progress import StderrConsole
 
 if TYPE_CHECKING:
     from hone.engine.trainer import Trainer
@@ -215,17 +217,16 @@ class Profiler(Observer):
             self._stop()
         if not trainer.dist.is_main:
             return
-        console = Console(stderr=True, highlight=False)
         if self.report is None:
             wait, warmup, _ = self.window
-            console.print(
+            warnings.warn(
                 f"profile: the run ended before the profiling window (after {wait + warmup} "
                 "steps); nothing was written; lower --train.profile_wait or "
                 "--train.profile_warmup",
-                markup=False,
+                stacklevel=2,
             )
             return
-        print_report(self.report, console)
+        print_report(self.report)
 
     def _write(self, trainer: Trainer, prof: profile) -> None:
         """on_trace_ready: the trace, the operator table and profile.json."""
@@ -284,8 +285,8 @@ def shares_line(report: dict[str, Any]) -> str:
 
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
-    """The top operators by self time and the phases' shares, on stderr."""
-    console = console or Console(stderr=True, highlight=False)
+    """The top operators by self time and the phases' shares, on stderr (as the summary)."""
+    console = console or StderrConsole(highlight=False)
     key = "self_device_seconds" if report["sort_by"] == "self_device_time_total" else None
     table = Table(
         title=f"top operators by self {'device' if key else 'CPU'} time", title_justify="left"

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hone.engine.mlflow_mirror import mlflow_observers
 from hone.engine.nan_probe import NanProbe
 from hone.engine.observers import Observer
 from hone.engine.profiling import Profiler
-from hone.engine.run_status import RunStatus
 from hone.engine.stats import StatsFile, TrainingStats
 from hone.track.progress import ProgressBar
 from hone.track.run import RunLog
@@ -41,14 +39,18 @@ class ProgressObserver(Observer):
     def on_log(self, trainer: Trainer, event: dict[str, Any]) -> None:
         if self.bar is None or event.get("split") != "train":
             return
-        rate = (
-            f"{event['tokens_per_second']:.0f} tok/s"
-            if "tokens_per_second" in event
-            else f"{event['samples_per_second']:.0f} samples/s"
-        )
+        # What the event has: a federated round logs no lr and no throughput.
+        text = f"loss {event['loss']:.4f}"
         last_val = trainer.state.last_val
-        val = f" val {last_val['val_loss']:.4f}" if "val_loss" in last_val else ""
-        self.bar.update(event["step"], f"loss {event['loss']:.4f}{val} lr {event['lr']:.3g} {rate}")
+        if "val_loss" in last_val:
+            text += f" val {last_val['val_loss']:.4f}"
+        if "lr" in event:
+            text += f" lr {event['lr']:.3g}"
+        if "tokens_per_second" in event:
+            text += f" {event['tokens_per_second']:.0f} tok/s"
+        elif "samples_per_second" in event:
+            text += f" {event['samples_per_second']:.0f} samples/s"
+        self.bar.update(event["step"], text)
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         self.close()
@@ -60,14 +62,14 @@ class ProgressObserver(Observer):
 
 
 def diagnostics(trainer: Trainer) -> list[Observer]:
-    """The run's status file (and MLflow when `log.mlflow`), training statistics every
-    `log.stats_every` steps and the NaN probe with the guard (rank 0 only; under several
-    processes the probe's re-run forward would be a collective)."""
+    """Training statistics every `log.stats_every` steps and the NaN probe with the guard
+    (rank 0 only; under several processes the probe's re-run forward would be a collective).
+    The status file and MLflow are every run's (hone.engine.shell)."""
     cfg = trainer.cfg
     if not trainer.dist.is_main:
         return []
     file = StatsFile(trainer.files.stats)
-    observers: list[Observer] = [RunStatus(trainer.files.status), *mlflow_observers(trainer)]
+    observers: list[Observer] = []
     if cfg.log.stats_every:
         observers.append(TrainingStats(cfg.log.stats_every, file, trainer.log))
     if cfg.train.nan_guard and trainer.strategy is None:

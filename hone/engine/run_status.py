@@ -58,9 +58,10 @@ class RunStatus(Observer):
             total_steps=trainer.total_steps,
         )
         self._beat(trainer)
-        import hone.engine.trainer as loop  # here: the trainer module imports this one
-
-        self._finalizer = weakref.finalize(self, _exited, self.path, self.record, loop.__file__)
+        # An error raised through the owner's loop (the Trainer's, the federated server's)
+        # is the run's; the modules of its class and its bases hold that loop.
+        loop_files = _module_files(type(trainer))
+        self._finalizer = weakref.finalize(self, _exited, self.path, self.record, loop_files)
 
     def on_log(self, trainer: Trainer, event: dict[str, Any]) -> None:
         split = event.get("split")
@@ -108,7 +109,7 @@ class RunStatus(Observer):
         self._beat(trainer)
 
 
-def _exited(path: Path, record: dict[str, Any], loop_file: str) -> None:
+def _exited(path: Path, record: dict[str, Any], loop_files: frozenset[str]) -> None:
     """The trainer went away while "running": an exception ended it, or the process exits."""
     if not path.parent.is_dir():  # the run directory was deleted (a test's temp folder)
         return
@@ -119,7 +120,7 @@ def _exited(path: Path, record: dict[str, Any], loop_file: str) -> None:
     # Set when an uncaught exception ends the process (and by notebooks and pytest for
     # errors of their own: only one raised through the training loop is the run's).
     error = getattr(sys, "last_value", None)
-    if error is not None and _raised_in(error, loop_file):
+    if error is not None and _raised_in(error, loop_files):
         record.update(exit_code=1, error=f"{type(error).__name__}: {error}"[:500])
     elif fault := record.get("last_fault"):  # the NaN guard gave up (`hone train` exits 3)
         record["error"] = (
@@ -128,12 +129,18 @@ def _exited(path: Path, record: dict[str, Any], loop_file: str) -> None:
     status.write(path, record)
 
 
-def _raised_in(error: BaseException, filename: str) -> bool:
-    """Whether `error` (or the exception it was raised from) passed through `filename`."""
+def _module_files(cls: type) -> frozenset[str]:
+    """The source files of the modules that define `cls` and its bases."""
+    modules = (sys.modules.get(base.__module__) for base in cls.__mro__)
+    return frozenset(f for m in modules if (f := getattr(m, "__file__", None)))
+
+
+def _raised_in(error: BaseException, filenames: frozenset[str]) -> bool:
+    """Whether `error` (or the exception it was raised from) passed through `filenames`."""
     while error is not None:
         tb = error.__traceback__
         while tb is not None:
-            if tb.tb_frame.f_code.co_filename == filename:
+            if tb.tb_frame.f_code.co_filename in filenames:
                 return True
             tb = tb.tb_next
         error = error.__cause__ or error.__context__  # type: ignore[assignment]

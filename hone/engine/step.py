@@ -2,7 +2,8 @@
 
 The hot path does per step only what a hand-written loop does (forward, backward, optimizer
 and schedule step) plus what the config asks for: accumulation, penalties, clipping, the NaN
-guard, a teacher's forward pass, and the `on_after_backward` hooks of observers that have one.
+guard, a teacher's forward pass, the `on_after_backward` hooks of observers that have one,
+and the `post_optimizer_step` hooks of model converters that have one (hone.models.converters).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Stepper:
         strategy: Strategy | None,
         device: torch.device,
         teacher: nn.Module | None = None,
+        post_step: Iterable[Callable[[nn.Module], None]] = (),
     ) -> None:
         self.cfg, self.model, self.forward, self.train_module = cfg, model, forward, train_module
         self.loss_fn, self.optimizer, self.schedule, self.kind = loss_fn, optimizer, schedule, kind
@@ -60,6 +62,7 @@ class Stepper:
             )
         self.guard = NanGuard(list(model.parameters()), strategy is not None)
         self.after_backward: list[Any] = []  # observers; set by the trainer
+        self.post_step = list(post_step)  # converters' post_optimizer_step hooks: usually none
         self.owner: Any = None  # what the hooks are called with (the trainer)
         self.penalized = [p for p in model.parameters() if p.ndim >= 2]
         self.penalty_on = bool(cfg.reg.l1 or cfg.reg.l2)
@@ -115,6 +118,8 @@ class Stepper:
             self.optimizer.zero_grad(set_to_none=True)  # skip: params, state, lr unchanged
             return total
         precision.step(self.optimizer)
+        for hook in self.post_step:
+            hook(self.model)
         self.optimizer.zero_grad(set_to_none=True)
         if self.schedule_moves:
             self.schedule.step()
@@ -191,6 +196,8 @@ class Stepper:
             loss = self.optimizer.step(guarded, **kwargs)  # type: ignore[arg-type]
         except NonFiniteStep as skipped:
             return skipped.loss
+        for hook in self.post_step:
+            hook(self.model)
         if self.schedule_moves:
             self.schedule.step()
         return loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))

@@ -1,83 +1,32 @@
-"""Tasks: what kind of target a run learns, and every rule that follows from it.
+"""Tasks by name: the registry, the supervised tasks, and evaluation.
 
-A task knows the metric it is judged by, the model spec its data implies, how its evaluation
-batches are drawn, how a batch's outputs update that metric, and how raw model outputs become
-predictions. The trainer, eval, predict, sample and the tuner ask the task instead of testing
-a task name.
+`TASKS` holds the built-in tasks: classification, binary, regression and the language model
+(hone.engine.language_task). A user adds one by subclassing `Task` (hone.engine.task_base)
+and calling `register_task` (also usable as a class decorator); runs then name it like a
+built-in one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
 import torch
 
-from hone.data import TensorData, TokenData, WindowBatcher
 from hone.data.base import Data
+from hone.engine.language_task import (
+    EVAL_WINDOW_SEED,
+    WHOLE_SPLIT_TOKENS,
+    LanguageModel,
+    whole_split,
+)
+from hone.engine.task_base import Batch, BatchSource, Task
 from hone.errors import ConfigError
-from hone.models import ModelSpec
+from hone.metrics import Metric
+from hone.registry import Registry
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-
-# The validation windows of a language model are drawn once with this seed, so that every
-# evaluation of a run (and `hone eval` afterwards) sees the same tokens.
-EVAL_WINDOW_SEED = 1234
-WHOLE_SPLIT_TOKENS = 16384  # the least tokens in a batch of a whole-split evaluation
-
-
-class Task:
-    """The rules of one kind of target; subclasses are registered in `TASKS`."""
-
-    name = ""
-    metric = ""  # the task's own metric, besides the loss
-    splits: tuple[str, ...] = ("train", "val", "test")
-
-    def spec(self, data: Data, context_length: int = 0) -> ModelSpec:
-        assert isinstance(data, TensorData)
-        return ModelSpec(data.task, data.input_shape, data.num_outputs)
-
-    def samples(self, y: torch.Tensor) -> int:
-        """How many loss terms a batch with targets `y` averages over."""
-        return len(y)
-
-    def eval_batches(
-        self,
-        data: Data,
-        split: str,
-        batch_size: int,
-        context_length: int = 0,
-        num_batches: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        grad_accum: int = 1,
-    ) -> Iterable[Batch]:
-        """The batches of `split` that an evaluation runs over: the whole split, in order."""
-        assert isinstance(data, TensorData)
-        x, y = getattr(data, split)
-        return (
-            (x[start : start + batch_size], y[start : start + batch_size])
-            for start in range(0, len(x), batch_size)
-        )
-
-    def has_split(self, data: Data, split: str) -> bool:
-        assert isinstance(data, TensorData)
-        return len(getattr(data, split)[0]) > 0
-
-    # The metric over several batches: start, add each batch, finish.
-    def metric_state(self, device: torch.device) -> Any:
-        return torch.zeros((), dtype=torch.float64, device=device)
-
-    def update(self, state: Any, out: torch.Tensor, y: torch.Tensor) -> Any:
-        raise NotImplementedError
-
-    def finish(self, state: Any, count: int, loss: float) -> float:
-        raise NotImplementedError
-
-    def postprocess(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw outputs (N, ...) to {"predictions": ..., "probabilities": ... (classifiers)}."""
-        raise NotImplementedError
+if TYPE_CHECKING:
+    from hone.data.loaders import LoaderData
 
 
 class Classification(Task):
@@ -93,9 +42,24 @@ class Classification(Task):
         probabilities = out.float().softmax(-1)
         return {"predictions": probabilities.argmax(-1), "probabilities": probabilities}
 
+    def num_classes(self, num_outputs: int) -> int:
+        return num_outputs
+
+    def to_labels(self, predictions: list[Any], class_labels: list[Any]) -> list[Any]:
+        return [class_labels[i] for i in predictions] if class_labels else predictions
+
+    def prediction_columns(
+        self, result: dict[str, Any], num_outputs: int, class_labels: list[Any]
+    ) -> tuple[list[str], list[list[Any]]]:
+        names = [str(class_labels[k] if class_labels else k) for k in range(num_outputs)]
+        return class_columns(result, names)
+
 
 class Binary(Task):
     name, metric = "binary", "accuracy"
+
+    def num_classes(self, num_outputs: int) -> int:
+        return 2  # one logit, two classes
 
     def update(self, state: Any, out: torch.Tensor, y: torch.Tensor) -> Any:
         return state + ((out.reshape(y.shape) > 0).to(y.dtype) == y).sum()
@@ -106,6 +70,11 @@ class Binary(Task):
     def postprocess(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
         p = out.float().reshape(len(out)).sigmoid()  # probability of class 1
         return {"predictions": (p > 0.5).long(), "probabilities": p[:, None]}
+
+    def prediction_columns(
+        self, result: dict[str, Any], num_outputs: int, class_labels: list[Any]
+    ) -> tuple[list[str], list[list[Any]]]:
+        return class_columns(result, ["1"])  # the probability of class 1 only
 
 
 class Regression(Task):
@@ -129,110 +98,52 @@ class Regression(Task):
         return {"predictions": out.float().reshape(len(out), -1)}
 
 
-class LanguageModel(Task):
-    name, metric = "lm", "perplexity"
-    splits = ("train", "val")
+def class_columns(result: dict[str, Any], names: list[str]) -> tuple[list[str], list[list[Any]]]:
+    """A classifier's predict columns: the predicted label, then p_<name> per probability."""
+    columns = ["prediction", *(f"p_{name}" for name in names)]
+    rows = [
+        [label, *(f"{v:.6g}" for v in probabilities)]
+        for label, probabilities in zip(result["predictions"], result["probabilities"], strict=True)
+    ]
+    return columns, rows
 
-    def spec(self, data: Data, context_length: int = 0) -> ModelSpec:
-        assert isinstance(data, TokenData)
-        if context_length < 1:
-            raise ConfigError(
-                "a language model needs a context length; set --model.block_size (gpt) or "
-                "--model.context_length (custom models)"
-            )
-        vocab = data.vocab_size
-        return ModelSpec("lm", (context_length,), vocab, vocab_size=vocab)
 
-    def samples(self, y: torch.Tensor) -> int:
-        return y.numel()  # per token
+# Tasks by name: the name a data set declares (data.task) and a run's data.json records.
+TASKS: Registry[Task] = Registry("task", "data.task")
 
-    def eval_batches(
-        self,
-        data: Data,
-        split: str,
-        batch_size: int,
-        context_length: int = 0,
-        num_batches: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        grad_accum: int = 1,
-    ) -> Iterable[Batch]:
-        """`num_batches` fixed batches of windows, or with `num_batches = 0` the whole split.
-        Under several processes each rank takes its share in training-sized micro-batches
-        (equal token counts: the mean of the ranks' means is exact); one process takes each
-        batch whole."""
-        assert isinstance(data, TokenData)
-        tokens = data.val if split == "val" else data.train
-        if num_batches == 0:
-            return whole_split(tokens, context_length, batch_size, rank, world_size)
-        if world_size == 1:
-            grad_accum = 1
-        batcher = WindowBatcher(
-            tokens,
-            context_length,
-            batch_size,
-            EVAL_WINDOW_SEED,
-            rank,
-            world_size,
-            grad_accum,
+TaskOrClass = TypeVar("TaskOrClass", bound=Task | type[Task])
+
+
+def register_task(task: TaskOrClass) -> TaskOrClass:
+    """Add a task under its `name`: a Task instance, or a Task subclass (then built with no
+    arguments, so that this also decorates a class). Returns its argument."""
+    instance = task() if isinstance(task, type) else task
+    if not instance.name:
+        raise ConfigError(f"{type(instance).__name__} has no name; set its class attribute `name`")
+    if instance.name in TASKS:
+        raise ConfigError(
+            f"a task named {instance.name!r} is registered already; give "
+            f"{type(instance).__name__} another name than: {', '.join(TASKS.names())}"
         )
-
-        def batches() -> Iterator[Batch]:
-            for _ in range(num_batches):
-                yield from batcher.next_step()
-
-        return batches()
-
-    def has_split(self, data: Data, split: str) -> bool:
-        return split in self.splits
-
-    def update(self, state: Any, out: torch.Tensor, y: torch.Tensor) -> Any:
-        return state
-
-    def finish(self, state: Any, count: int, loss: float) -> float:
-        return float(torch.tensor(loss).exp())
-
-    def postprocess(self, out: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"predictions": out.float().argmax(-1)}
+    TASKS.add(instance.name, instance)
+    return task
 
 
-def whole_split(
-    tokens: Any, context_length: int, batch_size: int, rank: int = 0, world_size: int = 1
-) -> Iterator[Batch]:
-    """Every token of `tokens` after the first, predicted once: consecutive windows of
-    `context_length` (the last one shorter), `batch_size` windows a batch, in order.
-
-    The first token of each window is predicted from no context, as the first token of a
-    training window is. Under several processes rank r takes windows r, r + W, ...; the
-    windows are cut to a multiple of W (at most W - 1 windows left out) so that every rank
-    averages as many tokens and the mean of the ranks' means stays exact.
-    """
-    # Forward passes only: batches of at least WHOLE_SPLIT_TOKENS tokens keep the matmuls
-    # large (a training batch of 12 windows evaluated 111k characters 3x slower).
-    batch_size = max(batch_size, WHOLE_SPLIT_TOKENS // context_length)
-    usable = len(tokens) - 1  # inputs tokens[i], targets tokens[i + 1]
-    starts = np.arange(0, usable, context_length)
-    if world_size > 1:
-        full = starts[starts + context_length <= usable]  # equal windows only
-        starts = full[: len(full) // world_size * world_size][rank::world_size]
-    full_starts = starts[starts + context_length <= usable]
-    offsets = np.arange(context_length + 1)
-    for first in range(0, len(full_starts), batch_size):
-        chunk = full_starts[first : first + batch_size]
-        windows = torch.from_numpy(np.asarray(tokens[chunk[:, None] + offsets], dtype=np.int64))
-        yield windows[:, :-1], windows[:, 1:]
-    if len(full_starts) < len(starts):  # the tail, shorter than a window
-        tail = torch.from_numpy(np.asarray(tokens[starts[-1] :], dtype=np.int64))[None]
-        yield tail[:, :-1], tail[:, 1:]
+for _builtin in (Classification(), Binary(), Regression(), LanguageModel()):
+    register_task(_builtin)
 
 
-TASKS: dict[str, Task] = {
-    t.name: t for t in (Classification(), Binary(), Regression(), LanguageModel())
-}
+def task_of(data: Data | LoaderData) -> Task:
+    """The task a data set declares."""
+    return TASKS.get(data.task)
 
 
-def task_of(data: Data) -> Task:
-    return TASKS[data.task]
+def resolve_task(task: str | Task | None, data: Data | LoaderData) -> Task:
+    """The task a run learns: one handed in (an instance, or a registered name), else the
+    one its data declares."""
+    if isinstance(task, Task):
+        return task
+    return TASKS.get(task) if task is not None else task_of(data)
 
 
 @torch.no_grad()
@@ -243,13 +154,17 @@ def evaluate(
     task: Task,
     device: torch.device,
     autocast: Any,
+    extra: Mapping[str, Metric] | None = None,
 ) -> dict[str, float]:
-    """Mean loss per sample (per token for language models) and the task's metric."""
+    """Mean loss per sample (per token for language models), the task's metric and the
+    `extra` (user) metrics, each computed once over the split's outputs and targets."""
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     state = task.metric_state(device)
+    outputs: list[torch.Tensor] = []  # kept only for extra metrics
+    targets: list[torch.Tensor] = []
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast():
@@ -259,7 +174,35 @@ def evaluate(
         total_loss += loss_fn(out, y).double() * n
         count += n
         state = task.update(state, out, y)
+        if extra:
+            outputs.append(out.cpu())
+            targets.append(y.cpu())
     model.train(was_training)
     assert count > 0, "evaluated an empty split"
     loss = (total_loss / count).item()
-    return {"loss": loss, task.metric: task.finish(state, count, loss)}
+    result = {"loss": loss, task.metric: task.finish(state, count, loss)}
+    if extra:
+        everything, truth = torch.cat(outputs), torch.cat(targets)
+        for name, metric in extra.items():
+            assert metric.fn is not None
+            result[name] = float(metric.fn(everything, truth))
+    return result
+
+
+__all__ = [
+    "EVAL_WINDOW_SEED",
+    "TASKS",
+    "WHOLE_SPLIT_TOKENS",
+    "Batch",
+    "BatchSource",
+    "Binary",
+    "Classification",
+    "LanguageModel",
+    "Regression",
+    "Task",
+    "evaluate",
+    "register_task",
+    "resolve_task",
+    "task_of",
+    "whole_split",
+]

@@ -11,6 +11,11 @@ the fastest, then watches for the signs of a change (this process getting less C
 its threads ask for, cores idling beside it, steps slowing down or speeding up) and times
 them again, so that a run follows load that comes and goes.
 
+The count is the process's, not the run's: a notebook or a program that trains between other
+work keeps its own. So the trainer holds it only while it trains: `with trainer.threads:` around
+each round (`run(until=...)`, `fit()`) sets the run's count and gives the caller's back when the
+round ends, however it ends.
+
 Written here because neither torch nor OpenMP adapts a team's size to the load.
 """
 
@@ -95,7 +100,28 @@ def candidates(max_threads: int) -> list[int]:
     return sorted((c for c in counts if c >= 1), reverse=True)
 
 
-class ThreadTuner(Observer):
+class ThreadCount(Observer):
+    """torch's thread count while a trainer trains: `count` (None: torch's count is left alone)
+    for the length of each round, entered as a context; the caller's count comes back when the
+    round ends, so between rounds and after the run the process runs as it did before."""
+
+    def __init__(self, count: int | None) -> None:
+        self.current = count
+        self._caller: int | None = None  # the count before the round; None outside a round
+
+    def __enter__(self) -> ThreadCount:
+        if self.current is not None and self._caller is None:
+            self._caller = torch.get_num_threads()
+            torch.set_num_threads(self.current)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._caller is not None:
+            torch.set_num_threads(self._caller)
+            self._caller = None
+
+
+class ThreadTuner(ThreadCount):
     """Keeps torch's thread count at the fastest for the machine's current load.
 
     It probes once after FIRST_PROBE_SECONDS of training, then whenever a reading taken every
@@ -107,13 +133,15 @@ class ThreadTuner(Observer):
     TRIAL_STEPS steps and TRIAL_SECONDS at each other candidate (less when one step shows it
     cannot win), and keeps the fastest median step (another count must win by MIN_GAIN). On
     an idle machine that is one probe (about TRIAL_SECONDS at each other count), then one
-    clock read per step and two small reads a second.
+    clock read per step and two small reads a second. A round that ends during a probe drops
+    it (the next round's steps may run beside another load): the count stays the chosen one.
     """
 
     def __init__(self, max_threads: int) -> None:
+        super().__init__(max_threads)
+        self.current: int = max_threads  # always a count here
         self.max_threads = max_threads
         self.candidates = candidates(max_threads)
-        self.current = max_threads
         self.clock = 0.0  # training seconds seen by the tuner
         self.last_probe = 0.0
         self.gap = MIN_GAP_SECONDS  # the least training time between two probes, for now
@@ -126,14 +154,20 @@ class ThreadTuner(Observer):
         self._last = 0.0
         self._reading: LoadReading | None = None
         self._reason = ""
-        self._original = torch.get_num_threads()
         self.now = time.perf_counter  # the step clock (a test gives its own)
         self.read_load = LoadReading  # the load readings (likewise)
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        torch.set_num_threads(self.current)
+    def __enter__(self) -> ThreadTuner:
+        super().__enter__()
+        # The time between two rounds is no step's: the clocks start again.
         self._last = self.now()
-        self._reading = self.read_load()
+        self._reading, self.recent = self.read_load(), []
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.queue:  # a probe cut short: its timings are of a load that may be gone
+            self.queue, self.trial, self.results = [], [], {}
+        super().__exit__(*exc)
 
     def on_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
         now = self.now()
@@ -219,23 +253,16 @@ class ThreadTuner(Observer):
         self.probes.append(probe)
         trainer.emit(probe)
 
-    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
-        self.restore()
 
-    def restore(self) -> None:
-        """Give torch back the thread count it had before the run."""
-        torch.set_num_threads(self._original)
-
-
-def thread_observers(trainer: Trainer) -> list[Observer]:
-    """The tuner, when `train.threads` is auto and tuning can pay: a CPU run in one process
-    that is not deterministic (the count changes how float sums are split, and a
-    deterministic run must not depend on the machine's load). A fixed count is set here."""
+def thread_count(trainer: Trainer) -> ThreadCount:
+    """What `train.threads` asks of a run: a fixed count; else the tuner, when tuning can pay:
+    a CPU run in one process that is not deterministic (the count changes how float sums are
+    split, and a deterministic run must not depend on the machine's load); else torch's count
+    as the caller left it."""
     t = trainer.cfg.train
     count = thread_setting(t.threads)
     if count:
-        torch.set_num_threads(count)
-        return []
+        return ThreadCount(count)
     max_threads = torch.get_num_threads()
     if (
         trainer.device.type != "cpu"
@@ -243,5 +270,5 @@ def thread_observers(trainer: Trainer) -> list[Observer]:
         or t.deterministic
         or max_threads < 2
     ):
-        return []
-    return [ThreadTuner(max_threads)]
+        return ThreadCount(None)
+    return ThreadTuner(max_threads)

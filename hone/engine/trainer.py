@@ -12,94 +12,123 @@ happens every `log.every` steps.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from hone.checkpoint import StopSignals
-from hone.config import Config
 from hone.data.base import Data
+from hone.data.loaders import LoaderData
 from hone.distributed.context import DistContext
-from hone.distributed.dcp import ShardedStateIO, is_sharded
 from hone.distributed.strategy import build_strategy
 from hone.engine.bounds import BOUND_REASONS, Plan, bound_reached, planned_steps
 from hone.engine.checkpointing import Checkpointing, CheckpointTimer
 from hone.engine.early_stopping import EarlyStopping
+from hone.engine.inputs import ConfigSource, resolve_inputs
 from hone.engine.loop_state import LogWindow, LoopState
-from hone.engine.observers import Observer, Observers
-from hone.engine.parts import build_batcher, build_parts, context_length, data_info
+from hone.engine.parts import (
+    build_batcher,
+    build_parts,
+    build_user_optimizer,
+    recorded_model_config,
+    run_name,
+)
 from hone.engine.precision import Precision
-from hone.engine.reporters import MetricsLogger, ProgressObserver, diagnostics, profiling
+from hone.engine.reporters import diagnostics, profiling
 from hone.engine.runtime import enable_fast_matmul, resolve_device, seed_everything
+from hone.engine.shell import ObserverChoice, RunShell
 from hone.engine.step import Stepper
-from hone.engine.tasks import evaluate
-from hone.engine.threads import thread_observers
-from hone.errors import ConfigError
-from hone.metrics import is_better
+from hone.engine.tasks import Task, evaluate
+from hone.engine.threads import thread_count
 from hone.models import num_parameters
 from hone.models.converters import ModelConverter
-from hone.optim import build_optimizer, build_schedule, optimizer_kind
-from hone.run_files import RunFiles
-from hone.track.run import RunLog
+from hone.optim import build_schedule
+from hone.run_files import RunFiles, default_run_dir
 from hone.track.throughput import ThroughputMeter
 
 
 class Trainer:
-    """Trains a model on a `Config`'s data; `fit()` returns the run's summary."""
+    """Trains a model and writes a run; `fit()` returns the run's summary.
+
+    Everything not handed in is built from the config, so `hone train` is this constructor
+    with a config alone. From Python (README, "From Python"; docs/python.md):
+
+        summary = hone.Trainer(MyNet(), train_loader, val_loader, config="mlp-digits",
+                               overrides=["train.max_epochs=5"]).fit()
+
+    `train_data`/`val_data`/`test_data`: see hone.data.loaders; `config`: a recipe, a TOML
+    path, a `Config` or a dict; `optimizer`: an instance or a `params -> Optimizer` factory;
+    `loss`: a function or a name; `task`: a name or a `Task`; `metrics`: `{name: Metric}` or
+    `{name: (fn, "max")}`; `observers`: added to the defaults, or a function of them; `resume`:
+    False, True (newest valid checkpoint in run_dir), "auto" (that if any) or a checkpoint.
+    The engine's callers also pass `dist`, `data` (a ready `Data`), `teacher`, `converters`
+    and `keep_model_config` (the model is the config's, changed: do not record it).
+    """
 
     def __init__(
         self,
-        cfg: Config,
-        run_dir: str | Path,
-        dist: DistContext | None = None,
-        data: Data | None = None,
         model: nn.Module | None = None,
-        loss: Callable[..., torch.Tensor] | None = None,
+        train_data: Any = None,
+        val_data: Any = None,
+        test_data: Any = None,
+        *,
+        config: ConfigSource = None,
+        overrides: Sequence[str] = (),
+        optimizer: torch.optim.Optimizer | Callable[..., torch.optim.Optimizer] | None = None,
+        loss: Callable[..., torch.Tensor] | str | None = None,
+        task: str | Task | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        observers: ObserverChoice = None,
+        run_dir: str | Path | None = None,
+        resume: bool | str | Path = False,
+        dist: DistContext | None = None,
+        data: Data | LoaderData | None = None,
         teacher: nn.Module | None = None,
         converters: Iterable[ModelConverter] = (),
-        observers: Iterable[Observer] = (),
-        resume: bool | str | Path = False,
+        keep_model_config: bool = False,
     ) -> None:
-        """Parts not handed in are built from `cfg`; the global RNGs are seeded only when the
-        trainer builds the model itself. `resume`: False starts afresh; True continues from
-        the newest valid checkpoint in run_dir; "auto" does so when there is one; a path
-        names one checkpoint directory."""
+        # Everything is checked before anything is written: the config, the parts, the data.
+        given = resolve_inputs(
+            config, overrides, model, (train_data, val_data, test_data), loss, task, metrics, data
+        )
+        cfg, data, loss, self.user_metrics = given.cfg, given.data, given.loss, given.metrics
         t = cfg.train
-        self.cfg, self.run_dir, self.files = cfg, Path(run_dir), RunFiles(run_dir)
-        self.dist = dist or DistContext.from_env()
+        self.cfg, self.dist = cfg, dist or DistContext.from_env()
         if model is None:
             seed_everything(t.seed, t.deterministic)
         self.device = resolve_device(t.device, self.dist.local_rank)
+        parts = build_parts(cfg, self.device, data, model, loss, teacher, converters, given.task)
+        self.data, self.task, self.spec = parts.data, parts.task, parts.spec
+        if model is not None and not keep_model_config and not converters:
+            cfg.model = recorded_model_config(cfg, model, self.spec)
+        self.run_dir = Path(run_dir or default_run_dir(run_name(cfg, model)))
+        self.files = RunFiles(self.run_dir)
         # None in a single process; else the process group is joined here (hone.distributed).
         self.strategy = build_strategy(cfg, self.dist, self.device)
         enable_fast_matmul(self.device)
         self.precision = Precision.from_config(t.precision, self.device)
-        parts = build_parts(cfg, self.device, data, model, loss, teacher, converters)
-        self.data, self.task, self.spec = parts.data, parts.task, parts.spec
         self.model, self.loss_fn, self.converters = parts.model, parts.loss_fn, parts.converters
         self.eval_loss_fn = parts.eval_loss_fn
         self.num_parameters = num_parameters(self.model)
         # The module called in training steps (DDP wraps, FSDP shards in place); before the
         # optimizer, which must see FSDP's sharded parameters.
         self.train_module = self.strategy.wrap(self.model) if self.strategy else self.model
-        kind = optimizer_kind(cfg.optim.name)
-        self.optimizer = build_optimizer(cfg.optim, self.model, self.device)
-        self.batcher = build_batcher(cfg, self.data, self.spec, kind, self.dist)
+        self.optimizer, kind = build_user_optimizer(optimizer, cfg, self.model, self.device)
+        self.batcher = build_batcher(cfg, self.data, self.spec, kind, self.dist, self.device)
         self.total_steps = planned_steps(cfg, self.batcher.steps_per_epoch)
         self.schedule = build_schedule(cfg.schedule, self.optimizer, self.total_steps)
         forward = torch.compile(self.train_module) if t.compile else self.train_module
         self.stepper = Stepper(
             cfg, self.model, forward, self.train_module, self.loss_fn, self.optimizer,
             self.schedule, kind, self.precision, self.strategy, self.device, parts.teacher,
+            parts.post_step,
         )  # fmt: skip
         self.state = LoopState()
         self.window = LogWindow(torch.zeros((), device=self.device))
         self.early_stopping = EarlyStopping(t.monitor, t.patience, t.min_delta)
-        self.progress = ProgressObserver(cfg.log.progress, self.dist.is_main)
         self.signal: int | None = None  # a SIGTERM/SIGINT received during the current run
         self.checkpointing = Checkpointing(
             self.files, t, self.model, self.optimizer, {}, self.stepper.guard, self.emit,
@@ -108,36 +137,33 @@ class Trainer:
         )  # fmt: skip
         # Before the log opens metrics.jsonl: resuming cuts it back to the checkpoint.
         resume_from = self.checkpointing.prepare(resume)
-        if resume_from is not None and not self.strategy and is_sharded(resume_from.path):
-            # Written by several processes (DCP shards): one process reads it just as well.
-            self.checkpointing.manager.io = ShardedStateIO()
         # TensorBoard drops the events a killed run logged after its checkpoint, as metrics.jsonl does.
         purge_step = resume_from.step + 1 if resume_from is not None else None
-        self.log = RunLog(self.run_dir, cfg, self.dist.is_main, cfg.log.tensorboard, purge_step)
+        # The run's log, observers, validation bookkeeping, summary and status (hone.engine.shell).
+        self.shell = RunShell(cfg, self.run_dir, self.dist.is_main, purge_step, self.state)
+        self.log, self.progress = self.shell.log, self.shell.progress
         if self.converters:
             self.log.write_json(self.files.converters.name, {"converters": self.converters})
-        self.observers = Observers(
-            [
-                *thread_observers(self),
-                MetricsLogger(self.log),
-                self.progress,
-                self.early_stopping,
-                *diagnostics(self),
-                *observers,
-                # Last: a checkpoint holds every observer's state after the step.
-                CheckpointTimer(self.checkpointing),
-                *profiling(self),
-            ]
-        )
+        # torch's thread count: set while a round trains, the caller's given back after it.
+        self.threads = thread_count(self)
+        defaults = [
+            self.threads,
+            *self.shell.default_observers(),  # metrics log, progress, status.json, MLflow
+            self.early_stopping,
+            *diagnostics(self),
+        ]
+        # Last: a checkpoint holds every observer's state after the step.
+        last = [CheckpointTimer(self.checkpointing), *profiling(self)]
+        self.observers = self.shell.observe(self, defaults, observers, last=last)
         self.stepper.after_backward, self.stepper.owner = self.observers.after_backward, self
         self.checkpointing.states = self.stateful()
-        self.checkpointing.monitor_value = self._monitor_value
+        self.checkpointing.monitor_value = self.shell.monitor_value
         self.checkpointing.close_log = self.log.close
         self.throughput = ThroughputMeter.for_model(
             self.model, self.device, self.precision.name, t.peak_flops, self.dist.world_size
         )
         self._agreed_seconds = 0.0  # train_seconds averaged over ranks at the last log step
-        self._started = False
+        self._mark = 0  # a loader's sample count at the last log step
         if resume_from is not None:  # last: everything it restores must be built
             self.checkpointing.restore(resume_from)
 
@@ -183,7 +209,7 @@ class Trainer:
         """Train until step `until` (None: the config's bounds), a stop request or a signal;
         returns why it stopped. May be called again to continue (training in rounds)."""
         try:
-            with StopSignals() as signals:
+            with self.threads, StopSignals() as signals:
                 return self._loop(until, signals)
         except BaseException:
             self._close_files()  # what was logged is complete on disk
@@ -194,12 +220,13 @@ class Trainer:
         try:
             # SIGTERM/SIGINT only set a flag; the step ends, a checkpoint is written, and the
             # checkpoint timer raises TrainingInterrupted.
-            with StopSignals() as signals:
-                self._loop(None, signals)
-                if self.state.step and self.state.last_val.get("_step") != self.state.step:
-                    self.evaluate()
-                self.checkpointing.at_end(signals.received)
-            summary = self.finish()
+            with self.threads:
+                with StopSignals() as signals:
+                    self._loop(None, signals)
+                    if self.state.step and self.state.last_val.get("_step") != self.state.step:
+                        self.evaluate()
+                    self.checkpointing.at_end(signals.received)
+                summary = self.finish()
         except BaseException:
             # An observer (the tuner's pruning) or an error ended the run: close its files so
             # that what was logged is complete on disk; other ranks may still be in the group.
@@ -211,10 +238,9 @@ class Trainer:
     def _loop(self, until: int | None, signals: StopSignals) -> str:
         if self.state.stop_reason in BOUND_REASONS:  # a bound of the last round; re-checked
             self.state.stop_reason = ""
-        if not self._started:
-            self._started = True
+        if not self.shell.started:
             self.model.train()
-            self.observers.call("on_fit_start", self)
+            self.shell.start()  # on_fit_start
         state, window, stepper = self.state, self.window, self.stepper
         step_start, step_end = self.observers.step_start, self.observers.step_end
         log_every = self.cfg.log.every
@@ -255,13 +281,17 @@ class Trainer:
     def _eval_due(self, step: int) -> bool:
         if every := self.cfg.train.eval_every:
             return step % every == 0
-        return step % self.batcher.steps_per_epoch == 0 and self.task.name != "lm"
+        per_epoch = self.batcher.steps_per_epoch  # 0: a loader of unknown length
+        return self.task.evaluates_each_epoch and bool(per_epoch) and step % per_epoch == 0
 
     def _log_train(self, steps: int, seconds: float) -> None:
         loss_sum = self.window.loss_sum
         if self.strategy:  # the mean over the global batch, and one clock for every rank
             loss_sum, self._agreed_seconds = self.strategy.agree(loss_sum, self.state.train_seconds)
-        samples = steps * self.cfg.train.batch_size
+        # A user's loader sets its own batch size: its batches are counted as they are drawn.
+        counted = getattr(self.batcher, "samples", None)
+        samples = steps * self.cfg.train.batch_size if counted is None else counted - self._mark
+        self._mark = counted or 0
         event: dict[str, Any] = {
             "step": self.state.step,
             "split": "train",
@@ -271,8 +301,8 @@ class Trainer:
             "elapsed": round(self.state.train_seconds, 4),
             "samples_per_second": samples / seconds if seconds > 0 else 0.0,
         }
-        if self.task.name == "lm":
-            tokens = samples * context_length(self.spec)
+        if tokens_per_sample := self.task.tokens_per_sample(self.spec):
+            tokens = samples * tokens_per_sample
             event.update(self.throughput.rates(tokens / seconds if seconds > 0 else 0.0))
         self.state.samples_seen += samples
         self.emit(event)
@@ -284,59 +314,37 @@ class Trainer:
             return {}
         t, d = self.cfg.train, self.dist
         batches = self.task.eval_batches(
-            self.data, split, t.eval_batch_size if self.task.name != "lm" else t.batch_size,
-            context_length(self.spec), t.eval_batches, d.rank, d.world_size, t.grad_accum,
+            self.data, split, self.task.eval_batch_size(t),
+            self.task.context_length(self.spec), t.eval_batches, d.rank, d.world_size, t.grad_accum,
         )  # fmt: skip
         result = evaluate(
-            self.model, batches, self.eval_loss_fn, self.task, self.device, self.precision.autocast
-        )
-        if self.strategy and self.task.name == "lm":  # equal shares of the windows: mean of means
-            loss = self.strategy.mean_over_ranks(result["loss"])
-            result = {"loss": loss, self.task.metric: self.task.finish(None, 1, loss)}
-        elif self.strategy:  # every rank evaluated everything; rank 0's numbers decide for all
-            result = self.strategy.broadcast_metrics(result)
+            self.model, batches, self.eval_loss_fn, self.task, self.device,
+            self.precision.autocast, self.user_metrics,
+        )  # fmt: skip
+        if self.strategy:
+            result = self.task.reduce_over_ranks(result, self.strategy)
         return {f"{split}_{k}": v for k, v in result.items()}
 
     def evaluate(self) -> dict[str, float]:
         """Evaluate on validation, log it, keep the best values, tell the observers."""
         step = self.state.step
         metrics = self.evaluate_split("val")
-        self.state.last_val = {**metrics, "_step": step}
-        if not metrics:
-            return metrics
-        epoch = round(self.batcher.epochs_done, 4)
-        self.emit(
-            {"step": step, "split": "val", "epoch": epoch, **{k[4:]: v for k, v in metrics.items()}}
-        )
-        monitor = self.cfg.train.monitor
-        if monitor not in metrics:
-            raise ConfigError(
-                f"train.monitor = {monitor!r} is not measured for this task; use one of: {', '.join(metrics)}"
-            )
-        best = self.state.best_val
-        for key, value in metrics.items():
-            if key not in best or is_better(key, value, best[key]):
-                best[key] = value
-        if self.task.name == "lm" and self.cfg.train.sample_tokens:
+        if metrics and self._samples_text:
             self.log.text("sample", self.sample(min(64, self.cfg.train.sample_tokens)), step)
-        self.observers.call("on_evaluation", self, step, metrics)
+        # Last and best values, the "val" event, then every observer's on_evaluation.
+        self.shell.validated(step, metrics, epoch=round(self.batcher.epochs_done, 4))
         return metrics
 
-    def _monitor_value(self) -> float | None:
-        """The monitored metric if it was measured at this very step (for best checkpoints)."""
-        last = self.state.last_val
-        return last.get(self.cfg.train.monitor) if last.get("_step") == self.state.step else None
+    @property
+    def _samples_text(self) -> bool:  # a text model with a tokenizer to decode samples
+        has_tokenizer = getattr(self.data, "tokenizer", None) is not None
+        return self.task.generates_text and bool(self.cfg.train.sample_tokens) and has_tokenizer
 
     def sample(self, num_tokens: int, prompt: str = "\n", seed: int = 0) -> str:
-        """A short sample from the language model (temperature 1, top-k 50), as `hone sample`
-        draws it."""
+        """A short sample from the language model, as `hone sample` draws it."""
         from hone.engine.inference import LoadedRun
 
-        run = LoadedRun.from_trainer(self)
-        assert run.tokenizer is not None
-        if not run.tokenizer.encode(prompt):  # a corpus without that character
-            prompt = run.tokenizer.decode([0])
-        return run.sample(prompt, num_tokens, 1.0, 50, seed)
+        return LoadedRun.from_trainer(self).training_sample(num_tokens, prompt, seed)
 
     # ----------------------------------------------------------------- the end
     def finish(self) -> dict[str, Any]:
@@ -353,21 +361,19 @@ class Trainer:
 
             save_model(self.model, str(self.files.model))
         if self.dist.is_main:
-            if self.task.name == "lm":
-                self.data.tokenizer.save(str(self.files.tokenizer))  # type: ignore[union-attr]
-            self.log.write_json(self.files.data_info.name, data_info(self.data, self.spec))
+            self.task.save_input_files(self.data, self.files)
+            self.log.write_json(self.files.data_info.name, self.task.info(self.data, self.spec))
         summary = self.summary(test)
-        self.log.write_json(self.files.summary.name, summary)
+        self.shell.write_summary(summary)
         # Every rank samples (under FSDP each forward is a collective); only rank 0 logs it.
-        if self.task.name == "lm" and self.cfg.train.sample_tokens:
+        if self._samples_text:
             summary["sample"] = self.sample(self.cfg.train.sample_tokens)
             self.emit({"step": self.state.step, "split": "sample", "text": summary["sample"]})
-        self.observers.call("on_fit_end", self, summary)
+        self.shell.finished(summary)  # status.json: finished
         return summary
 
     def _close_files(self) -> None:
-        self.progress.close()
-        self.log.close()
+        self.shell.close()
 
     def close(self) -> None:
         """Close the run's files and the progress bar, and leave the process group."""
@@ -377,23 +383,17 @@ class Trainer:
             self.strategy = None
 
     def summary(self, test: dict[str, float] | None = None) -> dict[str, Any]:
-        best, last, metric = self.state.best_val, self.state.last_val, self.task.metric
-        return {
-            "recipe": self.cfg.recipe,
-            "steps": self.state.step,
-            "epochs": round(self.batcher.epochs_done, 4),
-            "wall_seconds": round(self.state.train_seconds, 3),
-            "stop_reason": self.state.stop_reason or "bound",
-            "final_val_loss": last.get("val_loss"),
-            "best_val_loss": best.get("val_loss"),
-            "best_val_metric": best.get(f"val_{metric}"),
-            "metric": metric,
-            **(test or {}),
-            "num_parameters": self.num_parameters,
-            "device": str(self.device),
-            **(self.precision.summary() | self.throughput.summary()),  # what ran, and why
-            "torch_version": torch.__version__,
-            "numpy_version": np.__version__,
-            "seed": self.cfg.train.seed,
-            "run_dir": str(self.run_dir),
-        }
+        """summary.json: every run's fields (hone.engine.shell) and the trainer's own."""
+        return self.shell.summary(
+            self.task.metric,
+            test,
+            head={"epochs": round(self.batcher.epochs_done, 4)},
+            directions={name: m.direction for name, m in self.user_metrics.items()},
+            num_parameters=self.num_parameters,
+            device=self.device,
+            details={
+                "optimizer": type(self.optimizer).__name__,
+                **self.precision.summary(),  # what ran, and why
+                **self.throughput.summary(),
+            },
+        )

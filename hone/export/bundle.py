@@ -20,8 +20,7 @@ import hone
 from hone.engine.inference import LoadedRun
 from hone.engine.manifest import FORMAT, VERSION, describe_files
 from hone.errors import ConfigError
-from hone.export.staging import staging_folder
-from hone.run_files import INFERENCE_FILES, MANIFEST
+from hone.run_files import INFERENCE_FILES, MANIFEST, staging_folder
 
 
 def export_bundle(run: str | Path, output: str | Path | None = None) -> Path:

@@ -30,11 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from hone.engine.inference import LoadedRun
-from hone.engine.parts import context_length
+from hone.engine.backends import OnnxModule, recorded_converters
+from hone.engine.inference import LoadedRun, run_files
+from hone.engine.int8 import Int8
 from hone.errors import ConfigError, ExportMismatch
-from hone.export.staging import staging_folder
-from hone.run_files import ONNX, parity_report
+from hone.run_files import ONNX, parity_report, staging_folder
 
 DEFAULT_TOLERANCE = 1e-4
 MIN_OPSET = 18  # the oldest opset the dynamo exporter writes
@@ -96,15 +96,15 @@ def export_onnx(
         )
     if not tolerance >= 0:
         raise ConfigError(f"--tolerance must be at least 0, got {tolerance}")
-    loaded = LoadedRun.load(run, "cpu")
+    int8 = [c for c in recorded_converters(run_files(run)) if isinstance(c, Int8)]
+    if int8:  # `hone compress --quantize int8` made it
+        graph = f"; {int8[-1].file} is its ONNX graph already" if int8[-1].graph else ""
+        raise ConfigError(
+            f"{run} runs an int8 model ({int8[-1].file}); export the run it was made from "
+            f"for the fp32 model{graph}"
+        )
+    loaded = LoadedRun.load(run, "cpu", backend="torch")
     assert loaded.files is not None
-    for int8 in (loaded.files.model_int8_onnx, loaded.files.model_int8):
-        if int8.is_file():  # `hone compress --quantize int8` wrote it
-            raise ConfigError(
-                f"{run} runs an int8 model ({int8.name}); its ONNX graph is "
-                f"{loaded.files.model_int8_onnx} when the backend was onnxruntime, or export "
-                "the original run for the fp32 model"
-            )
     path = Path(output) if output is not None else loaded.files.onnx
     if path.is_dir() or str(output).endswith(("/", os.sep)):
         path = path / ONNX
@@ -131,19 +131,15 @@ def export_onnx(
 
 def _export(model: nn.Module, loaded: LoadedRun, opset: int | None) -> torch.onnx.ONNXProgram:
     """The torch.onnx.ONNXProgram of `model`, with the batch (and token) axes dynamic."""
-    spec = loaded.spec
+    spec, task = loaded.spec, loaded.task
     batch = torch.export.Dim("batch", min=1)
-    if spec.task == "lm":
-        tokens = context_length(spec)
-        example = torch.zeros(2, tokens, dtype=torch.long)
-        # A dimension of one is specialized by torch.export; only a longer one can vary.
-        axes = (
-            {0: batch, 1: torch.export.Dim("tokens", min=1, max=tokens)}
-            if tokens > 1
-            else {0: batch}
-        )
-    else:
-        example, axes = torch.zeros(2, *spec.input_shape), {0: batch}
+    # Zeros of the shape and dtype of the model's inputs (token ids or features).
+    example = torch.zeros_like(task.random_inputs(spec, 2, torch.Generator()))
+    tokens = task.context_length(spec)  # windows of token ids may also be shorter
+    # A dimension of one is specialized by torch.export; only a longer one can vary.
+    axes = (
+        {0: batch, 1: torch.export.Dim("tokens", min=1, max=tokens)} if tokens > 1 else {0: batch}
+    )
     try:
         with _quiet():
             program = torch.onnx.export(
@@ -151,7 +147,7 @@ def _export(model: nn.Module, loaded: LoadedRun, opset: int | None) -> torch.onn
                 (example,),
                 dynamo=True,
                 dynamic_shapes=(axes,),
-                input_names=["tokens" if spec.task == "lm" else "features"],
+                input_names=[task.input_name],
                 output_names=["outputs"],
                 opset_version=opset,
                 verbose=False,
@@ -180,17 +176,18 @@ def _opset(program: torch.onnx.ONNXProgram) -> int:
 
 def _inputs(loaded: LoadedRun) -> dict[str, torch.Tensor]:
     """CHECK_ROWS random and CHECK_ROWS real inputs: rows of the validation split (the
-    training split when there is none), or token windows of the validation text."""
+    training split when there is none), or token windows of the validation text; random only
+    for a run trained on data handed in from Python."""
     from hone.data import build_data
+    from hone.data.from_python import DataNotHeld
 
     spec, task = loaded.spec, loaded.task
-    tokens = context_length(spec)
-    g = torch.Generator().manual_seed(0)
-    if spec.task == "lm":
-        noise = torch.randint(0, spec.vocab_size, (CHECK_ROWS, tokens), generator=g)
-    else:
-        noise = torch.randn(CHECK_ROWS, *spec.input_shape, generator=g)
-    data = build_data(loaded.cfg)
+    tokens = task.context_length(spec)
+    noise = task.random_inputs(spec, CHECK_ROWS, torch.Generator().manual_seed(0))
+    try:
+        data = build_data(loaded.cfg)
+    except DataNotHeld:  # data handed in from Python, gone with its process: random only
+        return {"random": noise}
     split = "val" if task.has_split(data, "val") else "train"
     real, _ = next(iter(task.eval_batches(data, split, CHECK_ROWS, tokens, num_batches=1)))
     return {"random": noise, "data": real}
@@ -199,20 +196,19 @@ def _inputs(loaded: LoadedRun) -> dict[str, torch.Tensor]:
 def check_parity(
     path: Path, model: nn.Module, inputs: dict[str, torch.Tensor]
 ) -> list[ParityCheck]:
-    """Run ONNX Runtime and `model` on each input at two shapes: one row of the full length,
-    and all rows (for token ids, of half the length); the max abs difference of each."""
+    """Run ONNX Runtime (as the onnx backend runs the graph) and `model` on each input at two
+    shapes: one row of the full length, and all rows (for token ids, of half the length); the
+    max abs difference of each."""
     import numpy as np
-    import onnxruntime  # type: ignore[import-untyped]
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    graph = OnnxModule(path)
     checks = []
     for kind, x in inputs.items():
         views = [x[:1], x[:, : max(1, x.shape[1] // 2)] if x.dtype == torch.long else x]
         for view in views:
             with torch.no_grad():
                 expected = model(view).float().numpy()
-            got = session.run(None, {name: view.numpy()})[0]
+            got = graph(view).numpy()
             diff = np.abs(got - expected).max() if got.shape == expected.shape else np.inf
             checks.append(ParityCheck(kind, list(view.shape), float(diff)))
     return checks

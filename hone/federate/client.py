@@ -158,7 +158,11 @@ def train_round(
     losses = RoundLosses()
     with tempfile.TemporaryDirectory(prefix="hone-client-") as scratch:
         trainer = Trainer(
-            local, scratch, data=client_data(data, rows), loss=loss, observers=[losses]
+            config=local,
+            run_dir=scratch,
+            data=client_data(data, rows),
+            loss=loss,
+            observers=[losses],
         )
         try:
             trainer.model.load_state_dict(global_state)

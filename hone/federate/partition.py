@@ -25,16 +25,16 @@ import numpy as np
 import torch
 
 from hone.config import Config
-from hone.config.schema import FederatedConfig
 from hone.data import TensorData, TokenData
 from hone.data.base import Data
+from hone.engine.tasks import task_of
 from hone.errors import ConfigError
+from hone.federate.settings import FederatedConfig
 from hone.registry import Registry
 
 # A token stream is partitioned in blocks of this many tokens (the rows the partitioner sees);
 # a client's text is then one contiguous run of blocks.
 TOKEN_BLOCK = 1024
-LABELED_TASKS = ("classification", "binary")
 
 # (federated config, number of clients) -> a flwr-datasets Partitioner
 PartitionerBuilder = Callable[[FederatedConfig, int], Any]
@@ -110,7 +110,8 @@ def partition(cfg: Config, data: Data, num_clients: int) -> Partitioning:
         return _partition_tokens(fed, data, name, num_clients, cfg.model.context_length)
     assert isinstance(data, TensorData)
     y = data.train[1]
-    labeled = data.task in LABELED_TASKS
+    num_classes = task_of(data).num_classes(data.num_outputs)
+    labeled = num_classes > 0
     if name in ("dirichlet", "pathological") and not labeled:
         raise ConfigError(
             f"federated.partition = {name!r} divides by class, and this data set's task is "
@@ -119,7 +120,6 @@ def partition(cfg: Config, data: Data, num_clients: int) -> Partitioning:
     check_enough(data, num_clients, cfg.model.context_length)
     labels = y.long().numpy() if labeled else np.zeros(len(y), dtype=np.int64)
     rows = _partition_rows(fed, name, num_clients, labels)
-    num_classes = data.num_outputs if data.task == "classification" else 2
     counts = [np.bincount(labels[idx], minlength=num_classes).tolist() for idx in rows]
     return Partitioning(name, rows, counts if labeled else [[] for _ in rows])
 

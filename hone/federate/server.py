@@ -11,6 +11,11 @@ Each round asks the strategy to configure training (Flower samples the clients, 
 Python's `random` seeded from (train.seed, round), so a resumed run samples the same ones),
 sends the messages through the grid, and lets the strategy aggregate the replies; the
 clients' training losses and label histograms come back in the replies.
+
+Around the rounds the run is like any other (hone.engine.shell's `RunShell`): a round is a
+step, so status.json says running, finished or failed (and `hone runs` tells a killed run
+from a live one), observers see the same hooks, `log.mlflow` mirrors it, and resume and best
+values go through the trainer's own pieces.
 """
 
 from __future__ import annotations
@@ -26,28 +31,24 @@ from flwr.serverapp import Grid
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from hone.checkpoint import (
-    Checkpoint,
-    CheckpointManager,
-    check_resumable_change,
-    refuse_pickles,
-    truncate_metrics,
-)
+from hone.checkpoint import Checkpoint, CheckpointManager, check_resumable_change
 from hone.checkpoint.io import MODEL_FILE
 from hone.config import Config, load_config
-from hone.engine.parts import build_parts, context_length, data_info
+from hone.data.loaders import LoaderData
+from hone.engine.checkpointing import resume_point
+from hone.engine.loop_state import LoopState
+from hone.engine.parts import build_parts
 from hone.engine.precision import Precision
 from hone.engine.runtime import resolve_device, seed_everything
+from hone.engine.shell import ObserverChoice, RunShell
 from hone.engine.tasks import evaluate
-from hone.errors import ConfigError, UserError
+from hone.errors import UserError
 from hone.federate import protocol as p
 from hone.federate.partition import check_enough, histograms, partition_name
 from hone.federate.strategies import build_strategy, load_strategy_state, strategy_state
-from hone.metrics import direction, is_better
+from hone.metrics import direction
 from hone.models import num_parameters
 from hone.run_files import RunFiles
-from hone.track.progress import ProgressBar
-from hone.track.run import RunLog
 
 
 class FederationFailed(UserError):
@@ -69,15 +70,24 @@ class GlobalWeightsIO:
 class FederatedRun:
     """The server side of `hone federate`; `run(grid)` trains and returns the summary."""
 
-    def __init__(self, cfg: Config, run_dir: str | Path, resume: bool | str = False) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | Path,
+        resume: bool | str = False,
+        observers: ObserverChoice = None,
+    ) -> None:
         """`resume`: False starts afresh (refused when run_dir has checkpoints); True
-        continues from the last completed round; "auto" does so when there is one."""
+        continues from the last completed round; "auto" does so when there is one.
+        `observers`: more observers after the defaults, or a function of the defaults that
+        returns the list to use; their hooks are given this run (a round is a step)."""
         t = cfg.train
         self.cfg, self.files = cfg, RunFiles(run_dir)
         # As `hone train` starts: seed, build the data, then the model from the seeded RNG.
         seed_everything(t.seed, t.deterministic)
         self.device = resolve_device(t.device)
         parts = build_parts(cfg, self.device)
+        assert not isinstance(parts.data, LoaderData)  # built from the config
         self.data, self.task, self.spec = parts.data, parts.task, parts.spec
         self.model, self.loss_fn = parts.model, parts.eval_loss_fn
         # Refused here, before any client is asked: more clients than the data can feed.
@@ -92,88 +102,76 @@ class FederatedRun:
             mode=direction(t.monitor),
             io=GlobalWeightsIO(),
         )
-        self.round = 0
-        self.elapsed = 0.0  # seconds spent in rounds (training and aggregation)
-        self.best: dict[str, float] = {}
-        self.last: dict[str, float] = {}
+        # A round is a step: state.step counts completed rounds, state.train_seconds the
+        # seconds spent in them (training and aggregation); best and last validation values.
+        self.state = LoopState()
+        self.total_steps = cfg.federated.rounds
+        # Observers read it; a federated run catches no stop signal (SIGTERM ends the process,
+        # and a reader finds it killed), each completed round is a checkpoint to resume from.
+        self.signal: int | None = None
         self.reports: dict[str, dict[str, Any]] = {}  # by client id: its partition's share
         self.train_loss = float("nan")  # the last round's, weighted as FedAvg weighs clients
         checkpoint = self._prepare(resume)
         purge_step = checkpoint.step + 1 if checkpoint is not None else None
-        self.log = RunLog(self.files.root, cfg, True, cfg.log.tensorboard, purge_step)
+        self.shell = RunShell(cfg, self.files.root, True, purge_step, self.state)
+        self.log = self.shell.log
+        self.observers = self.shell.observe(self, self.shell.default_observers(), observers)
         if checkpoint is not None:
             self._restore(checkpoint)
 
+    @property
+    def round(self) -> int:
+        """The last completed round."""
+        return self.state.step
+
     # ----------------------------------------------------------------- resume
     def _prepare(self, resume: bool | str) -> Checkpoint | None:
-        manager, root = self.manager, self.files.root
-        manager.clean_partial()
-        if resume is False:
-            if manager.step_dirs():
-                raise ConfigError(
-                    f"run directory {root} already holds checkpoints; continue it with "
-                    f"--resume {root} (or --resume auto), or set --run-dir to a new directory"
-                )
-            return None
-        refuse_pickles(root, "run directory")
-        checkpoint = manager.newest_valid()
-        if checkpoint is None:
-            if resume == "auto":
-                truncate_metrics(root, 0)
-                return None
-            raise ConfigError(
-                f"{root}/checkpoints holds no completed round to resume; start the run again "
-                "without --resume"
-            )
-        if self.files.config.is_file():  # resuming exactly needs the settings it ran with
+        """The round to resume from, picked as a trainer's checkpoint is (`resume_point`)."""
+        if resume is not False and self.manager.step_dirs() and self.files.config.is_file():
+            # Resuming exactly needs the settings it ran with (before anything is cut back).
             check_resumable_change(load_config(str(self.files.config)), self.cfg)
-        manager.drop_newer_than(checkpoint.step)
-        truncate_metrics(root, checkpoint.manifest["metrics_bytes"])
-        return checkpoint
+        return resume_point(self.files, self.manager, resume)
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         state = self.manager.load(checkpoint, self.model, cast(torch.optim.Optimizer, None))
-        self.round, self.elapsed = int(state["round"]), float(state["elapsed"])
-        self.best, self.last, self.reports = state["best"], state["last"], state["reports"]
+        self.state.load_state_dict(state["loop"])
+        self.reports = state["reports"]
         load_strategy_state(self.strategy, state["strategy"])
+        for name, observer in self.observers.stateful().items():
+            if name in state["observers"]:
+                observer.load_state_dict(state["observers"][name])  # type: ignore[attr-defined]
 
     def _save(self) -> None:
         size = self.files.metrics.stat().st_size if self.files.metrics.exists() else 0
         state = {
-            "round": self.round,
-            "elapsed": self.elapsed,
-            "best": self.best,
-            "last": self.last,
+            "loop": self.state.state_dict(),
             "reports": self.reports,
             "strategy": strategy_state(self.strategy),
+            "observers": {
+                name: observer.state_dict()  # type: ignore[attr-defined]
+                for name, observer in self.observers.stateful().items()
+            },
         }
-        monitor = self.last.get(self.cfg.train.monitor)
         self.manager.save(
             self.round,
             self.model,
             cast(torch.optim.Optimizer, None),
             state,
-            monitor,
+            self.shell.monitor_value(),
             {"metrics_bytes": size},
         )
 
     # ----------------------------------------------------------------- rounds
     def run(self, grid: Grid) -> dict[str, Any]:
         """Every round not yet completed, then the final artifacts; returns the summary."""
-        bar = ProgressBar(self.cfg.federated.rounds, self.cfg.log.progress)
         try:
+            self.shell.start()  # status.json: running
             for server_round in range(self.round + 1, self.cfg.federated.rounds + 1):
                 self.train_round(grid, server_round)
-                bar.update(server_round, self._progress())
             summary = self.finish()
         finally:
-            bar.close()
-            self.log.close()
+            self.shell.close()  # on an error too: what was logged is complete on disk
         return summary
-
-    def _progress(self) -> str:
-        val = " ".join(f"{k} {v:.4f}" for k, v in self.last.items())
-        return f"round {self.round}: train loss {self.train_loss:.4f} {val}"
 
     def train_round(self, grid: Grid, server_round: int) -> None:
         """One round: sample, train on the clients, aggregate, evaluate, checkpoint."""
@@ -192,17 +190,12 @@ class FederatedRun:
                 f"({len(replies)} replies; {'; '.join(reasons) or 'none arrived'})"
             )
         self.model.load_state_dict(aggregated.to_torch_state_dict())
-        self.round = server_round
-        self.elapsed += time.perf_counter() - start
+        self.state.step = server_round
+        self.state.train_seconds += time.perf_counter() - start
         self._log_clients(replies)
-        metrics = self.evaluate_split("val")
-        if metrics:
-            self.last = metrics
-            for key, value in metrics.items():
-                if key not in self.best or is_better(key, value, self.best[key]):
-                    self.best[key] = value
-            event = {k[4:]: v for k, v in metrics.items()}
-            self.log.log({"step": server_round, "split": "val", "round": server_round, **event})
+        self.shell.validated(server_round, self.evaluate_split("val"), round=server_round)
+        # The round's end is a step's: the status file's heartbeat, a user's observers.
+        self.observers.call("on_step_end", self, torch.tensor(self.train_loss))
         self._save()
 
     def _log_clients(self, replies: list[Message]) -> None:
@@ -220,7 +213,7 @@ class FederatedRun:
             steps += int(cast(int, metrics[p.STEPS]))
             self.log.scalar(f"clients/train_loss/{client}", losses[client], self.round)
             if client not in self.reports:
-                unit = "num_tokens" if self.task.name == "lm" else "num_samples"
+                unit = f"num_{self.task.data_unit}"
                 counts = [int(c) for c in cast(list[int], info[p.LABEL_COUNTS])]
                 self.reports[client] = {
                     "client": int(client),
@@ -239,10 +232,10 @@ class FederatedRun:
             "loss": self.train_loss,
             "clients": len(losses),
             "client_steps": steps,
-            "elapsed": round(self.elapsed, 4),
+            "elapsed": round(self.state.train_seconds, 4),
             "client_losses": losses,
         }
-        self.log.log(event)
+        self.shell.emit(event)
 
     def _by_id(self) -> dict[int, dict[str, Any]]:
         return {int(k): v for k, v in self.reports.items()}
@@ -252,10 +245,10 @@ class FederatedRun:
         """The global model's loss and metric on `split`, keys prefixed by the split."""
         if not self.task.has_split(self.data, split):
             return {}
-        t = self.cfg.train
-        batch_size = t.eval_batch_size if self.task.name != "lm" else t.batch_size
-        batches = self.task.eval_batches(
-            self.data, split, batch_size, context_length(self.spec), t.eval_batches
+        t, task = self.cfg.train, self.task
+        context = task.context_length(self.spec)
+        batches = task.eval_batches(
+            self.data, split, task.eval_batch_size(t), context, t.eval_batches
         )
         result = evaluate(
             self.model, batches, self.loss_fn, self.task, self.device, self.precision.autocast
@@ -267,33 +260,27 @@ class FederatedRun:
         """Test metrics, the global weights and what loading the run needs; the summary."""
         test = self.evaluate_split("test")
         if test:
-            self.log.log(
+            self.shell.emit(
                 {"step": self.round, "split": "test", **{k[5:]: v for k, v in test.items()}}
             )
         save_model(self.model, str(self.files.model))
-        if self.task.name == "lm":
-            self.data.tokenizer.save(str(self.files.tokenizer))  # type: ignore[union-attr]
-        self.log.write_json(self.files.data_info.name, data_info(self.data, self.spec))
-        fed, metric = self.cfg.federated, self.task.metric
-        summary = {
-            "recipe": self.cfg.recipe,
+        self.task.save_input_files(self.data, self.files)
+        self.log.write_json(self.files.data_info.name, self.task.info(self.data, self.spec))
+        fed = self.cfg.federated
+        head = {
             "rounds": self.round,
             "clients": fed.clients,
             "fraction": fed.fraction,
             "strategy": fed.strategy,
             "partition": partition_name(fed, self.data),
-            "wall_seconds": round(self.elapsed, 3),
-            "final_val_loss": self.last.get("val_loss"),
-            "best_val_loss": self.best.get("val_loss"),
-            "final_val_metric": self.last.get(f"val_{metric}"),
-            "best_val_metric": self.best.get(f"val_{metric}"),
-            "metric": metric,
-            **test,
-            "num_parameters": num_parameters(self.model),
-            "device": str(self.device),
-            "torch_version": torch.__version__,
-            "seed": self.cfg.train.seed,
-            "run_dir": str(self.files.root),
         }
-        self.log.write_json(self.files.summary.name, summary)
+        summary = self.shell.summary(
+            self.task.metric,
+            test,
+            head=head,
+            num_parameters=num_parameters(self.model),
+            device=self.device,
+        )
+        self.shell.write_summary(summary)
+        self.shell.finished(summary)  # status.json: finished; MLflow: the artifacts
         return summary

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hone.config.schema import FederatedConfig
+from hone.federate.settings import FederatedConfig
 from hone.registry import Registry
 
 StrategyBuilder = Callable[[FederatedConfig], Any]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from hone.config import ModelConfig
-from hone.models import classic, custom, gpt  # noqa: F401  (register the models)
+from hone.models import classic, custom, gpt, recorded  # noqa: F401  (register the models)
 from hone.models.base import MODELS, ModelSpec
 from hone.models.init import initialize
 

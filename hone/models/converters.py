@@ -5,14 +5,32 @@ is built. A converter records itself as JSON (`record()`); a run directory keeps
 in order (hone.run_files.CONVERTERS), and loading a run builds the model from its config,
 re-applies the records, and only then loads the weights, so the shapes match.
 
-Built in: `LowRank` (truncated-SVD factorization of linear layers) and `PrunedShapes` (the
-widths structured pruning left, hone compress --prune --structured).
+A converter handed to the trainer in record-only mode (`as_record_only()`) is one that has
+already converted the model it comes with: it is recorded, its hooks run, the model is left
+as it is. Optional hooks, which do nothing unless a converter overrides them:
+
+    post_optimizer_step(model)      after each optimizer step while training (pruning keeps
+                                    its zeros); the trainer's Stepper calls it only on the
+                                    converters that override it, so most runs pay nothing
+    load_weights(model, files)      a converted model that stores its weights its own way
+                                    (int8) loads them; otherwise the run's safetensors load
+
+and what a converted model needs to run (the inference backends read them,
+hone.engine.backends): `cpu_only` (int8 kernels) and `graph` (a model that exists only as
+an ONNX graph, which the onnx backend runs).
+
+Built in: `LowRank` (truncated-SVD factorization of linear layers), `PrunedShapes` (the
+widths structured pruning left, hone compress --prune --structured), `MagnitudePrune`
+(unstructured pruning, hone compress --prune) and, in hone.engine.int8, `Int8` (hone
+compress --quantize int8).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -21,11 +39,17 @@ from torch.nn.utils import skip_init
 from hone.errors import ConfigError
 from hone.registry import Registry
 
+if TYPE_CHECKING:
+    from hone.run_files import RunFiles
+
 
 class ModelConverter:
     """One transformation; subclasses register a builder taking the record's arguments."""
 
     name = ""
+    record_only = False  # the model it comes with is converted already (`as_record_only`)
+    cpu_only = False  # its converted model runs on the CPU, in fp32 (int8 kernels)
+    graph = ""  # the run file of the ONNX graph that holds its converted model, if any
 
     def convert(self, model: nn.Module) -> nn.Module:
         """Transform `model` (in place or into a new module) and return the result."""
@@ -34,6 +58,20 @@ class ModelConverter:
     def record(self) -> dict[str, Any]:
         """JSON-able {"name": ..., args}: enough to rebuild the same architecture."""
         raise NotImplementedError
+
+    def as_record_only(self) -> ModelConverter:
+        """This converter, for a model it has converted already: `convert_model` (and so the
+        trainer) records it and runs its hooks, and leaves the model as it is."""
+        self.record_only = True
+        return self
+
+    def post_optimizer_step(self, model: nn.Module) -> None:
+        """Called after each optimizer step while training, when overridden."""
+
+    def load_weights(self, model: nn.Module, files: RunFiles) -> nn.Module | None:
+        """The converted `model` with the run's trained weights, for a converter whose output
+        stores them its own way; None: they are the run's safetensors."""
+        return None
 
 
 CONVERTERS: Registry[Callable[..., ModelConverter]] = Registry("model converter", "converters")
@@ -44,11 +82,42 @@ def converter_from_record(record: dict[str, Any]) -> ModelConverter:
     return CONVERTERS.get(record["name"])(**args)
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's converters.json (hone.run_files.CONVERTERS); [] without one."""
+    return list(json.loads(path.read_text())["converters"]) if path.is_file() else []
+
+
+def write_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write a run's converters.json."""
+    path.write_text(json.dumps({"converters": list(records)}, indent=2) + "\n")
+
+
 def apply_converters(model: nn.Module, records: Iterable[dict[str, Any]]) -> nn.Module:
     """Re-apply recorded conversions, in order, to a freshly built model."""
     for record in records:
         model = converter_from_record(record).convert(model)
     return model
+
+
+def convert_model(
+    model: nn.Module, converters: Iterable[ModelConverter]
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """`model` through `converters` in order (one in record-only mode leaves it as it is),
+    and the records of them all, in order."""
+    records = []
+    for converter in converters:
+        if not converter.record_only:
+            model = converter.convert(model)
+        records.append(converter.record())
+    return model, records
+
+
+def post_optimizer_steps(
+    converters: Iterable[ModelConverter],
+) -> list[Callable[[nn.Module], None]]:
+    """The `post_optimizer_step` hooks of the converters that override it: usually none."""
+    base = ModelConverter.post_optimizer_step
+    return [c.post_optimizer_step for c in converters if type(c).post_optimizer_step is not base]
 
 
 def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -192,3 +261,66 @@ class PrunedShapes(ModelConverter):
 
 
 CONVERTERS.add("structured_prune", PrunedShapes)
+
+
+CHANNEL_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(module, "weight") for every linear and convolution layer, each tensor once (a tied
+    output layer shares its embedding's)."""
+    seen: set[int] = set()
+    targets: list[tuple[nn.Module, str]] = []
+    for module in model.modules():
+        if isinstance(module, CHANNEL_LAYERS) and id(module.weight) not in seen:
+            seen.add(id(module.weight))
+            targets.append((module, "weight"))
+    return targets
+
+
+class MagnitudePrune(ModelConverter):
+    """Unstructured pruning: the `sparsity` share of smallest-magnitude weights over all
+    linear and convolution layers together are zeroed (global L1, torch.nn.utils.prune; zeros
+    already there count as smallest), the shapes kept.
+
+    While training, `post_optimizer_step` puts the pruned weights back to zero: an optimizer
+    moves a weight whose gradient is not its own (weight decay, momentum, Muon's
+    orthogonalized update).
+    """
+
+    name = "unstructured_prune"
+
+    def __init__(self, sparsity: float) -> None:
+        if not 0 <= sparsity < 1:
+            raise ConfigError(f"unstructured_prune needs 0 <= sparsity < 1, got {sparsity}")
+        self.sparsity = sparsity
+        self.masks: dict[str, torch.Tensor] = {}  # parameter name -> True where kept
+
+    @torch.no_grad()
+    def convert(self, model: nn.Module) -> nn.Module:
+        from torch.nn.utils import prune
+
+        targets = prunable_weights(model)
+        total = sum(getattr(m, name).numel() for m, name in targets)
+        prune.global_unstructured(
+            targets, pruning_method=prune.L1Unstructured, amount=round(self.sparsity * total)
+        )
+        for module, name in targets:
+            prune.remove(module, name)  # the mask is applied to the tensor itself, and dropped
+        pruned = {id(getattr(m, name)) for m, name in targets}
+        self.masks = {n: p != 0 for n, p in model.named_parameters() if id(p) in pruned}
+        return model
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "sparsity": self.sparsity}
+
+    @torch.no_grad()
+    def post_optimizer_step(self, model: nn.Module) -> None:
+        for name, mask in self.masks.items():
+            weight = model.get_parameter(name)
+            if mask.device != weight.device:  # the trainer moved the model after converting
+                mask = self.masks[name] = mask.to(weight.device)
+            weight.mul_(mask)
+
+
+CONVERTERS.add("unstructured_prune", MagnitudePrune)

@@ -1,4 +1,6 @@
-"""User models: `model.target = "package.module:factory"`, called with `model.kwargs`."""
+"""User models: `model.target = "package.module:factory"` (or a class), called with
+`model.args` and `model.kwargs`; modules among the arguments are recorded tables
+(`{"__module__": "torch.nn:Linear", "kwargs": {...}}`, see `hone.models.recorded`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from hone.config import ModelConfig, opt, register_model_config
 from hone.errors import ConfigError
 from hone.imports import import_target
 from hone.models.base import MODELS, ModelSpec
+from hone.models.recorded import decode
 
 
 @register_model_config("custom")
@@ -19,8 +22,9 @@ from hone.models.base import MODELS, ModelSpec
 class CustomConfig:
     """`model.*` keys of a user model built by a factory function."""
 
-    target: str = opt("", "user model factory 'package.module:factory'")
+    target: str = opt("", "user model factory or class 'package.module:factory'")
     kwargs: dict[str, Any] = opt({}, "keyword arguments passed to the user model factory")
+    args: list[Any] = opt([], "positional arguments passed to it first (nn.Sequential's layers)")
     context_length: int = opt(
         0, "tokens per training window when the model is a language model", ge=0
     )
@@ -37,11 +41,12 @@ def custom(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
     """Call the user's factory with `model.kwargs`, plus `spec` if the factory accepts it."""
     own: CustomConfig = cfg.arch
     factory = import_target(own.target, "model.target")
-    kwargs = dict(own.kwargs)
-    if "spec" in inspect.signature(factory).parameters:
+    args = decode(list(own.args), "model.args")
+    kwargs = decode(dict(own.kwargs), "model.kwargs")
+    if "spec" in inspect.signature(factory).parameters and "spec" not in kwargs:
         kwargs["spec"] = spec
     try:
-        model = factory(**kwargs)
+        model = factory(*args, **kwargs)
     except TypeError as e:
         raise ConfigError(
             f"model.target {own.target!r} rejected model.kwargs {own.kwargs}: {e}"

@@ -3,7 +3,7 @@
 `generate` returns the extended ids; `iter_tokens` yields each new id as soon as it is drawn.
 Both run one loop (`_next_ids`), so a seeded generator gives them the same tokens. A model
 with `new_kv_cache()` (hone.models.gpt.GPT) decodes incrementally through its key/value
-cache; any other (a custom model, hone.engine.int8.OnnxModule) recomputes its whole context
+cache; any other (a custom model, hone.engine.backends.OnnxModule) recomputes its whole context
 at every step.
 """
 

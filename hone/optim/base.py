@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hone.config import OptimConfig
+from hone.config import OptimConfig, opt
 from hone.errors import ConfigError
 from hone.registry import Registry
 
@@ -94,7 +94,29 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[Any]:
     return [g for g in groups if g["params"]]
 
 
-def check_betas(cfg: OptimConfig) -> tuple[float, float]:
+# Fields that several optimizers' configs have, each default written once.
+def betas_field() -> Any:
+    return opt([0.9, 0.999], "Adam's (beta1, beta2)")
+
+
+def eps_field() -> Any:
+    return opt(1e-8, "epsilon added to the denominator", gt=0)
+
+
+def momentum_field() -> Any:
+    return opt(0.0, "momentum", ge=0, lt=1)
+
+
+class BetasConfig:
+    """Mixin of an optimizer config with `betas`: checks them as the config loads."""
+
+    betas: list[float]
+
+    def validate(self) -> None:
+        check_betas(self)
+
+
+def check_betas(cfg: Any) -> tuple[float, float]:
     """`optim.betas` as the pair torch expects, each in [0, 1)."""
     if len(cfg.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.betas):
         raise ConfigError(

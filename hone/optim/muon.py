@@ -17,16 +17,25 @@ torch's bf16 iterations are emulated: 810 ms a step against 30 ms in fp32 (issue
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
 
-from hone.config import OptimConfig
+from hone.config import OptimConfig, opt, register_optim_config
 from hone.errors import ConfigError
 from hone.hardware import native_bf16
-from hone.optim.base import check_betas, kernel_kwargs, register_optimizer, trainable_parameters
+from hone.optim.base import (
+    BetasConfig,
+    betas_field,
+    check_betas,
+    eps_field,
+    kernel_kwargs,
+    register_optimizer,
+    trainable_parameters,
+)
 
 
 def split_muon_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -213,7 +222,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW | None) -> None:
         self.inner: list[torch.optim.Optimizer] = [muon] + ([adamw] if adamw else [])
-        groups = [group for opt in self.inner for group in opt.param_groups]
+        groups = [group for inner in self.inner for group in inner.param_groups]
         # The lr in defaults is AdamW's (optim.lr): schedules read it as schedule.min_lr's base.
         lr = (adamw or muon).defaults["lr"]
         super().__init__(groups, {"lr": lr})
@@ -221,10 +230,10 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     def _share_with_inner(self) -> None:
         start = 0
-        for opt in self.inner:
-            end = start + len(opt.param_groups)
-            opt.param_groups = self.param_groups[start:end]
-            opt.state = self.state
+        for inner in self.inner:
+            end = start + len(inner.param_groups)
+            inner.param_groups = self.param_groups[start:end]
+            inner.state = self.state
             start = end
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -233,8 +242,8 @@ class MuonWithAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for opt in self.inner:
-            opt.step()
+        for inner in self.inner:
+            inner.step()
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -242,6 +251,23 @@ class MuonWithAdamW(torch.optim.Optimizer):
         # hand those to the inner optimizers again.
         super().load_state_dict(state_dict)
         self._share_with_inner()
+
+
+@register_optim_config("muon")
+@dataclass
+class MuonConfig(BetasConfig):
+    """Muon's own keys; optim.lr, optim.weight_decay and these betas and eps drive its AdamW."""
+
+    muon_lr: float = opt(0.02, "learning rate of the 2-D hidden weights", gt=0)
+    muon_momentum: float = opt(0.95, "momentum of the 2-D hidden weights", ge=0, lt=1)
+    muon_precision: str = opt(
+        "auto",
+        "dtype of the Newton-Schulz iterations: auto (bf16 where the device has native bf16, "
+        "else fp32), bf16 (torch's), fp32",
+        choices=["auto", "bf16", "fp32"],
+    )
+    betas: list[float] = betas_field()
+    eps: float = eps_field()
 
 
 @register_optimizer("muon")

@@ -12,11 +12,12 @@ written here; the derivatives come from torch.func, the solve from torch.linalg.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from hone.config import OptimConfig
+from hone.config import OptimConfig, opt, register_optim_config
 from hone.errors import ConfigError
 from hone.optim.base import (
     OptimizerKind,
@@ -99,6 +100,13 @@ class Newton(torch.optim.Optimizer):
             # pinv rather than lstsq, whose only CUDA driver assumes full rank.
             direction = torch.linalg.pinv(h, hermitian=True) @ g
         return direction
+
+
+@register_optim_config("newton")
+@dataclass
+class NewtonConfig:
+    damping: float = opt(0.0, "added to the Hessian diagonal", ge=0)
+    max_params: int = opt(5000, "refuse models with more parameters than this", ge=1)
 
 
 @register_optimizer("newton", OptimizerKind(full_batch=True, closure=True, functional=True))

@@ -2,34 +2,74 @@
 
 `optim.weight_decay` maps onto each optimizer's own `weight_decay` (decoupled for adamw, an L2
 term added to the gradient for the others), for weight matrices and embeddings only. L-BFGS has none and refuses it (use reg.l2).
+Each optimizer's own keys (`optim.momentum`, ...) are its config dataclass below, registered by
+name with hone.config; gd has none.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from hone.config import OptimConfig
+from hone.config import OptimConfig, opt, register_optim_config
 from hone.errors import ConfigError
 from hone.optim.base import (
+    BetasConfig,
     OptimizerKind,
+    betas_field,
     check_betas,
     check_no_weight_decay,
     decay_groups,
+    eps_field,
     kernel_kwargs,
+    momentum_field,
     register_optimizer,
     trainable_parameters,
 )
 
 
+@register_optim_config("sgd")
+@dataclass
+class SGDConfig:
+    momentum: float = momentum_field()
+    nesterov: bool = opt(False, "Nesterov momentum")
+
+
+@register_optim_config("adam")
+@register_optim_config("adamw")
+@dataclass
+class AdamConfig(BetasConfig):
+    betas: list[float] = betas_field()
+    eps: float = eps_field()
+
+
+@register_optim_config("adagrad")
+@dataclass
+class AdagradConfig:
+    eps: float = eps_field()
+
+
+@register_optim_config("rmsprop")
+@dataclass
+class RMSpropConfig:
+    momentum: float = momentum_field()
+    alpha: float = opt(0.99, "smoothing constant", gt=0, lt=1)
+    eps: float = eps_field()
+
+
+@register_optim_config("lbfgs")
+@dataclass
+class LBFGSConfig:
+    history_size: int = opt(10, "history size", ge=1)
+    max_iter: int = opt(20, "iterations per step", ge=1)
+    line_search: str = opt("strong_wolfe", "line search", choices=["strong_wolfe", "none"])
+
+
 @register_optimizer("gd", OptimizerKind(full_batch=True))
 def build_gd(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """Full-batch gradient descent: SGD without momentum, fed the whole training split."""
-    if cfg.momentum > 0:
-        raise ConfigError(
-            f"optim.momentum must be 0 for optim.name='gd' (plain gradient descent), got "
-            f"{cfg.momentum}; set --optim.name=sgd for momentum"
-        )
     return torch.optim.SGD(
         decay_groups(model, cfg.weight_decay),
         lr=cfg.lr,

@@ -18,7 +18,7 @@ from hone.report.data import RunData
 from hone.report.page import Page
 from hone.report.run_page import run_page
 from hone.report.study import is_study, study_page
-from hone.run_files import REPORT, RunFiles
+from hone.run_files import REPORT, STUDY_DB, RunFiles
 from hone.runs import is_run
 
 __all__ = ["RunData", "build_page", "default_output", "write_report"]
@@ -48,7 +48,7 @@ def build_page(targets: Sequence[str | Path], study: str = "") -> Page:
         if not is_run(path):
             raise ConfigError(
                 f"{path} is not a run directory (no config.toml or summary.json) nor a tuning "
-                "directory (no study.db); `hone runs` lists the runs under a folder"
+                f"directory (no {STUDY_DB}); `hone runs` lists the runs under a folder"
             )
     return run_page([RunData.read(p) for p in _folds_of(paths)])
 

@@ -1,19 +1,11 @@
 """The report of a tuning study (`hone report tune/NAME`): the counts and best trial, Optuna's
-plots (history, parameter importances, parallel coordinates, slices, intermediate values,
-the Pareto front of several metrics, the timeline), the leaderboard, and the validation
-curves of the best trials read from their run directories.
-
-Optuna's own plotting functions make the figures (optuna.visualization returns Plotly
-figures); a plot Optuna cannot draw for this study (importances of one trial) is named with
-the reason instead.
+plots (hone.tune.plots, the same list `hone tune` writes into its report folder), the
+leaderboard, and the validation curves of the best trials read from their run directories.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -22,9 +14,8 @@ from hone.errors import ConfigError
 from hone.report.data import RunData
 from hone.report.figures import HEIGHT, PALETTE, Plot, line, new_figure
 from hone.report.page import Page, cards, esc, fmt, plots_html, table
-from hone.run_files import RunFiles
+from hone.run_files import STUDY_DB, RunFiles
 
-STUDY_DB = "study.db"  # hone.tune.storage's default: sqlite:///<tuning dir>/study.db
 BEST_CURVES = 5  # validation curves of this many best trials
 
 
@@ -50,69 +41,22 @@ def load(directory: Path, name: str = "") -> tuple[optuna.Study, list[FrozenTria
     return show(name, directory=str(directory))
 
 
-StudyPlot = tuple[str, str, Callable[..., Any], dict[str, Any]]
-
-
-def _plots(study: optuna.Study, metrics: list[str]) -> list[StudyPlot]:
-    """(slug, title, optuna plot function, keyword arguments) of every study plot."""
-    import optuna.visualization as vis
-
-    first: dict[str, Any] = {"target_name": metrics[0]}
-    if len(study.directions) > 1:
-        first["target"] = lambda t: t.values[0]
-    plots: list[StudyPlot] = [
-        ("history", "Optimization history", vis.plot_optimization_history, first),
-        ("importances", "Parameter importances", vis.plot_param_importances, first),
-        ("parallel", "Parallel coordinates", vis.plot_parallel_coordinate, first),
-        ("slice", "Slices: the objective against each parameter", vis.plot_slice, first),
-    ]
-    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        plots.append(
-            (
-                "intermediate",
-                "Intermediate values (what the pruner saw)",
-                vis.plot_intermediate_values,
-                {},
-            )
-        )
-    if len(study.directions) > 1:
-        plots.append(("pareto", "Pareto front", vis.plot_pareto_front, {"target_names": metrics}))
-    plots.append(("timeline", "Timeline", vis.plot_timeline, {}))
-    return plots
-
-
 def study_plots(study: optuna.Study, metrics: list[str]) -> tuple[list[Plot], dict[str, str]]:
-    """The Optuna figures, and {title: reason} for those it could not draw."""
-    plots, skipped = [], {}
-    for slug, title, function, kwargs in _plots(study, metrics):
-        try:
-            with warnings.catch_warnings():
-                # Experimental-API and few-trials warnings: the leaderboard shows how few.
-                warnings.simplefilter("ignore")
-                figure = function(study, **kwargs)
-        except (ValueError, RuntimeError, ZeroDivisionError) as e:
-            skipped[title] = str(e) or type(e).__name__
-            continue
-        if not any(_points(trace) for trace in figure.data):
-            skipped[title] = "no data for it yet"
-            continue
+    """Optuna's figures in the page's style, and {title: reason} for those it could not draw."""
+    from hone.tune.plots import study_figures
+
+    figures, skipped = study_figures(study, metrics)
+    plots = []
+    for drawn in figures:
         # Optuna's own layout in the page's style, with room above for top axis labels.
-        figure.update_layout(
+        drawn.figure.update_layout(
             template="plotly_white",
-            height=max(HEIGHT, figure.layout.height or 0),
-            title={"text": title, "x": 0.01},
+            height=max(HEIGHT, drawn.figure.layout.height or 0),
+            title={"text": drawn.plot.title, "x": 0.01},
             margin={"t": 80},
         )
-        plots.append(Plot(f"study-{slug}", title, figure))
+        plots.append(Plot(f"study-{drawn.plot.name}", drawn.plot.title, drawn.figure))
     return plots, skipped
-
-
-def _points(trace: Any) -> int:
-    for attribute in ("x", "y", "values", "dimensions", "base"):
-        value = getattr(trace, attribute, None)
-        if value is not None and len(value):
-            return len(value)
-    return 0
 
 
 def best_curves(directory: Path, trials: list[FrozenTrial]) -> Plot | None:
@@ -184,11 +128,7 @@ def study_page(directory: Path, name: str = "") -> Page:
         items.append((f"best {metrics[0]}", esc(fmt(best.values[0])), f"trial {best.number}"))
         items += [(k, esc(fmt(v)), "best trial") for k, v in best.params.items()]
     page.add("", cards(items))
-    plots, skipped = (
-        study_plots(study, metrics)
-        if best is not None
-        else ([], {"all plots": "no complete trial yet"})
-    )
+    plots, skipped = study_plots(study, metrics)
     if curves := best_curves(directory, trials):
         plots.append(curves)
     notes = "".join(f"<li>{esc(title)}: {esc(reason)}</li>" for title, reason in skipped.items())

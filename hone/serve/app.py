@@ -124,7 +124,7 @@ def create_app(
             else:
                 log.error("hone serve: %s", message)
             return
-        if not served.is_lm:
+        if not served.generates_text:
             batcher = MicroBatcher(
                 served.predict,
                 served.executor,
@@ -186,7 +186,7 @@ def create_app(
         """The one model this server answers with."""
         return {"object": "list", "data": [served.card()]}
 
-    if served.is_lm:
+    if served.generates_text:
         request_model = schemas.completion_request(settings.max_tokens, settings.max_prompt_chars)
 
         @app.post(

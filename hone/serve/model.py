@@ -1,11 +1,11 @@
 """The model a server answers with: a run loaded through `LoadedRun`, on one backend.
 
 `hone predict`, `hone sample` and the server call the same `LoadedRun` methods, so their
-answers cannot drift apart. The backend is PyTorch eager, or ONNX Runtime on the graph that
-`hone export --format onnx` wrote beside the run (an int8 run from `hone compress` already
-runs on ONNX Runtime through `LoadedRun`). All model calls go through one thread: torch
-spreads each call over its own intra-op threads, and one call at a time keeps them from
-fighting over the cores.
+answers cannot drift apart. The backend is chosen by name, as for those commands
+(hone.engine.backends): PyTorch eager, or ONNX Runtime on the graph that `hone export
+--format onnx` wrote beside the run; "auto", the run's own (an int8 run from `hone compress`
+runs on ONNX Runtime). All model calls go through one thread: torch spreads each call over
+its own intra-op threads, and one call at a time keeps them from fighting over the cores.
 """
 
 from __future__ import annotations
@@ -30,12 +30,16 @@ class ServedModel:
     """What the server knows before loading (task, name) and the loaded run after."""
 
     def __init__(self, settings: ServeSettings) -> None:
+        from hone.engine.backends import choose_backend
         from hone.engine.inference import run_files
+        from hone.engine.tasks import TASKS
 
         self.settings = settings
         self.files = run_files(settings.run)  # a clear error for a folder that is no run
         info = json.loads(self.files.data_info.read_text())
         self.task: str = info["task"]
+        # A language model is served completions; other runs predictions.
+        self.generates_text = TASKS.get(self.task).generates_text
         self.input_shape: tuple[int, ...] = tuple(info.get("input_shape") or ())
         root = Path(settings.run).resolve()
         # A bundle folder is called "bundle": name it after the run that holds it.
@@ -47,15 +51,7 @@ class ServedModel:
         self.backend = "loading"
         self.loaded: LoadedRun | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hone-model")
-        if settings.backend == "onnx" and not self.files.onnx.is_file():
-            raise ConfigError(
-                f"--backend onnx needs {self.files.onnx}; write it with "
-                f"`hone export {settings.run} --format onnx`, or serve with --backend torch"
-            )
-
-    @property
-    def is_lm(self) -> bool:
-        return self.task == "lm"
+        choose_backend(settings.backend, self.files)  # fail fast: a missing graph, say
 
     def load(self) -> None:
         """Load the run (in the model thread, so that torch's thread settings apply there)."""
@@ -65,15 +61,9 @@ class ServedModel:
 
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
-        device = "cpu" if self.settings.backend == "onnx" else self.settings.device
-        loaded = LoadedRun.load(self.settings.run, device)
-        if self.settings.backend == "onnx":
-            from hone.engine.int8 import OnnxModule
-            from hone.engine.parts import context_length
-
-            block = context_length(loaded.spec) if loaded.spec.task == "lm" else None
-            loaded.model = OnnxModule(self.files.onnx, block)
-        self.backend = "onnxruntime" if _runs_onnx(loaded.model) else "torch"
+        settings = self.settings
+        loaded = LoadedRun.load(settings.run, settings.device, backend=settings.backend)
+        self.backend = loaded.backend.runtime
         self.recipe = loaded.cfg.recipe
         self.loaded = loaded
 
@@ -111,12 +101,6 @@ class ServedModel:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _runs_onnx(model: Any) -> bool:
-    from hone.engine.int8 import OnnxModule
-
-    return isinstance(model, OnnxModule)
 
 
 def finite(result: dict[str, Any]) -> bool:

@@ -2,10 +2,14 @@
 
 Both the bar and the summary table write to stderr through `StderrConsole`, which falls silent
 when stderr's reader goes away (`hone train 2>&1 | head`): training goes on, nothing raises.
+In a Jupyter notebook the bar is one output of the cell, replaced in place at most once a
+second (`NotebookView`): a terminal's redraws would each add an output, and rich's own live
+display there needs ipywidgets.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import sys
@@ -18,6 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.table import Column, Table
 from rich.text import Text
+
+# A notebook's bar is redrawn at most this often: each redraw is a message to the browser.
+NOTEBOOK_REFRESH_SECONDS = 1.0
+NOTEBOOK_HTML = '<pre style="white-space:pre;overflow-x:auto;line-height:normal">{code}</pre>'
 
 
 class StderrConsole(Console):
@@ -68,10 +76,38 @@ class InfoColumn(ProgressColumn):
         return Text(task.fields["info"], no_wrap=True, overflow="ellipsis")
 
 
+class NotebookView:
+    """One output of a notebook cell that each `show` replaces (an IPython display handle),
+    drawn by a console of its own that records instead of writing."""
+
+    def __init__(self, width: int) -> None:
+        self.console = Console(
+            file=io.StringIO(),
+            record=True,
+            width=width,
+            force_jupyter=False,
+            color_system="truecolor",
+        )
+        self._handle: Any = None
+
+    def show(self, renderable: Any) -> None:
+        self.console.print(renderable)
+        bundle = {
+            "text/plain": self.console.export_text(clear=False).rstrip("\n"),
+            "text/html": self.console.export_html(inline_styles=True, code_format=NOTEBOOK_HTML),
+        }
+        if self._handle is None:
+            from IPython.display import display  # only ever in a notebook, where IPython is
+
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+
+
 class ProgressBar:
     """Step, time elapsed and left, loss, lr and throughput; refreshed when the trainer logs,
-    at most every `refresh_seconds`. The time left is shown when the run's total steps are
-    known (bounded by steps or epochs)."""
+    at most every `refresh_seconds` (in a notebook, NOTEBOOK_REFRESH_SECONDS). The time left
+    is shown when the run's total steps are known (bounded by steps or epochs)."""
 
     def __init__(
         self,
@@ -82,26 +118,33 @@ class ProgressBar:
         refresh_seconds: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        on = mode == "on" or (mode == "auto" and sys.stderr.isatty())
         self.console = console or StderrConsole()
+        notebook = self.console.is_jupyter
+        on = mode == "on" or (mode == "auto" and (notebook or sys.stderr.isatty()))
+        if notebook:
+            refresh_seconds = max(refresh_seconds, NOTEBOOK_REFRESH_SECONDS)
         self.refresh_seconds, self.clock = refresh_seconds, clock
+        self._view: NotebookView | None = None
         self._progress: Progress | None = None
         self._pending: tuple[int, str] | None = None  # the last update not yet shown
         self._shown_at = -math.inf
         if not (on and enabled):
             return
+        if notebook:
+            self._view = NotebookView(self.console.width)
         steps = "step {task.completed}" + ("/{task.total}" if total_steps else "")
         self._progress = Progress(
             TextColumn(f"[bold]{steps}", table_column=Column(no_wrap=True)),
             BarColumn(bar_width=20, table_column=Column(no_wrap=True)),
             TimeColumn(table_column=Column(no_wrap=True)),
             InfoColumn(),
-            console=self.console,
+            console=self._view.console if self._view else self.console,
             auto_refresh=False,  # no refresh thread competing with the training loop
             get_time=clock,
         )
         self._task = self._progress.add_task("train", total=total_steps, info="")
-        self._progress.start()
+        if self._view is None:  # a notebook's view is drawn at the first update
+            self._progress.start()
 
     def update(self, step: int, info: str) -> None:
         """Show `step` and `info`; within `refresh_seconds` of the last refresh, only keep them
@@ -117,7 +160,10 @@ class ProgressBar:
         assert self._progress is not None and self._pending is not None
         step, info = self._pending
         self._progress.update(self._task, completed=step, info=info)
-        self._progress.refresh()
+        if self._view is not None:
+            self._view.show(self._progress.get_renderable())
+        else:
+            self._progress.refresh()
         self._pending, self._shown_at = None, self.clock()
 
     def close(self) -> None:

@@ -9,23 +9,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hone.config import Config, to_dict, to_toml
 from hone.imports import import_record
 from hone.run_files import RunFiles
-
-
-def default_run_dir(recipe: str, root: str | Path = "runs") -> Path:
-    """runs/<recipe>-<UTC timestamp>, with a numeric suffix if that already exists."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    base = Path(root) / f"{recipe or 'run'}-{stamp}"
-    path, n = base, 1
-    while path.exists():
-        path, n = Path(f"{base}-{n}"), n + 1
-    return path
 
 
 def _clean(value: Any) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 
 from hone.config import Config, apply_override, from_dict, to_toml, validate
 from hone.config.loader import read_source, switch_model_family
+from hone.config.step_bound import bound_steps
 from hone.errors import ConfigError
 from hone.tune.space import SearchSpace
 
@@ -47,6 +48,7 @@ class TrialConfigs:
         cfg = from_dict(raw)
         if not cfg.recipe:
             cfg.recipe = self.default_name
+        bound_steps(cfg)  # $HONE_MAX_STEPS, as load_config
         validate(cfg)
         return cfg
 

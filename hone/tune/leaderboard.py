@@ -16,8 +16,8 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hone.config import TuneConfig
 from hone.errors import ConfigError
+from hone.tune.settings import TuneConfig
 from hone.tune.storage import default_storage_url, open_storage
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -104,7 +104,7 @@ class Objective:
         from hone.engine import Trainer
 
         observers = [PruningObserver(trial, self.metrics[0])] if self.report else []
-        trainer = Trainer(cfg, run_dir, observers=observers)
+        trainer = Trainer(config=cfg, run_dir=run_dir, observers=observers)
         try:
             summary = trainer.fit()
         except optuna.TrialPruned:

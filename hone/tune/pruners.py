@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import optuna
 
-from hone.config import TuneConfig
 from hone.errors import ConfigError
 from hone.registry import Registry
+from hone.tune.settings import TuneConfig
 
 PrunerBuilder = Callable[[TuneConfig], optuna.pruners.BasePruner]
 PRUNERS: Registry[PrunerBuilder] = Registry("pruner", "tune.pruner")

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import optuna
 
-from hone.config import TuneConfig
 from hone.errors import ConfigError
 from hone.registry import Registry
+from hone.tune.settings import TuneConfig
 from hone.tune.space import SearchSpace
 
 

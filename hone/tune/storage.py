@@ -18,15 +18,16 @@ from typing import Any
 
 import optuna
 
-from hone.config import TuneConfig
 from hone.errors import ConfigError
+from hone.run_files import STUDY_DB
+from hone.tune.settings import TuneConfig
 
 SQLITE_BUSY_SECONDS = 600.0
 
 
 def default_storage_url(directory: str | Path) -> str:
     """The SQLite file of a tuning directory."""
-    return f"sqlite:///{Path(directory).resolve() / 'study.db'}"
+    return f"sqlite:///{Path(directory).resolve() / STUDY_DB}"
 
 
 def database_url(url: str) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hone.config.step_bound import bound_count
 from hone.errors import ConfigError, UserError
 from hone.metrics import metric_of
 from hone.tune.configs import TrialConfigs
@@ -131,7 +132,7 @@ class Tuning:
                 "--cv gives one value per trial, so nothing can be pruned; set --pruner=none"
             )
         self.report = len(self.metrics) == 1 and not options.cv
-        self.limit = options.trials
+        self.limit = bound_count(options.trials)  # $HONE_MAX_STEPS: tests of the docs
         if cfg.sampler == "grid":
             self.limit = min(self.limit, math.prod(len(v) for v in self.space.grid().values()))
         self.study_name = options.study or self.configs.base.recipe or "study"
@@ -228,9 +229,9 @@ class Tuning:
                 self._write_pareto(best)
         skipped: dict[str, str] = {}
         if self.tune_cfg.report:
-            from hone.tune.report import write_report
+            from hone.tune.plots import write_plots
 
-            skipped = write_report(study, self.directory / "report", self.metrics)
+            skipped = write_plots(study, self.directory / "report", self.metrics)
         return TuneResult(
             self.study_name,
             self.url,
@@ -336,9 +337,9 @@ def _spawn_workers(tuning: Tuning) -> None:
             raise ConfigError(_last_line(logs / f"worker-{i}.log").removeprefix("hone: error: "))
     for i, code in ((i, c) for i, c in enumerate(codes) if c != 0):
         path = logs / f"worker-{i}.log"
-        print(
+        warnings.warn(
             f"hone tune: worker {i} exited with code {code}: {_last_line(path)} (see {path})",
-            file=sys.stderr,
+            stacklevel=2,
         )
 
 

@@ -51,7 +51,7 @@ def test_injection_syntax() -> None:
 )
 def test_a_non_finite_step_changes_nothing(tmp_path, monkeypatch, kind, overrides) -> None:
     monkeypatch.setenv("HONE_FAULT_INJECT", f"{kind}@3")
-    trainer = Trainer(config(*overrides, "train.max_steps=10"), tmp_path / "run")
+    trainer = Trainer(config=config(*overrides, "train.max_steps=10"), run_dir=tmp_path / "run")
     for _ in range(2):
         trainer.stepper.step(trainer.batcher.next_step())
         assert trainer.stepper.ok
@@ -65,9 +65,9 @@ def test_a_non_finite_step_changes_nothing(tmp_path, monkeypatch, kind, override
 
 def test_skipped_steps_keep_the_schedule_and_the_run_finishes(tmp_path, monkeypatch) -> None:
     overrides = [*MLP, "optim.name=adamw", "schedule.name=cosine", "train.max_steps=20"]
-    Trainer(config(*overrides), tmp_path / "ref").fit()
+    Trainer(config=config(*overrides), run_dir=tmp_path / "ref").fit()
     monkeypatch.setenv("HONE_FAULT_INJECT", "nan_loss@5,6")
-    summary = Trainer(config(*overrides), tmp_path / "run").fit()
+    summary = Trainer(config=config(*overrides), run_dir=tmp_path / "run").fit()
     assert summary["steps"] == 20 and math.isfinite(summary["final_val_loss"])
     events = faults(tmp_path / "run")
     assert [(e["step"], e["event"], e["reason"], e["consecutive"]) for e in events] == [
@@ -90,7 +90,7 @@ def test_a_streak_rolls_back_and_goes_on(tmp_path, monkeypatch) -> None:
         "train.max_bad_steps=3",
         "train.rollback_skip=2",
     ]
-    trainer = Trainer(config(*overrides), tmp_path / "run")
+    trainer = Trainer(config=config(*overrides), run_dir=tmp_path / "run")
     summary = trainer.fit()
     assert summary["steps"] == 20 and math.isfinite(summary["final_val_loss"])
     events = faults(tmp_path / "run")
@@ -122,7 +122,7 @@ def test_repeated_faults_abort_with_exit_code_3(tmp_path, monkeypatch, capsys) -
         "train.max_rollbacks=2",
     ]
     with pytest.raises(TrainingAborted, match="after 2 rollbacks"):
-        Trainer(config(*overrides), tmp_path / "run").fit()
+        Trainer(config=config(*overrides), run_dir=tmp_path / "run").fit()
     rollbacks = [e for e in faults(tmp_path / "run") if e["event"] == "rollback"]
     assert [e["rollback"] for e in rollbacks] == [1, 2]
     assert checkpoint_steps(tmp_path / "run") == [5]
@@ -136,7 +136,7 @@ def test_no_checkpoint_to_roll_back_to_aborts(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HONE_FAULT_INJECT", "nan_grad@2-")
     overrides = [*LINREG, "train.max_steps=30", "train.max_bad_steps=2"]
     with pytest.raises(TrainingAborted, match="checkpoint_every"):
-        Trainer(config(*overrides), tmp_path / "run").fit()
+        Trainer(config=config(*overrides), run_dir=tmp_path / "run").fit()
 
 
 @pytest.mark.parametrize("guard", [True, False])
@@ -145,7 +145,8 @@ def test_nan_guard_switch(tmp_path, guard: bool) -> None:
     # and keeps every weight finite; without it (train.nan_guard=false) they are taken.
     overrides = [*MLP, "optim.name=sgd", "optim.lr=1e38", f"train.nan_guard={str(guard).lower()}"]
     trainer = Trainer(
-        config(*overrides, "train.max_steps=10", "train.max_bad_steps=100"), tmp_path / "run"
+        config=config(*overrides, "train.max_steps=10", "train.max_bad_steps=100"),
+        run_dir=tmp_path / "run",
     )
     for _ in range(6):
         trainer.stepper.step(trainer.batcher.next_step())

@@ -30,12 +30,14 @@ RUN = [*LINREG, "optim.name=sgd", "train.max_steps=15", "train.checkpoint_every=
 @pytest.fixture
 def finished(tmp_path):
     """A run of 15 steps with checkpoints 5, 10, 15."""
-    Trainer(config(*RUN), tmp_path / "run").fit()
+    Trainer(config=config(*RUN), run_dir=tmp_path / "run").fit()
     return tmp_path / "run"
 
 
 def resume_from(run_dir, steps: int = 15) -> Trainer:
-    trainer = Trainer(config(*RUN[:-2], f"train.max_steps={steps}"), run_dir, resume=True)
+    trainer = Trainer(
+        config=config(*RUN[:-2], f"train.max_steps={steps}"), run_dir=run_dir, resume=True
+    )
     return trainer
 
 
@@ -60,7 +62,7 @@ def test_manifest_lists_every_file_with_its_hash(finished) -> None:
         ("manifest.json", "truncate"),
     ],
 )
-def test_damaged_newest_checkpoint_falls_back(finished, capsys, name, damage) -> None:
+def test_damaged_newest_checkpoint_falls_back(finished, name, damage) -> None:
     path = finished / "checkpoints/step-0000015" / name
     data = bytearray(path.read_bytes())
     if damage == "truncate":
@@ -70,9 +72,10 @@ def test_damaged_newest_checkpoint_falls_back(finished, capsys, name, damage) ->
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptCheckpoint):
         verify(path.parent)
-    trainer = resume_from(finished, steps=20)
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert len(warnings) == 1 and "step-0000015" in warnings[0]
+    with pytest.warns(UserWarning, match="skipping damaged checkpoint") as warned:
+        trainer = resume_from(finished, steps=20)
+    damaged = [w for w in warned if "skipping damaged" in str(w.message)]
+    assert len(damaged) == 1 and "step-0000015" in str(damaged[0].message)
     assert trainer.state.step == 10
     assert checkpoint_steps(finished) == [5, 10]  # the damaged one is gone
     trainer.fit()
@@ -82,7 +85,7 @@ def test_damaged_newest_checkpoint_falls_back(finished, capsys, name, damage) ->
 def test_resumed_from_a_fallback_matches_the_reference(tmp_path, finished) -> None:
     (finished / "checkpoints/step-0000015/model.safetensors").write_bytes(b"")
     resume_from(finished).fit()
-    Trainer(config(*RUN), tmp_path / "ref").fit()
+    Trainer(config=config(*RUN), run_dir=tmp_path / "ref").fit()
     assert same_weights(weights(tmp_path / "ref"), weights(finished))
 
 
@@ -141,7 +144,7 @@ def test_retention_keeps_the_newest_and_the_best(tmp_path) -> None:
         "train.keep_last=2",
         "train.keep_best=true",
     ]
-    Trainer(config(*overrides), tmp_path / "run").fit()
+    Trainer(config=config(*overrides), run_dir=tmp_path / "run").fit()
     vals = [
         (e["step"], e["loss"])
         for e in map(json.loads, (tmp_path / "run/metrics.jsonl").read_text().splitlines())

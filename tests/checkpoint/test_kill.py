@@ -120,7 +120,7 @@ def reference(cfg: Config, run_dir: Path, folds: int) -> None:
     if folds:
         cross_validate(cfg, run_dir, folds)
     else:
-        Trainer(cfg, run_dir).fit()
+        Trainer(config=cfg, run_dir=run_dir).fit()
 
 
 def run_dirs(run_dir: Path, folds: int) -> list[Path]:
@@ -189,7 +189,7 @@ def crash_in_save(point: str, cfg_file: str, run_dir: Path) -> int:
 @pytest.mark.slow  # 3 processes: 18-30 s on 2 cores shared at load 5
 def test_sigkill_inside_a_save_keeps_the_newest_complete_checkpoint(tmp_path) -> None:
     cfg = config(*CRASH_RUN)
-    Trainer(cfg, tmp_path / "ref").fit()
+    Trainer(config=cfg, run_dir=tmp_path / "ref").fit()
     cfg_file = write_config(cfg, tmp_path / "run.toml")
     points = {"between_files": 3, "before_rename": 3, "after_rename": 6}
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -199,7 +199,7 @@ def test_sigkill_inside_a_save_keeps_the_newest_complete_checkpoint(tmp_path) ->
         folder = tmp_path / point / "checkpoints"
         partial = sorted(p.name for p in folder.glob(".tmp-*"))
         assert partial == ([] if point == "after_rename" else [".tmp-step-0000006"]), point
-        trainer = Trainer(cfg, tmp_path / point, resume=True)
+        trainer = Trainer(config=cfg, run_dir=tmp_path / point, resume=True)
         assert trainer.state.step == newest, point
         assert not list(folder.glob(".tmp-*"))  # cleaned at start
         trainer.fit()
@@ -221,7 +221,7 @@ def stop_with(signum: int, cfg_file: str, run_dir: Path) -> tuple[int, float]:
 def test_sigterm_and_sigint_checkpoint_and_exit(tmp_path) -> None:
     overrides = [*MLP, "optim.name=adamw", "train.max_steps=300", "train.checkpoint_every=0"]
     cfg = config(*overrides)
-    Trainer(cfg, tmp_path / "ref").fit()
+    Trainer(config=cfg, run_dir=tmp_path / "ref").fit()
     cfg_file = write_config(cfg, tmp_path / "run.toml")
     signals = {"term": signal.SIGTERM, "int": signal.SIGINT}
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -239,7 +239,7 @@ def test_sigterm_and_sigint_checkpoint_and_exit(tmp_path) -> None:
         stopped = train_steps(run_dir)[-1]
         assert 30 <= stopped < 300 and checkpoint_steps(run_dir) == [stopped]
         assert not (run_dir / "summary.json").exists()  # stopped, not finished
-        Trainer(cfg, run_dir, resume=True).fit()
+        Trainer(config=cfg, run_dir=run_dir, resume=True).fit()
         assert same_weights(weights(tmp_path / "ref"), weights(run_dir)), name
         assert events(tmp_path / "ref", "train") == events(run_dir, "train"), name
         assert len([e for e in read_metrics(run_dir) if e["split"] == "test"]) == 1

@@ -33,9 +33,9 @@ from tests.checkpoint.helpers import (
 def run(run_dir, overrides, crash: int | None = None, resume=False, data=None):
     cfg = config(*overrides)
     if crash is None:
-        return Trainer(cfg, run_dir, resume=resume, data=data).fit()
+        return Trainer(config=cfg, run_dir=run_dir, resume=resume, data=data).fit()
     with crash_at_step(crash), pytest.raises(Crash):
-        Trainer(cfg, run_dir, resume=resume, data=data).fit()
+        Trainer(config=cfg, run_dir=run_dir, resume=resume, data=data).fit()
     return None
 
 

@@ -22,7 +22,7 @@ def linreg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     run = tmp_path_factory.mktemp("cli") / "linreg"
     with one_thread_in_tmp(tmp_path_factory):
-        Trainer(load_config("linreg", TINY_LINREG), run).fit()
+        Trainer(config=load_config("linreg", TINY_LINREG), run_dir=run).fit()
     return run
 
 
@@ -34,7 +34,10 @@ def gpt_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     run = tmp_path_factory.mktemp("cli") / "gpt"
     with one_thread_in_tmp(tmp_path_factory):
-        Trainer(load_config("gpt-shakespeare-char", [*TINY_GPT, "train.max_steps=3"]), run).fit()
+        Trainer(
+            config=load_config("gpt-shakespeare-char", [*TINY_GPT, "train.max_steps=3"]),
+            run_dir=run,
+        ).fit()
     return run
 
 

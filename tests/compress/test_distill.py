@@ -30,8 +30,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     student trained without the teacher."""
     root = tmp_path_factory.mktemp("runs")
     with one_thread_in_tmp(tmp_path_factory):
-        Trainer(load_config("gpt-shakespeare-char", TEACHER), root / "teacher").fit()
-        Trainer(load_config("gpt-shakespeare-char", STUDENT), root / "alone").fit()
+        Trainer(config=load_config("gpt-shakespeare-char", TEACHER), run_dir=root / "teacher").fit()
+        Trainer(config=load_config("gpt-shakespeare-char", STUDENT), run_dir=root / "alone").fit()
         args = ["compress", str(root / "teacher"), "--distill", "gpt-shakespeare-char"]
         options = ["--temperature", "3", "--max-drop", "100", "--repeats", "2"]
         assert main([*args, *[f"--{o}" for o in STUDENT], *options]) == 0

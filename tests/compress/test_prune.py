@@ -15,7 +15,7 @@ from torch import nn
 
 from hone.cli import main
 from hone.compress import Prune, compress
-from hone.compress.prune import KeepZeros, prunable_weights, split_steps
+from hone.compress.prune import prunable_weights, split_steps
 from hone.compress.structured import check_structured, heads_to_remove
 from hone.config import load_config
 from hone.data import build_data
@@ -24,6 +24,7 @@ from hone.engine.inference import LoadedRun
 from hone.errors import ConfigError, GateFailed
 from hone.models import ModelSpec, build_model, num_parameters
 from hone.models.converters import (
+    MagnitudePrune,
     PrunedShapes,
     apply_converters,
     size_attributes,
@@ -42,8 +43,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     by the command line, the rest by the library."""
     root = tmp_path_factory.mktemp("runs")
     with one_thread_in_tmp(tmp_path_factory):
-        Trainer(load_config("mlp-digits", MLP), root / "mlp").fit()
-        Trainer(load_config("gpt-shakespeare-char", GPT), root / "gpt").fit()
+        Trainer(config=load_config("mlp-digits", MLP), run_dir=root / "mlp").fit()
+        Trainer(config=load_config("gpt-shakespeare-char", GPT), run_dir=root / "gpt").fit()
         args = ["compress", str(root / "mlp"), "--prune", "0.5", "--structured"]
         assert main([*args, "--finetune-steps", "150", "--repeats", "3"]) == 0
         # These check the mechanics; accuracy is the command line's run's test.
@@ -174,17 +175,18 @@ def test_the_shapes_record_rebuilds_a_fresh_model() -> None:
     assert fresh.lm_head.weight is fresh.token_embedding.weight
 
 
-def test_keep_zeros_restores_masked_weights_and_gradients() -> None:
-    weight = nn.Parameter(torch.tensor([[0.0, 1.0], [2.0, 0.0]]))
-    keep = KeepZeros([weight])
-    keep.on_fit_start(None)  # type: ignore[arg-type]
-    weight.grad = torch.ones_like(weight)
-    keep.on_after_backward(None)  # type: ignore[arg-type]
-    assert weight.grad.tolist() == [[0.0, 1.0], [1.0, 0.0]]
+def test_the_unstructured_converter_restores_pruned_weights_after_a_step() -> None:
+    model = nn.Sequential(nn.Linear(2, 2, bias=False))
     with torch.no_grad():
-        weight.add_(0.5)  # an optimizer that moves every weight (weight decay, momentum)
-    keep.on_step_end(None, torch.zeros(()))  # type: ignore[arg-type]
-    assert weight.tolist() == [[0.0, 1.5], [2.5, 0.0]]
+        model[0].weight.copy_(torch.tensor([[0.1, 1.0], [2.0, -0.2]]))
+    prune = MagnitudePrune(0.5)
+    prune.convert(model)
+    assert model[0].weight.tolist() == [[0.0, 1.0], [2.0, 0.0]]
+    with torch.no_grad():
+        model[0].weight.add_(0.5)  # an optimizer that moves every weight (weight decay, momentum)
+    prune.post_optimizer_step(model)
+    assert model[0].weight.tolist() == [[0.0, 1.5], [2.5, 0.0]]
+    assert prune.record() == {"name": "unstructured_prune", "sparsity": 0.5}
 
 
 def test_rounds_and_heads_add_up() -> None:

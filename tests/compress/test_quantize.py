@@ -18,12 +18,15 @@ from hone.compress import QuantizeInt8, compress, cpu_int8_flags, pick_backend
 from hone.config import load_config
 from hone.data import build_data
 from hone.engine import Trainer
+from hone.engine.backends import OnnxModule
 from hone.engine.inference import LoadedRun
-from hone.engine.int8 import OnnxModule, int8_linears, quantize_linears
+from hone.engine.int8 import int8_linears, quantize_linears
 from hone.errors import ConfigError, GateFailed
+from hone.models.converters import read_records
 from hone.run_files import (
     COMPRESS,
     CONFIG,
+    CONVERTERS,
     DATA_INFO,
     MODEL,
     MODEL_INT8,
@@ -52,8 +55,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     command line, the GPT's by the library."""
     root = tmp_path_factory.mktemp("runs")
     with one_thread_in_tmp(tmp_path_factory):
-        Trainer(load_config("mlp-digits", MLP), root / "mlp").fit()
-        Trainer(load_config("gpt-shakespeare-char", GPT), root / "gpt").fit()
+        Trainer(config=load_config("mlp-digits", MLP), run_dir=root / "mlp").fit()
+        Trainer(config=load_config("gpt-shakespeare-char", GPT), run_dir=root / "gpt").fit()
         args = ["compress", str(root / "mlp"), "--quantize", "int8", "--repeats", "3"]
         assert main(args) == 0
         compress(root / "gpt", QuantizeInt8(), root / "gpt-small", repeats=3)
@@ -103,13 +106,21 @@ def test_int8_is_smaller_and_as_accurate(runs) -> None:
 def test_the_new_run_keeps_fp32_weights_and_loads_its_int8_model(runs) -> None:
     new = runs["mlp-int8"]
     assert sorted(p.name for p in new.iterdir()) == sorted(
-        [CONFIG, DATA_INFO, MODEL, MODEL_INT8_ONNX, COMPRESS]
+        [CONFIG, DATA_INFO, MODEL, MODEL_INT8_ONNX, COMPRESS, CONVERTERS]
     )
     assert (new / MODEL).read_bytes() == (runs["mlp"] / MODEL).read_bytes()
     assert not [p for p in new.parent.iterdir() if p.name.startswith(".")]  # no stage left
-    assert isinstance(LoadedRun.load(new, "cpu").model, OnnxModule)
-    assert isinstance(LoadedRun.load(runs["gpt-int8"]).model, OnnxModule)
+    # Recorded as a converter, whose graph the onnx backend runs ("auto" picks it).
+    assert read_records(new / CONVERTERS) == [{"name": "int8", "runtime": "onnxruntime"}]
+    loaded = LoadedRun.load(new, "cpu", backend="onnx")
+    assert isinstance(loaded.model, OnnxModule) and loaded.model.path == new / MODEL_INT8_ONNX
+    assert loaded.backend.runtime == "onnxruntime"
+    assert isinstance(LoadedRun.load(runs["gpt-int8"], backend="auto").model, OnnxModule)
     assert (runs["gpt-int8"] / TOKENIZER).is_dir()
+    with pytest.raises(ConfigError, match="ONNX Runtime graph .*--backend onnx"):
+        LoadedRun.load(new, "cpu", backend="torch")
+    with pytest.raises(ConfigError, match="runs on the CPU; pass --device cpu"):
+        LoadedRun.load(new, "cuda", backend="onnx")
 
 
 def test_eval_and_predict_run_the_int8_model(runs, tmp_path, capsys) -> None:
@@ -117,16 +128,16 @@ def test_eval_and_predict_run_the_int8_model(runs, tmp_path, capsys) -> None:
     assert main(["eval", str(new)]) == 0
     accuracy = json.loads((new / "eval-val.json").read_text())["accuracy"]
     assert accuracy == pytest.approx(_table(new)["compressed"]["metric"]["value"])
-    fp32, int8 = LoadedRun.load(runs["mlp"], "cpu"), LoadedRun.load(new, "cpu")
+    fp32 = LoadedRun.load(runs["mlp"], "cpu", backend="torch")
+    int8 = LoadedRun.load(new, "cpu", backend="onnx")
     pre = fp32.preprocessor  # raw pixels of validation rows, as a user's CSV holds them
     x = build_data(fp32.cfg).val[0][:20].reshape(20, -1)
     x = x * torch.tensor(pre.scale) + torch.tensor(pre.shift)
     with open(tmp_path / "in.csv", "w", newline="") as f:
         csv.writer(f).writerows([[f"pixel{i}" for i in range(64)], *x.tolist()])
     out = tmp_path / "out.csv"
-    assert (
-        main(["predict", str(new), "--input", str(tmp_path / "in.csv"), "--output", str(out)]) == 0
-    )
+    args = ["predict", str(new), "--input", str(tmp_path / "in.csv"), "--output", str(out)]
+    assert main([*args, "--backend", "onnx"]) == 0
     rows = list(csv.DictReader(open(out)))
     assert [int(r["prediction"]) for r in rows] == int8.predict(x)["predictions"]
     torch.testing.assert_close(
@@ -151,8 +162,9 @@ def test_torch_backend_writes_int8_safetensors(runs, tmp_path) -> None:
     table, out = compress(runs["mlp"], QuantizeInt8("torch"), tmp_path / "t", repeats=2)
     assert out == tmp_path / "t" and (out / MODEL_INT8).is_file()
     assert not (out / MODEL_INT8_ONNX).exists() and table["details"]["backend"] == "torch"
-    loaded = LoadedRun.load(out, "cpu")
-    assert len(int8_linears(loaded.model)) == 3
+    assert read_records(out / CONVERTERS) == [{"name": "int8", "runtime": "torch"}]
+    loaded = LoadedRun.load(out, "cpu", backend="torch")
+    assert len(int8_linears(loaded.model)) == 3 and loaded.backend.name == "torch"
     x = torch.randn(5, 64)  # the saved int8 model computes what quantizing gave, exactly
     expected = quantize_linears(LoadedRun.load(runs["mlp"], "cpu").model)(x)
     assert torch.equal(loaded.model(x), expected)

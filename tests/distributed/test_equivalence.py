@@ -57,7 +57,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
         )
         single = folder / f"{name}-single"
         torch.set_num_threads(1)  # the same kernels' reduction order as each worker's
-        Trainer(load_config(config, [*base, *overrides]), single).fit()
+        Trainer(config=load_config(config, [*base, *overrides]), run_dir=single).fit()
         result[name] = (folder / name, single)
     model, overrides = BF16
     config, base = bases[model]

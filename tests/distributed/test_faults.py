@@ -168,5 +168,5 @@ def test_killed_rank_restarts_from_the_last_checkpoint(tmp_path: Path) -> None:
     # The same weights as one process training the same 200 steps without interruption.
     single = tmp_path / "single"
     torch.set_num_threads(1)
-    Trainer(load_config(config, [*overrides, "log.every=10"]), single).fit()
+    Trainer(config=load_config(config, [*overrides, "log.every=10"]), run_dir=single).fit()
     assert max_weight_difference(run, single) < 1e-5

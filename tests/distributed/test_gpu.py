@@ -45,7 +45,7 @@ def gpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str], Path]
     config, overrides = gpt_config(folder)
     overrides = [*overrides, "train.device=cuda"]
     single = folder / "single"
-    Trainer(load_config(config, overrides), single).fit()
+    Trainer(config=load_config(config, overrides), run_dir=single).fit()
     return config, overrides, single
 
 

@@ -53,7 +53,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     shutil.copytree(ref, one)
     single = _entry(folder, one, one / STEP20)
-    Trainer(load_config(single["config"], single["overrides"]), one, resume=one / STEP20).fit()
+    Trainer(
+        config=load_config(single["config"], single["overrides"]), run_dir=one, resume=one / STEP20
+    ).fit()
     return {"reference": ref, "1": one, "2": two}
 
 

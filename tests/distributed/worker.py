@@ -30,7 +30,7 @@ def main(spec_path: str) -> None:
             dist.barrier()
             continue
         cfg = load_config(entry["config"], entry["overrides"])
-        Trainer(cfg, entry["run_dir"], resume=entry.get("resume", False)).fit()
+        Trainer(config=cfg, run_dir=entry["run_dir"], resume=entry.get("resume", False)).fit()
     dist.barrier()  # no rank tears the group down while a peer still uses it
     dist.destroy_process_group()
 

@@ -222,7 +222,7 @@ def test_doctor_finds_nothing_in_a_real_healthy_run(tmp_path, hone_cli) -> None:
 
     overrides = ["train.max_epochs=0", "train.max_steps=200", "train.eval_every=20",
                  "log.tensorboard=false", "log.progress=off"]  # fmt: skip
-    Trainer(load_config("mlp-digits", overrides), tmp_path / "run").fit()
+    Trainer(config=load_config("mlp-digits", overrides), run_dir=tmp_path / "run").fit()
     doctor = hone_cli("doctor", str(tmp_path / "run"), "--json")
     assert doctor.returncode == 0, doctor.stdout
     report = json.loads(doctor.stdout)

@@ -102,7 +102,7 @@ def _final_train_loss(lr: float, num_steps: int, run_dir: Path) -> tuple[float, 
         _linreg_gd(f"optim.lr={lr}", f"train.max_steps={num_steps}", "train.max_epochs=0",
                    "train.nan_guard=false"),
     )  # fmt: skip
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(config=cfg, run_dir=run_dir)
     trainer.run()
     trainer.close()
     x, y = trainer.data.train

@@ -72,7 +72,9 @@ class Recorder(Observer):
 
 def test_every_hook_is_called_in_order(tmp_path) -> None:
     recorder = Recorder()
-    summary = Trainer(config("train.max_steps=12"), tmp_path / "run", observers=[recorder]).fit()
+    summary = Trainer(
+        config=config("train.max_steps=12"), run_dir=tmp_path / "run", observers=[recorder]
+    ).fit()
     assert recorder.calls[0] == "fit_start" and recorder.calls[-1] == "fit_end"
     assert recorder.calls[1:-1] == ["step_start", "after_backward", "step_end"] * 12
     assert recorder.grads_present == [True] * 12
@@ -99,7 +101,9 @@ class StopAt(Observer):
 
 
 def test_an_observer_stops_the_run_which_still_evaluates_and_saves(tmp_path) -> None:
-    summary = Trainer(config("train.max_steps=50"), tmp_path / "run", observers=[StopAt(7)]).fit()
+    summary = Trainer(
+        config=config("train.max_steps=50"), run_dir=tmp_path / "run", observers=[StopAt(7)]
+    ).fit()
     assert summary["steps"] == 7 and summary["stop_reason"] == "enough"
     assert (tmp_path / "run/model.safetensors").is_file()
     assert summary["final_val_loss"] is not None  # evaluated at the stop
@@ -124,10 +128,10 @@ class Counter(Observer):
 
 
 def test_a_stateful_observer_is_checkpointed(tmp_path) -> None:
-    Trainer(config("train.max_steps=10", "train.checkpoint_every=5"), tmp_path / "run",
+    Trainer(config=config("train.max_steps=10", "train.checkpoint_every=5"), run_dir=tmp_path / "run",
             observers=[Counter()]).fit()  # fmt: skip
     counter = Counter()
-    trainer = Trainer(config("train.max_steps=16"), tmp_path / "run", observers=[counter],
+    trainer = Trainer(config=config("train.max_steps=16"), run_dir=tmp_path / "run", observers=[counter],
                       resume=True)  # fmt: skip
     assert counter.steps == 10
     trainer.fit()
@@ -135,7 +139,9 @@ def test_a_stateful_observer_is_checkpointed(tmp_path) -> None:
 
 
 def test_resuming_without_the_state_an_observer_needs_is_refused(tmp_path) -> None:
-    Trainer(config("train.max_steps=10", "train.checkpoint_every=5"), tmp_path / "run").fit()
+    Trainer(
+        config=config("train.max_steps=10", "train.checkpoint_every=5"), run_dir=tmp_path / "run"
+    ).fit()
     with pytest.raises(ConfigError, match="holds no 'counter' state"):
-        Trainer(config("train.max_steps=16"), tmp_path / "run", observers=[Counter()],
+        Trainer(config=config("train.max_steps=16"), run_dir=tmp_path / "run", observers=[Counter()],
                 resume=True)  # fmt: skip

@@ -117,7 +117,7 @@ def test_the_summary_of_a_run_names_the_precision_auto_picked(
 ) -> None:
     monkeypatch.setenv(OVERRIDE_ENV, native)
     overrides = ["data.name=digits", "model.name=mlp", "train.max_steps=2", "log.tensorboard=false"]
-    summary = Trainer(load_config(None, overrides), tmp_path / "run").fit()
+    summary = Trainer(config=load_config(None, overrides), run_dir=tmp_path / "run").fit()
     assert summary["precision"] == expected
     assert (
         summary["precision_reason"].startswith("auto: ")
@@ -140,7 +140,9 @@ def test_a_language_model_measures_its_peak_in_the_precision_auto_picked(
         "log.every=1",
         "log.tensorboard=false",
     ]
-    summary = Trainer(load_config("gpt-shakespeare-char", overrides), tmp_path / "run").fit()
+    summary = Trainer(
+        config=load_config("gpt-shakespeare-char", overrides), run_dir=tmp_path / "run"
+    ).fit()
     assert summary["precision"] == "bf16"
     # the peak MFU was measured against is bf16's, and the summary says where it came from
     assert summary["peak_flops"] > 0 and "bfloat16" in summary["peak_source"]
@@ -153,10 +155,10 @@ def test_fp16_training_on_cuda_has_a_scaler_in_its_checkpoints(tmp_path) -> None
         "data.name=digits", "model.name=mlp", "train.max_steps=20", "train.device=cuda",
         "train.precision=fp16", "train.checkpoint_every=10", "log.tensorboard=false",
     ]  # fmt: skip
-    trainer = Trainer(load_config(None, overrides), tmp_path / "run")
+    trainer = Trainer(config=load_config(None, overrides), run_dir=tmp_path / "run")
     assert trainer.precision.scaler is not None
     summary = trainer.fit()
     assert summary["steps"] == 20
-    resumed = Trainer(load_config(None, [*overrides[:2], "train.max_steps=30", *overrides[3:]]),
-                      tmp_path / "run", resume=True)  # fmt: skip
+    resumed = Trainer(config=load_config(None, [*overrides[:2], "train.max_steps=30", *overrides[3:]]),
+                      run_dir=tmp_path / "run", resume=True)  # fmt: skip
     assert resumed.precision.state_dict() == trainer.precision.state_dict()

@@ -62,7 +62,7 @@ def test_the_window_is_shortened_to_fit_the_run(remaining: int, window: tuple[in
 
 def test_a_profiled_run_writes_trace_table_and_shares(tmp_path) -> None:
     files = RunFiles(tmp_path / "run")
-    Trainer(config("train.max_steps=20", "train.profile=true"), files.root).fit()
+    Trainer(config=config("train.max_steps=20", "train.profile=true"), run_dir=files.root).fit()
     report = json.loads(files.profile.read_text())
     assert report["steps"] == [8, 9, 10, 11, 12]  # wait 5, warm up 2, record 5
     check_shares(report)
@@ -79,7 +79,7 @@ def test_a_profiled_run_writes_trace_table_and_shares(tmp_path) -> None:
 
 def test_a_run_without_profile_writes_no_profile(tmp_path) -> None:
     files = RunFiles(tmp_path / "run")
-    Trainer(config("train.max_steps=3"), files.root).fit()
+    Trainer(config=config("train.max_steps=3"), run_dir=files.root).fit()
     assert files.summary.exists()
     assert not any(path.exists() for path in profile_files(files))
 
@@ -88,19 +88,18 @@ def test_a_run_stopped_inside_the_window_writes_what_it_recorded(tmp_path) -> No
     # Accumulated micro-batches: forward and backward alternate within a step.
     files = RunFiles(tmp_path / "run")
     cfg = config("train.max_steps=20", "train.profile=true", "train.grad_accum=2")
-    Trainer(cfg, files.root, observers=[StopAt(9)]).fit()
+    Trainer(config=cfg, run_dir=files.root, observers=[StopAt(9)]).fit()
     report = json.loads(files.profile.read_text())
     assert report["steps"] == [8, 9]
     check_shares(report)
     assert report["shares"]["forward"] > 0 and report["shares"]["backward"] > 0
 
 
-def test_a_run_ending_before_the_window_says_so(tmp_path, capsys) -> None:
+def test_a_run_ending_before_the_window_says_so(tmp_path) -> None:
     files = RunFiles(tmp_path / "run")
-    Trainer(
-        config("train.max_steps=20", "train.profile=true"), files.root, observers=[StopAt(2)]
-    ).fit()
-    assert "ended before the profiling window" in capsys.readouterr().err
+    cfg = config("train.max_steps=20", "train.profile=true")
+    with pytest.warns(UserWarning, match="ended before the profiling window"):
+        Trainer(config=cfg, run_dir=files.root, observers=[StopAt(2)]).fit()
     assert not any(path.exists() for path in profile_files(files))
 
 
@@ -111,7 +110,7 @@ def test_lbfgs_steps_are_profiled_as_optimizer_time(tmp_path) -> None:
         "optim.name=lbfgs", "optim.lr=1", "optim.weight_decay=0", "optim.max_iter=3",
         "train.max_steps=2", "train.profile=true",
     )  # fmt: skip
-    Trainer(cfg, files.root).fit()
+    Trainer(config=cfg, run_dir=files.root).fit()
     report = json.loads(files.profile.read_text())
     assert report["steps"] == [2] and report["window"] == {"wait": 0, "warmup": 1, "active": 1}
     check_shares(report)

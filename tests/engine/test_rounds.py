@@ -33,8 +33,8 @@ def config(*overrides: str):
 
 def test_rounds_continue_exactly_where_the_last_one_stopped(tmp_path) -> None:
     cfg = config("train.max_steps=30", "optim.name=adamw", "model.dropout=0.1")
-    Trainer(cfg, tmp_path / "once").fit()
-    trainer = Trainer(cfg, tmp_path / "rounds")
+    Trainer(config=cfg, run_dir=tmp_path / "once").fit()
+    trainer = Trainer(config=cfg, run_dir=tmp_path / "rounds")
     assert trainer.run(until=10) == "until" and trainer.state.step == 10
     assert trainer.run(until=25) == "until" and trainer.state.step == 25
     summary = trainer.fit()  # the rest, to max_steps, then the artifacts
@@ -48,7 +48,9 @@ def test_a_handed_in_model_is_not_reseeded_and_converters_are_recorded(tmp_path)
     torch.manual_seed(123)
     model = build_model(cfg.model, ModelSpec("classification", (64,), 10))
     state = torch.get_rng_state()
-    trainer = Trainer(cfg, tmp_path / "run", model=model, converters=[LowRank(rank=8)])
+    trainer = Trainer(
+        config=cfg, run_dir=tmp_path / "run", model=model, converters=[LowRank(rank=8)]
+    )
     assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is its own
     factored = trainer.model[1]  # Linear(64, 48) became Linear(64, 8) -> Linear(8, 48)
     assert isinstance(factored, torch.nn.Sequential) and factored[0].out_features == 8
@@ -68,12 +70,16 @@ def test_a_handed_in_model_is_not_reseeded_and_converters_are_recorded(tmp_path)
 
 
 def test_a_student_distills_from_a_teacher(tmp_path) -> None:
-    teacher_run = Trainer(config("train.max_steps=150", "model.width=128"), tmp_path / "teacher")
+    teacher_run = Trainer(
+        config=config("train.max_steps=150", "model.width=128"), run_dir=tmp_path / "teacher"
+    )
     teacher_summary = teacher_run.fit()
     assert teacher_summary["best_val_metric"] > 0.9
     cfg = config("train.max_steps=150", "model.width=16")
     loss = distillation_loss(build_loss(cfg.loss, "classification"), temperature=2.0, alpha=0.7)
-    student = Trainer(cfg, tmp_path / "student", loss=loss, teacher=teacher_run.model)
+    student = Trainer(
+        config=cfg, run_dir=tmp_path / "student", loss=loss, teacher=teacher_run.model
+    )
     summary = student.fit()
     assert summary["best_val_metric"] > 0.75
     x = student.data.val[0]

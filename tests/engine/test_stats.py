@@ -34,7 +34,7 @@ def records(run_dir) -> list[dict]:
 
 
 def test_a_run_records_its_statistics_at_the_first_step_and_every_n(tmp_path) -> None:
-    Trainer(load_config("mlp-digits", DIGITS), tmp_path).fit()
+    Trainer(config=load_config("mlp-digits", DIGITS), run_dir=tmp_path).fit()
     run, *layers = records(tmp_path)
     assert run["kind"] == "run" and run["task"] == "classification"
     assert run["uniform_loss"] == pytest.approx(math.log(10))
@@ -64,7 +64,7 @@ def test_update_ratio_and_gradient_norm_are_the_optimizer_step(tmp_path) -> None
         ["optim.name=sgd", "optim.lr=0.01", "train.max_steps=5", "train.max_epochs=0",
          "log.stats_every=5", "log.tensorboard=false", "log.progress=off"],
     )  # fmt: skip
-    Trainer(cfg, tmp_path).fit()
+    Trainer(config=cfg, run_dir=tmp_path).fit()
     for record in records(tmp_path)[1:]:
         (row,) = record["layers"]
         expected = 0.01 * row["grad_norm"] / row["weight_norm"]
@@ -96,7 +96,7 @@ def test_dead_and_saturated_units_are_counted(tmp_path, activation, shift, key, 
     with torch.no_grad():
         model.linear.weight.mul_(0.01)  # pre-activations are the shift, give or take 0.1
     cfg = load_config("mlp-digits", [*DIGITS, "train.max_steps=1"])
-    Trainer(cfg, tmp_path, model=model).fit()
+    Trainer(config=cfg, run_dir=tmp_path, model=model).fit()
     (row,) = [r for r in records(tmp_path)[1]["layers"] if r["name"] == "act"]
     assert row[key] == pytest.approx(expected, abs=1e-6)
 
@@ -112,7 +112,7 @@ def test_the_nan_probe_names_the_module_where_the_non_finite_began(tmp_path) -> 
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), Overflow(), nn.Linear(8, 10))
     cfg = load_config("mlp-digits", [*DIGITS, "train.max_bad_steps=2", "train.max_rollbacks=0"])
     with pytest.raises(TrainingAborted):
-        Trainer(cfg, tmp_path, model=model).fit()
+        Trainer(config=cfg, run_dir=tmp_path, model=model).fit()
     probes = [r for r in records(tmp_path) if r["kind"] == "non_finite"]
     assert probes, "no probe record"
     assert probes[0]["origin"] == "module" and probes[0]["name"] == "2"
@@ -120,7 +120,9 @@ def test_the_nan_probe_names_the_module_where_the_non_finite_began(tmp_path) -> 
 
 
 def test_statistics_off_writes_no_file_and_a_resume_drops_redone_steps(tmp_path) -> None:
-    Trainer(load_config("mlp-digits", [*DIGITS, "log.stats_every=0"]), tmp_path / "off").fit()
+    Trainer(
+        config=load_config("mlp-digits", [*DIGITS, "log.stats_every=0"]), run_dir=tmp_path / "off"
+    ).fit()
     assert not (tmp_path / "off" / "stats.jsonl").exists()
     path = tmp_path / "stats.jsonl"
     path.write_text("".join(json.dumps({"step": s, "kind": "layers"}) + "\n" for s in (1, 10, 20)))

@@ -11,6 +11,7 @@ import torch
 from hone.config import load_config
 from hone.engine import Trainer
 from hone.engine import threads as threads_module
+from hone.engine.observers import Observer
 from hone.engine.threads import (
     CHECK_SECONDS,
     LoadReading,
@@ -91,7 +92,7 @@ def _train(tuner: ThreadTuner, machine: FakeMachine, trainer, steps: int) -> Non
 def _tuner(machine: FakeMachine, trainer) -> ThreadTuner:
     tuner = ThreadTuner(2)
     tuner.now, tuner.read_load = machine.now, machine.read_load
-    tuner.on_fit_start(trainer)
+    tuner.__enter__()  # a round starts
     return tuner
 
 
@@ -200,9 +201,57 @@ def _cfg(*overrides: str):
     )
 
 
-def test_a_fixed_count_is_set_for_the_run(tmp_path) -> None:
-    Trainer(_cfg("train.threads=1"), tmp_path / "run")
-    assert torch.get_num_threads() == 1
+class CountsSeen(Observer):
+    """torch's thread count at every step of a run."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+
+    def on_step_end(self, trainer, loss) -> None:
+        self.counts.append(torch.get_num_threads())
+
+
+def test_a_fixed_count_holds_while_the_run_trains_and_no_longer(tmp_path) -> None:
+    torch.set_num_threads(2)
+    seen = CountsSeen()
+    cfg = _cfg("train.threads=1", "train.max_steps=20")
+    trainer = Trainer(config=cfg, run_dir=tmp_path / "run", observers=[seen])
+    assert torch.get_num_threads() == 2  # built, not training yet
+    trainer.run(until=10)
+    assert torch.get_num_threads() == 2  # between rounds: the caller's count (a notebook's)
+    trainer.fit()
+    assert torch.get_num_threads() == 2 and seen.counts == [1] * 20
+
+
+def test_the_count_comes_back_when_a_round_fails(tmp_path) -> None:
+    class Fails(Observer):
+        def on_step_end(self, trainer, loss) -> None:
+            raise RuntimeError("a user's observer fails")
+
+    torch.set_num_threads(2)
+    trainer = Trainer(config=_cfg("train.threads=1"), run_dir=tmp_path / "run", observers=[Fails()])
+    with pytest.raises(RuntimeError, match="observer fails"):
+        trainer.fit()
+    assert torch.get_num_threads() == 2
+
+
+def test_a_round_that_ends_mid_probe_drops_it_and_the_next_starts_afresh() -> None:
+    torch.set_num_threads(3)  # the caller's count, neither candidate
+    machine = FakeMachine({2: 0.40, 1: 0.16}, share=0.6)
+    trainer = _trainer()
+    tuner = _tuner(machine, trainer)
+    _train(tuner, machine, trainer, 5)  # 2 s at two threads: the first probe is timing one
+    assert tuner.queue == [1] and torch.get_num_threads() == 1
+    tuner.__exit__(None, None, None)
+    assert torch.get_num_threads() == 3 and not tuner.queue and not trainer.events
+    machine.time += 600.0  # the caller's work between rounds is no step of the run
+    tuner.__enter__()
+    assert torch.get_num_threads() == 2
+    _train(tuner, machine, trainer, 40)
+    assert tuner.clock == pytest.approx(2.0 + 40 * 0.16, abs=1.0)
+    assert tuner.current == 1 and trainer.events[0]["reason"] == "first probe"
+    tuner.__exit__(None, None, None)
+    assert torch.get_num_threads() == 3
 
 
 def test_a_real_run_logs_its_probes_and_gives_the_threads_back(tmp_path, monkeypatch) -> None:
@@ -215,8 +264,10 @@ def test_a_real_run_logs_its_probes_and_gives_the_threads_back(tmp_path, monkeyp
     monkeypatch.setattr(threads_module, "TRIAL_SECONDS", 0.0)
     monkeypatch.setattr(threads_module, "FIRST_PROBE_SECONDS", 0.0)
     monkeypatch.setattr(threads_module, "MIN_GAP_SECONDS", 0.0)
-    trainer = Trainer(_cfg("train.max_steps=60"), tmp_path / "run")
+    trainer = Trainer(config=_cfg("train.max_steps=60"), run_dir=tmp_path / "run")
     assert any(isinstance(o, ThreadTuner) for o in trainer.observers.all)
+    trainer.run(until=30)
+    assert torch.get_num_threads() == before
     trainer.fit()
     assert torch.get_num_threads() == before
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -229,7 +280,7 @@ def test_a_real_run_logs_its_probes_and_gives_the_threads_back(tmp_path, monkeyp
 
 
 def test_deterministic_runs_are_not_tuned(tmp_path) -> None:
-    trainer = Trainer(_cfg("train.deterministic=true"), tmp_path / "run")
+    trainer = Trainer(config=_cfg("train.deterministic=true"), run_dir=tmp_path / "run")
     assert not any(isinstance(o, ThreadTuner) for o in trainer.observers.all)
     torch.use_deterministic_algorithms(False)
 

@@ -15,7 +15,7 @@ from hone.track.run import read_metrics
 
 def fit(tmp_path, recipe: str, *overrides: str, name: str = "run"):
     cfg = load_config(recipe, ["log.tensorboard=false", *overrides])
-    trainer = Trainer(cfg, tmp_path / name)
+    trainer = Trainer(config=cfg, run_dir=tmp_path / name)
     return trainer, trainer.fit()
 
 
@@ -151,7 +151,7 @@ def test_dropout_is_active_only_in_training(tmp_path) -> None:
             "schedule.warmup_steps=0",
         ],
     )
-    trainer = Trainer(cfg, tmp_path / "run")
+    trainer = Trainer(config=cfg, run_dir=tmp_path / "run")
     x = trainer.data.val[0][:8]
     trainer.model.train()
     assert not torch.equal(trainer.model(x), trainer.model(x))

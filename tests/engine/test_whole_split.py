@@ -40,7 +40,9 @@ def test_ranks_share_equal_whole_windows() -> None:
 
 def test_a_run_evaluates_its_whole_validation_split(tmp_path) -> None:
     overrides = [*TINY_GPT_RUN, "train.max_steps=3", "train.eval_batches=0", "log.progress=off"]
-    trainer = Trainer(load_config("gpt-shakespeare-char", overrides), tmp_path / "run")
+    trainer = Trainer(
+        config=load_config("gpt-shakespeare-char", overrides), run_dir=tmp_path / "run"
+    )
     summary = trainer.fit()
     # the same loss computed here: every full window, then the tail
     val, block = np.asarray(trainer.data.val, dtype=np.int64), trainer.cfg.model.block_size
@@ -88,6 +90,6 @@ def test_the_speedrun_recipe_trains(tmp_path) -> None:
     ]
     cfg = load_config("gpt-shakespeare-speedrun", overrides)
     assert (cfg.optim.name, cfg.model.pos, cfg.schedule.name) == ("muon", "rope", "wsd")
-    summary = Trainer(cfg, tmp_path / "run").fit()
+    summary = Trainer(config=cfg, run_dir=tmp_path / "run").fit()
     assert summary["steps"] == 4 and math.isfinite(summary["final_val_loss"])
     assert summary["precision"] == "fp32"  # HONE_NATIVE_BF16=0 in the tests: auto is fp32

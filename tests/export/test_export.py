@@ -52,7 +52,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         for name, (recipe, overrides) in RUNS.items():
             steps = [] if any("max_steps" in o for o in overrides) else ["train.max_steps=3"]
             cfg = load_config(recipe, [*overrides, *steps, *QUIET])
-            Trainer(cfg, root / name).fit()
+            Trainer(config=cfg, run_dir=root / name).fit()
     return {name: root / name for name in RUNS}
 
 
@@ -103,6 +103,13 @@ def test_onnx_default_output_and_cli_summary(runs, capsys) -> None:
     out = capsys.readouterr().out
     assert f"wrote {runs['linear'] / ONNX}" in out and "tolerance 0.0001" in out
     assert parity_report(runs["linear"] / ONNX).is_file()
+    # The graph beside the run is what the onnx backend runs, as eval and predict take it.
+    graph = LoadedRun.load(runs["linear"], "cpu", backend="onnx")
+    eager = LoadedRun.load(runs["linear"], "cpu", backend="torch")
+    assert graph.backend.runtime == "onnxruntime" and eager.backend.runtime == "torch"
+    x = torch.randn(6, *eager.spec.input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(graph.model(x), eager.model(x), atol=1e-4, rtol=0)
 
 
 def test_a_model_torch_cannot_export_is_one_line_naming_the_module(runs, capsys) -> None:

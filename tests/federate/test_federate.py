@@ -35,7 +35,9 @@ def test_one_client_one_round_of_fedavg_is_hone_train(tmp_path: Path) -> None:
     initial weights, batches, dropout, lr schedule (25 steps: warmup, an epoch boundary)."""
     steps = 25
     common = [*TINY, "train.max_epochs=0", f"train.max_steps={steps}"]
-    Trainer(load_config("mlp-digits", [*common, "log.stats_every=0"]), tmp_path / "train").fit()
+    Trainer(
+        config=load_config("mlp-digits", [*common, "log.stats_every=0"]), run_dir=tmp_path / "train"
+    ).fit()
     federated = [
         "federated.clients=1",
         "federated.rounds=1",

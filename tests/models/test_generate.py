@@ -200,7 +200,7 @@ def lm_run(
     spec = ModelSpec("lm", (model.block_size,), vocab_size, vocab_size=vocab_size)
     cfg = load_config(None, ["train.max_steps=1"])
     return LoadedRun(
-        cfg, TASKS["lm"], spec, model, Precision(precision, torch.device("cpu")), tokenizer
+        cfg, TASKS.get("lm"), spec, model, Precision(precision, torch.device("cpu")), tokenizer
     )
 
 

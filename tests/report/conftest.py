@@ -34,11 +34,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("report-runs")
     out = {name: root / name for name in ("digits", "hot", "gpt")}
     with one_thread_in_tmp(tmp_path_factory):
-        Trainer(load_config("mlp-digits", DIGITS), out["digits"]).fit()
-        Trainer(load_config("mlp-digits", [*DIGITS, "optim.lr=0.5"]), out["hot"]).fit()
+        Trainer(config=load_config("mlp-digits", DIGITS), run_dir=out["digits"]).fit()
+        Trainer(
+            config=load_config("mlp-digits", [*DIGITS, "optim.lr=0.5"]), run_dir=out["hot"]
+        ).fit()
         gpt = [*TINY_GPT, "train.max_steps=30", "train.eval_every=10", "log.every=5"]
         gpt += ["train.sample_tokens=60", "log.stats_every=10"]
-        Trainer(load_config("gpt-shakespeare-char", gpt), out["gpt"]).fit()
+        Trainer(config=load_config("gpt-shakespeare-char", gpt), run_dir=out["gpt"]).fit()
         space = {**LR_SPACE, "optim.weight_decay": {"type": "float", "low": 1e-4, "high": 0.1}}
         config = linreg_config(root / "tune.toml", space, pruner="none")
         tune(TuneOptions(str(config), trials=4, directory=str(root / "study")))
@@ -55,7 +57,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
     path = tmp_path_factory.mktemp("report-live") / "live"
     with one_thread_in_tmp(tmp_path_factory):
-        trainer = Trainer(load_config("mlp-digits", [*DIGITS, "train.max_steps=60"]), path)
+        trainer = Trainer(
+            config=load_config("mlp-digits", [*DIGITS, "train.max_steps=60"]), run_dir=path
+        )
         trainer.run(until=20)
     yield path
     trainer.close()

@@ -28,8 +28,8 @@ EXPECTED = {
     "gpt": {"loss-steps", "val-perplexity", "train-tokens_per_second", "train-mfu", "train-lr"},
     "overlay": {"loss-steps", "loss-time", "val-accuracy", "stat-grad_norm"},
     "live": {"loss-steps", "val-accuracy", "train-lr"},
-    "study": {"study-history", "study-importances", "study-parallel", "study-slice",
-              "study-timeline", "study-best-curves"},
+    "study": {"study-optimization_history", "study-param_importances",
+              "study-parallel_coordinate", "study-slice", "study-timeline", "study-best-curves"},
 }  # fmt: skip
 
 

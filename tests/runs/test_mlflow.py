@@ -34,13 +34,20 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         mp.chdir(folder)
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-        Trainer(load_config("linreg", [*LINREG, "train.max_steps=10"]), folder / "done").fit()
-        Trainer(load_config("linreg", [*LINREG, "train.max_steps=10"]), folder / "resumed").fit()
+        Trainer(
+            config=load_config("linreg", [*LINREG, "train.max_steps=10"]), run_dir=folder / "done"
+        ).fit()
+        Trainer(
+            config=load_config("linreg", [*LINREG, "train.max_steps=10"]),
+            run_dir=folder / "resumed",
+        ).fit()
         cfg = load_config("linreg", [*LINREG, "train.max_steps=20"])
-        Trainer(cfg, folder / "resumed", resume=True).fit()
+        Trainer(config=cfg, run_dir=folder / "resumed", resume=True).fit()
         nan = ["model.name=custom", "model.target=tests.runs.failing_model:factory"]
         nan += ["model.kwargs={after = 3, mode = 'nan'}", "train.max_steps=50"]
-        trainer = Trainer(load_config("linreg", [*LINREG, *nan]), folder / "diverged")
+        trainer = Trainer(
+            config=load_config("linreg", [*LINREG, *nan]), run_dir=folder / "diverged"
+        )
         with pytest.raises(TrainingAborted):
             trainer.fit()
         del trainer
@@ -92,3 +99,22 @@ def test_without_mlflow_the_command_names_the_extra(tmp_path, monkeypatch, capsy
     assert main([*args, *(f"--{o}" for o in LINREG)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'hone-ml[mlflow]'" in err
+
+
+def test_a_federated_run_is_mirrored_like_a_trained_one(store, monkeypatch, tmp_path_factory):
+    """`hone federate` with log.mlflow: a round is a step (hone.engine.shell)."""
+    pytest.importorskip("flwr", reason="federated training needs the 'federated' extra")
+    from hone.federate import federate
+
+    monkeypatch.chdir(store["root"])  # the store the trained runs went to
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    rounds = ["federated.clients=2", "federated.rounds=2", "federated.local_steps=2"]
+    cfg = load_config("mlp-digits", ["model.width=16", *QUIET, "log.mlflow=true", *rounds])
+    with one_thread_in_tmp(tmp_path_factory):
+        summary = federate(cfg, store["root"] / "federated")
+    client, run = client_and_run(store, "federated")
+    assert run.info.status == "FINISHED" and run.data.params["federated.clients"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == [1, 2]
+    assert run.data.metrics["best_val_loss"] == pytest.approx(summary["best_val_loss"])
+    assert "model.safetensors" in {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -71,10 +71,13 @@ def test_every_state_of_a_run(tmp_path, tmp_path_factory, capsys) -> None:
     crashed = start(tmp_path / "crashed", FAILING)
     try:
         with one_thread_in_tmp(tmp_path_factory):
-            Trainer(load_config("linreg", ["train.max_steps=20", *QUIET]), tmp_path / "done").fit()
+            Trainer(
+                config=load_config("linreg", ["train.max_steps=20", *QUIET]),
+                run_dir=tmp_path / "done",
+            ).fit()
             nan = ["model.name=custom", "model.target=tests.runs.failing_model:factory"]
             nan += ["model.kwargs={after = 3, mode = 'nan'}", "train.max_steps=50", *QUIET]
-            trainer = Trainer(load_config("linreg", nan), tmp_path / "diverged")
+            trainer = Trainer(config=load_config("linreg", nan), run_dir=tmp_path / "diverged")
             with pytest.raises(TrainingAborted):
                 trainer.fit()
             assert read_run(tmp_path / "diverged").status.state == "running"  # trainer alive
@@ -135,7 +138,7 @@ class Prune(Observer):
 
 def test_a_trial_the_tuner_pruned_stays_pruned_after_its_trainer_is_gone(tmp_path) -> None:
     cfg = load_config("linreg", ["train.max_steps=20", "train.eval_every=5", *QUIET])
-    trainer = Trainer(cfg, tmp_path / "trial", observers=[Prune()])
+    trainer = Trainer(config=cfg, run_dir=tmp_path / "trial", observers=[Prune()])
     with pytest.raises(KeyError):
         trainer.fit()
     summary = trainer.summary()  # what hone.tune's objective writes for a pruned trial

