@@ -1,0 +1,567 @@
+"""The README and docs/ as written: every command of their shell blocks runs, and writes what it
+says it writes (issue 29).
+
+What is run: each line of a ```bash / ```sh / ```shell block (a line ending in `\\` goes on,
+`#` lines are comments), each `$ ` line of a ```console block, and each ```python block as a
+script. The commands of one `##` section run in order in one temp folder, as a reader would
+type them from the repository's root, with the virtual environment's `bin` first on PATH and
+`HONE_MAX_STEPS` set, so that a recipe that trains for minutes takes a few steps and a study
+a few trials (hone/config/step_bound.py). Sections run side by side.
+
+A command passes when it exits 0 and the files it names as its output exist: the values of
+`--run-dir`, `--output`, `--deploy`, a `>` redirection, and `runs/...` paths in its comment;
+`curl` must get an answer that is not an error.
+A gate the docs describe may say no with exit code 1 instead (`EXIT_1_ALLOWED`).
+
+What the test adds, each in one place:
+- `NOT_RUN`: commands a test machine cannot run (a download, GPUs, several machines, a server
+  nobody calls), with the reason; each is reported as a skipped test, and a test checks that
+  every entry still matches a command of the docs.
+- `GIVEN`: what the docs take as given (a finished run called `runs/my-run`, a `my.toml`),
+  made once and copied into each section that names it without making it.
+- Servers: `hone serve` (or any line ending in `&`) is started in the background; the next
+  command waits until it answers GET /ready, and the servers stop when the section ends. Each
+  gets a free port in place of the written one, in every later line of the section too, so
+  that sections can run side by side.
+- A command runs once, however often the docs repeat it; what it writes is then GIVEN.
+- `FORK_SERVER`: a plain `hone ...` line (no pipe, redirection or variable) and a python
+  block run in a child forked from a process that has already imported torch and hone, so
+  that each does not pay the 3 to 5 CPU seconds of those imports again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import resource
+import select
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MAX_STEPS = "2"
+COMMAND_TIMEOUT_SECONDS = 180
+SHELL_FENCES = {"bash", "sh", "shell", "console"}
+
+# Commands a test machine cannot run, by the start of their text (blanks collapsed): why.
+NOT_RUN: dict[str, str] = {
+    "make train": "installs into .venv and trains 1000 steps: `hone train gpt-shakespeare-char` "
+    "is run instead, in the Serving section",
+    "make test": "the test suite itself",
+    "make lint": "runs on the repository, not in a temp folder: CI runs it",
+    "make bench": "a benchmark of minutes",
+    "pip install": "a download from a package index",
+    "hone train my.toml --nproc 8": "8 processes: a machine with 8 GPUs",
+    "torchrun --nproc-per-node 8": "8 processes: a machine with 8 GPUs",
+    "srun ": "a SLURM cluster",
+    "hone train my.toml \\ hone train my.toml": "two machines (their commands side by side)",
+    "hone train gpt-7b.toml": "a 7B model on 8 or 64 GPUs",
+    "hone train mlp-digits --log.mlflow=true --log.mlflow_uri=http://mlflow.internal:5000": (
+        "an MLflow server on another machine"
+    ),
+    "mlflow ui": "a long-running UI server that needs the full mlflow package",
+    "flower-superlink": "a SuperLink with TLS certificates: several machines",
+    "flower-supernode": "SuperNodes of several machines",
+    "createdb ": "a PostgreSQL server",
+    "hone tune my.toml --trials 200 --workers 4 --study my-study": "a PostgreSQL server",
+    "hone tune show my-study --storage postgresql": "a PostgreSQL server",
+    "HONE_API_KEY=secret hone serve runs/my-run --host 0.0.0.0": (
+        "listens on every interface: not opened by a test"
+    ),
+    "class CompressionMethod:": "a sketch of an interface, not a script",
+    "trainer = Trainer(": "a fragment: goes on from the block above",
+    'import hone run = hone.load_run("runs/mlp-digits-..."': (
+        "a fragment: placeholders for a run and its rows"
+    ),
+    "import lightning as L": "Lightning's code, for comparison: not a dependency of hone",
+    'import os os.environ["KERAS_BACKEND"]': "Keras's code, for comparison: not a dependency",
+}
+
+# What the docs take as given: a path, and the commands that make it, in two chains made side
+# by side (in one folder, each command after those above it).
+GIVEN: list[dict[str, list[str]]] = [
+    {
+        "my.toml": ["hone config show mlp-digits > my.toml"],
+        "mlp-digits.toml": ["hone config show mlp-digits > mlp-digits.toml"],
+        "runs/my-run": [
+            "hone train mlp-digits --run-dir runs/my-run",
+            "hone export runs/my-run --format onnx",
+            "hone export runs/my-run --format safetensors",
+        ],
+        "runs/my-run-int8": ["hone compress runs/my-run --quantize int8"],
+        "bundle": ["hone export runs/my-run --format safetensors --output bundle/"],
+        "runs/a": ["hone train mlp-digits --run-dir runs/a"],
+        "runs/b": ["hone train mlp-digits --run-dir runs/b --optim.lr=1e-2"],
+        "runs/c": ["hone train mlp-digits --run-dir runs/c --model.width=64"],
+    },
+    {
+        "runs/my-gpt": ["hone train gpt-shakespeare-char --run-dir runs/my-gpt"],
+        "gpt-bundle": ["hone export runs/my-gpt --format safetensors --output gpt-bundle"],
+        "tune/mlp-digits": ["hone tune mlp-digits --trials 2"],
+        "runs/mlp-digits-federated-20261130T1200Z": [
+            "hone federate mlp-digits --run-dir runs/mlp-digits-federated-20261130T1200Z"
+        ],
+    },
+]
+# new.csv for `hone predict`: rows of 64 pixels, as the digits runs take them (the README's 0).
+DIGIT = "0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0"
+GIVEN_FILES = {"new.csv": ",".join(f"pixel_{i}" for i in range(64)) + f"\n{DIGIT}\n{DIGIT}\n"}
+COPIED_FROM_THE_REPOSITORY = ["examples"]
+
+# Gates that exit 1 when their check fails (the README's table of exit codes), and what they
+# print then: a few steps of training leave a model that doctor finds fault with and that
+# loses more than `--max-drop` (default 1 point) when pruned.
+EXIT_1_ALLOWED = {
+    "hone doctor": "",  # exit 1: not healthy
+    "hone compress": r"over --max-drop .* nothing written",
+}
+
+
+@dataclass
+class Command:
+    document: str
+    line: int
+    section: str
+    text: str
+    python: bool = False
+
+    @property
+    def where(self) -> str:
+        return f"{self.document}:{self.line}"
+
+
+@dataclass
+class Section:
+    document: str
+    title: str
+    commands: list[Command] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.document}#{self.title}"
+
+
+def extract(path: Path, name: str = "") -> list[Command]:
+    """The commands of a markdown file's shell blocks, and its python blocks as scripts."""
+    name = name or path.relative_to(ROOT).as_posix()
+    commands: list[Command] = []
+    section, fence, pending, start = "", None, "", 0
+    python: list[str] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fenced = line.lstrip().startswith("```")  # indented in a list item, too
+        if fence is None:
+            if line.startswith("## "):
+                section = line[3:].strip()
+            elif fenced:
+                fence, start, python = line.lstrip()[3:].strip(), number + 1, []
+            continue
+        if fenced:
+            if fence == "python":
+                commands.append(Command(name, start, section, "\n".join(python), python=True))
+            fence = None
+        elif fence == "python":
+            python.append(line)
+        elif fence in SHELL_FENCES:
+            text = line.strip()
+            if fence == "console" and not pending:
+                if not text.startswith("$ "):
+                    continue  # output
+                text = text[2:]
+            if not pending and (not text or text.startswith("#")):
+                continue
+            if not pending:
+                start = number
+            if text.endswith("\\"):
+                pending += text[:-1].rstrip() + " "
+                continue
+            commands.append(Command(name, start, section, pending + text))
+            pending = ""
+    return commands
+
+
+def split_comment(text: str) -> tuple[str, str]:
+    """(the command, its trailing `# comment`)."""
+    match = re.search(r"\s#\s", text)
+    return (text[: match.start()].strip(), text[match.end() :]) if match else (text.strip(), "")
+
+
+def outputs(text: str) -> list[str]:
+    """The relative paths a command says it writes."""
+    code, comment = split_comment(text)
+    words = shlex.split(code.removesuffix("&"))
+    paths = [
+        words[i + 1]
+        for i, word in enumerate(words[:-1])
+        if word in ("--run-dir", "--output", "--deploy", ">")
+    ]
+    paths += [w.rstrip(":,);") for w in comment.split() if re.match(r"runs/\w", w)]
+    return [p.rstrip("/") for p in paths if not p.startswith("/")]
+
+
+def not_run_reason(command: Command) -> str | None:
+    text = " ".join(command.text.split())
+    return next((why for start, why in NOT_RUN.items() if text.startswith(start)), None)
+
+
+def sections() -> list[Section]:
+    """Every document's runnable commands by `##` section."""
+    seen: set[str] = set()
+    result: dict[str, Section] = {}
+    for path in DOCUMENTS:
+        for command in extract(path):
+            key = " ".join(split_comment(command.text)[0].split())
+            if not_run_reason(command) or key in seen:
+                continue
+            seen.add(key)
+            section = Section(command.document, command.section or "top")
+            result.setdefault(section.name, section).commands.append(command)
+    return list(result.values())
+
+
+# --- Running commands ---------------------------------------------------------------------
+
+# Imports what every command imports (torch, scikit-learn, and torch's compiler stack, which
+# torch.optim loads; ONNX and matplotlib for many), then forks a child per request, which runs `hone.cli.main(argv)` (what
+# the `hone` script runs) or a script, in its folder, and exits as that process would.
+FORK_SERVER = """
+import json, os, runpy, sys
+import matplotlib.pyplot, onnxscript, sklearn.datasets, torch._dynamo, hone.engine
+from hone.cli import main
+
+while line := sys.stdin.readline():
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(request["cwd"])
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        for fd, name in ((1, "out"), (2, "err")):
+            os.dup2(os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        if "script" in request:
+            sys.argv = [request["script"]]
+            runpy.run_path(request["script"], run_name="__main__")
+            sys.exit(0)
+        sys.argv = ["hone", *request["argv"]]
+        sys.exit(main(request["argv"]))
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+
+
+class Forker:
+    """A FORK_SERVER process; started again when a command outlasts its timeout."""
+
+    def __init__(self, env: dict[str, str], folder: Path) -> None:
+        self.env, self.folder = env, folder  # not the repository: `python -c` imports from "."
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", FORK_SERVER],
+            cwd=self.folder,
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a timeout ends the server, the command and its workers
+        )
+
+    def run(self, cwd: Path, **request: str | list[str]) -> subprocess.CompletedProcess[str]:
+        """`argv=[...]` of `hone`, or `script=NAME` in `cwd`."""
+        out, err = cwd / f".stdout-{self.process.pid}", cwd / f".stderr-{self.process.pid}"
+        request.update(cwd=str(cwd), out=str(out), err=str(err))
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        if select.select([self.process.stdout], [], [], COMMAND_TIMEOUT_SECONDS)[0]:
+            code = int(self.process.stdout.readline() or 1)
+        else:
+            self.close(kill=True)
+            self.process, code = self._start(), -9
+        said = [path.read_text() if path.exists() else "" for path in (out, err)]
+        return subprocess.CompletedProcess(request, code, *said)
+
+    def close(self, kill: bool = False) -> None:
+        if not kill:
+            assert self.process.stdin is not None
+            self.process.stdin.close()  # the server's loop ends
+            try:
+                self.process.wait(timeout=30)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Shell:
+    """One folder's commands in order: its servers, its port substitutions, its timings."""
+
+    folder: Path
+    env: dict[str, str]
+    forker: Forker
+    seconds: dict[str, float] = field(default_factory=dict)
+    ports: dict[str, str] = field(default_factory=dict)
+    servers: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
+
+    def substitute(self, text: str) -> str:
+        for written, port in self.ports.items():
+            text = re.sub(rf"(?<=[:= ]){written}\b", port, text)
+        return text
+
+    def run(self, command: Command) -> str | None:
+        """Run one command; None when it did what it says, else what went wrong."""
+        code = split_comment(command.text)[0]
+        if not command.python and re.search(r"&$|^hone serve ", code):
+            return self.start_server(code.removesuffix("&").strip())
+        started = time.perf_counter()
+        if command.python:
+            script = self.folder / f".block-{command.line}.py"
+            script.write_text(self.substitute(command.text))
+            done = self.forker.run(self.folder, script=script.name)
+        elif re.fullmatch(r"hone [^|<>&;$`\\]*", code):
+            done = self.forker.run(self.folder, argv=shlex.split(code)[1:])
+        else:
+            done = subprocess.run(
+                ["bash", "-o", "pipefail", "-c", self.substitute(command.text)],
+                cwd=self.folder,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT_SECONDS,
+            )
+        self.seconds[command.where] = time.perf_counter() - started
+        if done.returncode == 0 and code.startswith("curl "):  # -s exits 0 on HTTP errors too
+            answered = done.stdout.strip() and not re.match(r'\{"(error|detail)"', done.stdout)
+            return None if answered else f"answered {done.stdout[:2000]!r}"
+        if done.returncode == 0:
+            missing = [p for p in outputs(command.text) if not (self.folder / p).exists()]
+            return f"did not write {', '.join(missing)}" if missing else None
+        if gate_said_no(command.text, done):
+            return None  # and wrote nothing
+        return f"exit code {done.returncode}: {done.stderr[-3000:]}"
+
+    def start_server(self, code: str) -> str | None:
+        """Start a background command; for `hone serve`, wait until /ready answers 200."""
+        serve = code.startswith("hone serve ")
+        if serve:
+            match = re.search(r"--port[ =](\d+)", code)
+            written = match.group(1) if match else "8000"
+            if written != "0":
+                self.ports[written] = str(_free_port())
+                code += "" if match else f" --port {written}"
+        stderr = self.folder / f".server-{len(self.servers)}.log"
+        process = subprocess.Popen(
+            ["bash", "-c", self.substitute(code)],
+            cwd=self.folder,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr.open("wb"),
+            start_new_session=True,
+        )
+        self.servers.append((process, stderr))
+        return self.wait_until_ready(process, stderr) if serve else None
+
+    def wait_until_ready(self, process: subprocess.Popen[bytes], stderr: Path) -> str | None:
+        deadline = time.monotonic() + COMMAND_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return f"exited with {process.returncode}: {stderr.read_text()[-2000:]}"
+            found = re.search(r"on (http://\S+) \(workers", stderr.read_text())
+            try:
+                if found:
+                    with urllib.request.urlopen(f"{found.group(1)}/ready", timeout=2) as reply:
+                        if reply.status == 200:
+                            return None
+            except OSError:
+                pass
+            time.sleep(0.2)
+        return "did not answer GET /ready in time"
+
+    def stop_servers(self) -> None:
+        for process, _ in self.servers:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process, _ in self.servers:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def gate_said_no(text: str, done: subprocess.CompletedProcess[str]) -> bool:
+    """Whether a nonzero exit is a gate of EXIT_1_ALLOWED saying no, not a failure."""
+    if done.returncode != 1 or "Traceback (most recent call last)" in done.stderr:
+        return False
+    said = done.stdout + done.stderr
+    return any(k in text and re.search(said_so, said) for k, said_so in EXIT_1_ALLOWED.items())
+
+
+def run_commands(commands: list[Command], shell: Shell) -> list[str]:
+    """Run commands in order; the failures, each with where and why."""
+    failures = []
+    try:
+        for command in commands:
+            problem = shell.run(command)
+            if problem:
+                failures.append(f"{command.where}: {command.text}\n  {problem}")
+    finally:
+        shell.stop_servers()
+    return failures
+
+
+def run_section(
+    section: Section, folder: Path, stock: Path, env: dict[str, str], forkers: queue.Queue[Forker]
+) -> list[str]:
+    """Copy in what the section takes as given, then run its commands."""
+    folder.mkdir(parents=True)
+    text = "\n".join(c.text for c in section.commands)
+    written = {p for c in section.commands for p in outputs(c.text)}
+    given = [*(path for chain in GIVEN for path in chain), *GIVEN_FILES]
+    for name in [*given, *COPIED_FROM_THE_REPOSITORY]:
+        if re.search(rf"(?<![\w/.-]){re.escape(name)}(?![\w-])", text) and name not in written:
+            source = stock / name if name in given else ROOT / name
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, folder / name)
+            else:
+                shutil.copy(source, folder / name)
+    shell = Shell(folder, env, forkers.get())
+    try:
+        failures = run_commands(section.commands, shell)
+    finally:
+        forkers.put(shell.forker)
+    (folder / "seconds.json").write_text(json.dumps(shell.seconds))
+    return failures
+
+
+def make_given(
+    chain: dict[str, list[str]], folder: Path, env: dict[str, str], forkers: queue.Queue[Forker]
+) -> list[str]:
+    lines = [line for commands in chain.values() for line in commands]
+    shell = Shell(folder, env, forkers.get())
+    try:
+        return run_commands([Command("GIVEN", i, "", line) for i, line in enumerate(lines)], shell)
+    finally:
+        forkers.put(shell.forker)
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+SECTIONS = sections()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """Every section's failures; the timings printed (`pytest -s` shows them)."""
+    root = tmp_path_factory.mktemp("readme")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HONE_MAX_STEPS": MAX_STEPS,
+        "HONE_CACHE_DIR": str(root / "cache"),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "MPLBACKEND": "Agg",
+        # One thread a command: sections run side by side, and two OpenMP threads per tiny
+        # operation spin against each other (docs/federated.md measured 19x).
+        "OMP_NUM_THREADS": "1",
+    }
+    started, cpu_started = time.perf_counter(), _children_cpu_seconds()
+    workers = max(2, min(4, os.cpu_count() or 1))
+    forkers: queue.Queue[Forker] = queue.Queue()
+    for _ in range(workers):
+        forkers.put(Forker(env, root))
+    stock = root / "stock"
+    stock.mkdir()
+    for name, text in GIVEN_FILES.items():
+        (stock / name).write_text(text)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            chains = [pool.submit(make_given, chain, stock, env, forkers) for chain in GIVEN]
+            failed = [failure for chain in chains for failure in chain.result()]
+            assert not failed, "what the docs take as given:\n" + "\n".join(failed)
+            given_seconds = time.perf_counter() - started
+            futures = {
+                s.name: pool.submit(run_section, s, root / f"section-{i}", stock, env, forkers)
+                for i, s in enumerate(SECTIONS)
+            }
+            failures = {name: future.result() for name, future in futures.items()}
+    finally:
+        while not forkers.empty():
+            forkers.get().close()
+    seconds: dict[str, float] = {}
+    for path in root.glob("section-*/seconds.json"):
+        seconds.update(json.loads(path.read_text()))
+    wall, cpu = time.perf_counter() - started, _children_cpu_seconds() - cpu_started
+    print(
+        f"\nREADME and docs: {wall:.1f} s ({given_seconds:.1f} s making what they take as "
+        f"given), {cpu:.1f} CPU seconds; the slowest commands:"
+    )
+    slowest = sorted(seconds.items(), key=lambda item: -item[1])[:8]
+    print("\n".join(f"{s:6.1f} s  {where}" for where, s in slowest))
+    return failures
+
+
+@pytest.mark.parametrize("section", SECTIONS, ids=[s.name for s in SECTIONS])
+def test_commands_run_as_written(section: Section, results: dict[str, list[str]]) -> None:
+    failures = results[section.name]
+    assert not failures, "\n".join(failures)
+
+
+UNRUNNABLE = [c for path in DOCUMENTS for c in extract(path) if not_run_reason(c) is not None]
+
+
+@pytest.mark.parametrize("command", UNRUNNABLE, ids=[c.where for c in UNRUNNABLE])
+def test_what_a_test_machine_cannot_run(command: Command) -> None:
+    first_line = command.text.splitlines()[0][:80]
+    pytest.skip(f"not run: `{first_line}`: {not_run_reason(command)}")
+
+
+def test_the_list_of_unrunnable_commands_is_current() -> None:
+    texts = [" ".join(c.text.split()) for path in DOCUMENTS for c in extract(path)]
+    stale = [start for start in NOT_RUN if not any(t.startswith(start) for t in texts)]
+    assert not stale, f"NOT_RUN names commands no document has any more: {stale}"
+
+
+def test_extraction(tmp_path: Path) -> None:
+    block = (
+        "## Try\n\n```bash\nhone train a \\\n  --b=1   # comment\n# a comment\n\nhone eval r\n```\n"
+        "```console\n$ hone runs\nout\n```\n```python\nprint(1)\n```\n"
+    )
+    path = tmp_path / "doc.md"
+    path.write_text(block)
+    found = extract(path, "doc.md")
+    assert [(c.line, c.section, c.text, c.python) for c in found] == [
+        (4, "Try", "hone train a --b=1   # comment", False),
+        (8, "Try", "hone eval r", False),
+        (11, "Try", "hone runs", False),
+        (15, "Try", "print(1)", True),
+    ]
+    assert outputs("hone train x --run-dir runs/r > out.txt  # writes runs/r2/: all") == [
+        "runs/r",
+        "out.txt",
+        "runs/r2",
+    ]
