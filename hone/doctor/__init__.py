@@ -6,6 +6,6 @@ and nothing below imports them.
 """
 
 from hone.doctor.diagnosis import diagnose, findings
-from hone.doctor.rules import IDS, Finding
+from hone.doctor.rules import DEFINITIONS, IDS, SEVERITY_MEANINGS, Finding
 
-__all__ = ["IDS", "Finding", "diagnose", "findings"]
+__all__ = ["DEFINITIONS", "IDS", "SEVERITY_MEANINGS", "Finding", "diagnose", "findings"]

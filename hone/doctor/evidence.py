@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hone.errors import ConfigError
+from hone.metrics import METRICS
 from hone.run_files import RunFiles
 
 
@@ -57,7 +58,8 @@ class Evidence:
     config: dict[str, Any]
     train: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
     val: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, metric)
-    metric: str = ""
+    metric: str = ""  # the task's metric (summary.json `metric`), the third value of `val`
+    metric_direction: str = ""  # "min" or "max"; "" when unknown
     faults: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     run: dict[str, Any] = field(default_factory=dict)  # the stats "run" record
@@ -73,6 +75,11 @@ class Evidence:
     @property
     def lr(self) -> float:
         return float(self.get("optim.lr", 1e-3))
+
+    @property
+    def base_lr(self) -> float:
+        """The configured lr of the first parameter group, the one whose lr is logged."""
+        return float(self.get("optim.muon_lr", self.lr) if self.optimizer == "muon" else self.lr)
 
     @property
     def optimizer(self) -> str:
@@ -150,22 +157,23 @@ def read(run_dir: str | Path) -> Evidence:
             "directory `hone train` printed at its end"
         )
     evidence = Evidence(Path(run_dir), tomllib.loads(files.config.read_text()))
-    for event in read_lines(files.metrics):
+    if files.summary.is_file():
+        evidence.summary = json.loads(files.summary.read_text())
+    events = read_lines(files.metrics)
+    val_events = [e for e in events if e.get("split") == "val"]
+    evidence.metric, evidence.metric_direction = task_metric(evidence.summary, val_events)
+    for event in events:
         split = event.get("split")
         if split == "train":
             evidence.train.append(
                 (int(event["step"]), number(event.get("loss")), number(event.get("lr")))
             )
         elif split == "val":
-            metric = next((k for k in event if k not in ("step", "split", "epoch", "loss")), "")
-            evidence.metric = evidence.metric or metric
             evidence.val.append(
-                (int(event["step"]), number(event.get("loss")), number(event.get(metric)))
+                (int(event["step"]), number(event.get("loss")), number(event.get(evidence.metric)))
             )
         elif split == "fault":
             evidence.faults.append(event)
-    if files.summary.is_file():
-        evidence.summary = json.loads(files.summary.read_text())
     by_step: dict[int, dict[str, Any]] = {}
     for record in read_lines(files.stats):
         kind = record.get("kind")
@@ -181,3 +189,22 @@ def read(run_dir: str | Path) -> Evidence:
     evidence.train = sorted(dict((s, (s, loss, lr)) for s, loss, lr in evidence.train).values())
     evidence.val = sorted(dict((s, (s, loss, m)) for s, loss, m in evidence.val).values())
     return evidence
+
+
+NOT_METRICS = ("step", "split", "epoch", "loss")
+
+
+def task_metric(
+    summary: dict[str, Any] | None, val_events: list[dict[str, Any]]
+) -> tuple[str, str]:
+    """(name, direction) of the run's task metric: summary.json's `metric`, else (a live run)
+    the first built-in metric a validation event holds, else its first number besides the
+    loss. A user's own metric (`hone.Trainer(metrics=...)`) takes its direction from the
+    summary's `metric_directions`; direction "" when unknown."""
+    directions = dict((summary or {}).get("metric_directions") or {})
+    name = str((summary or {}).get("metric") or "")
+    if not name:
+        keys = [k for e in val_events[:1] for k in e if k not in NOT_METRICS]
+        name = next((k for k in keys if k in METRICS), keys[0] if keys else "")
+    known = METRICS.get(name)
+    return name, str(directions.get(name) or (known.direction if known else ""))

@@ -1,30 +1,64 @@
-"""Findings and what every rule shares: the measured shape of the loss, the update ratio,
-and how fixes are written (config overrides)."""
+"""Findings: every id with its one-line definition, what a severity says, and what every rule
+shares: the update ratio and how fixes are written (config overrides)."""
 
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from hone.doctor.evidence import Evidence, number
+from hone.doctor.curves import median
+from hone.doctor.evidence import Evidence
 
-SEVERITIES = ("error", "warning", "info")
-IDS = (
-    "vanishing_gradients",
-    "exploding_gradients",
-    "dead_units",
-    "saturated_units",
-    "bad_initialization",
-    "lr_too_high",
-    "lr_too_low",
-    "oscillation",
-    "plateau",
-    "overfitting",
-    "input_scale",
-    "non_finite",
-)
+SEVERITY_MEANINGS = {  # how sure a finding is
+    "error": (
+        "the mechanism's full signature is in the run, and it cost the run (its loss, its "
+        "units, its steps); the first error is the diagnosis"
+    ),
+    "warning": (
+        "part of the signature, or a cost that may be benign (a run that had converged "
+        "anyway, a rise not far above the noise)"
+    ),
+    "info": "present but handled as configured (early stopping that caught overfitting)",
+}
+SEVERITIES = tuple(SEVERITY_MEANINGS)
+
+DEFINITIONS = {  # every finding id, with the line `hone doctor --list-findings` prints
+    "vanishing_gradients": (
+        "the first layers' gradients are a tiny fraction of the last layers': the early "
+        "layers barely learn"
+    ),
+    "exploding_gradients": "the first layers' gradients are many times the last layers'",
+    "dead_units": "ReLU units that are zero on every sample, and so get no gradient",
+    "saturated_units": (
+        "tanh/sigmoid units stuck in their flat tails, passing on almost no gradient"
+    ),
+    "bad_initialization": (
+        "the initial weights give a loss far above a uniform guess's, or an activation scale "
+        "that grows or shrinks across depth at step 0"
+    ),
+    "lr_too_high": (
+        "the steps overshoot: the loss climbed to twice where it started, or ended far above "
+        "its best, with large steps"
+    ),
+    "lr_too_low": (
+        "the lr the run actually had (the logged one) moved the weights too little: the loss "
+        "fell only a little along a steady direction"
+    ),
+    "oscillation": "the loss climbs back from its best again and again while coming down",
+    "plateau": (
+        "the loss stopped improving far from done: the schedule took the lr under 1% of its "
+        "peak in the first half of the run, or training never left a uniform guess"
+    ),
+    "overfitting": (
+        "the validation loss rose well above its best and stayed there while the training "
+        "loss kept falling"
+    ),
+    "input_scale": "unnormalized input features on scales orders of magnitude apart",
+    "non_finite": "the loss or the gradients became NaN or infinite",
+}
+IDS = tuple(DEFINITIONS)
+
 SATURATING = ("Tanh", "Sigmoid", "Hardtanh", "Hardsigmoid")
 RELU = ("ReLU", "ReLU6")
 
@@ -58,40 +92,8 @@ def lr_override(value: float) -> str:
     return f"--optim.lr={float(f'{value:.1g}'):g}"
 
 
-def median(values: list[float], default: float = math.nan) -> float:
-    return statistics.median(values) if values else default
-
-
 def clip(x: float) -> float:
     return max(0.0, min(1.0, x))
-
-
-@dataclass
-class LossShape:
-    """The training loss's course, measured once for every rule."""
-
-    start: float  # the first segment (or the loss at step 0)
-    end: float  # the last segment
-    low: float  # the lowest segment
-    uniform: float  # the loss of a uniform prediction (nan if unknown)
-    drop: float  # 1 - end / start: the fraction of the starting loss training removed
-    rebound: float  # end / low: how far the loss climbed back from its best
-    segments: list[float]
-
-
-def loss_shape(e: Evidence) -> LossShape | None:
-    segments = e.loss_segments()
-    if len(segments) < 3:
-        return None
-    # Where training began: the loss at step 0 (before any step could blow it up), else the
-    # first segment's.
-    initial = number(e.run.get("initial_loss"))
-    start = initial if math.isfinite(initial) and initial > 0 else segments[0]
-    end, low = segments[-1], min(segments)
-    uniform = number(e.run.get("uniform_loss"))
-    drop = 1.0 - end / start if start > 0 else 0.0
-    rebound = end / low if low > 0 else 1.0
-    return LossShape(start, end, low, uniform, drop, rebound, segments)
 
 
 def update_ratio(e: Evidence) -> float:
@@ -127,16 +129,6 @@ def init_for(e: Evidence) -> str:
     if e.model == "gpt":
         return "default"
     return "xavier_normal" if e.activation in ("tanh", "sigmoid") else "kaiming_normal"
-
-
-def lr_decayed(e: Evidence) -> bool:
-    """Whether the schedule took the lr below 1% of its peak before the last tenth of the run."""
-    lrs = [(s, lr) for s, _, lr in e.train if math.isfinite(lr)]
-    if len(lrs) < 5:
-        return False
-    peak = max(lr for _, lr in lrs)
-    low = [s for s, lr in lrs if lr < 0.01 * peak]
-    return bool(low) and low[0] < 0.9 * lrs[-1][0]
 
 
 def rounded(x: float) -> float | None:

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import math
 
+from hone.doctor.curves import LossShape, median
 from hone.doctor.evidence import Evidence, number
 from hone.doctor.findings import (
+    ADAPTIVE,
     RELU,
     SATURATING,
     Finding,
-    LossShape,
     clip,
     init_for,
     lower_lr,
-    median,
+    lr_override,
     rounded,
     update_ratio,
 )
@@ -224,8 +225,25 @@ def input_scale(e: Evidence, shape: LossShape | None) -> Finding | None:
         "input_scale",
         severity,
         evidence,
-        ["--data.normalize=standard"],
+        ["--data.normalize=standard", *_unscaled_lr(e, std_max)],
         why,
         strength,
         "inputs are on the wrong scale",
     )
+
+
+UNIT_SCALE_SGD_LR = 0.1  # plain SGD on standardized inputs: stable for most models up to ~0.1
+
+
+def _unscaled_lr(e: Evidence, std_max: float) -> list[str]:
+    """The lr to go with standardized inputs. A plain gradient step's stable size is about
+    1 / curvature, and a feature's curvature grows with its variance: raw features of
+    standard deviation s force an lr about s^2 times smaller than standardized ones would
+    allow, and keeping that lr after standardizing leaves the run as slow as before. So an
+    lr at or under the raw scale's limit (lr * s^2 <= 10) is raised by s^2, to at most
+    UNIT_SCALE_SGD_LR; adaptive optimizers scale their steps per weight and keep theirs."""
+    if e.optimizer in ADAPTIVE or not (math.isfinite(std_max) and std_max > 1):
+        return []
+    if e.lr * std_max**2 > 10:
+        return []  # an lr the raw scale did not hold down
+    return [lr_override(min(e.lr * std_max**2, UNIT_SCALE_SGD_LR))]

@@ -1,5 +1,8 @@
 """The rules: one function per finding id, each reading the evidence for its mechanism
-(hone.doctor.network: the network's insides; hone.doctor.course: the course of the loss).
+(hone.doctor.network: the network's insides; hone.doctor.course: the size of the steps;
+hone.doctor.progress: where progress stopped, plateaus and overfitting), measured on the
+run's curves (hone.doctor.curves) against themselves: their start, their best so far, their
+own jitter, and the lr the run actually had against its peak.
 
 A rule returns a `Finding` or None. Its `strength` (0..1) orders findings of one severity:
 how far past its threshold the evidence is, and for causes that produce other symptoms (a
@@ -15,22 +18,21 @@ Thresholds are the mechanisms' own scales, not fitted to a benchmark:
 - units: a healthy ReLU layer has about half its activations at zero on each sample, but
   few units zero on a whole batch; a tanh/sigmoid unit past |x| > 2.2 / 4.4 passes on under
   5% of its gradient.
+- the loss against its start: twice the untrained model's loss is worse than not training.
+- the validation loss against its best: a tenth above it, and three times the jitter between
+  evaluations, sustained over the last third of the evaluations after the best.
+- the lr against its peak: under 1% of it, a step is a hundredth of the size; a schedule
+  that holds it there for half of the run has ended training at half time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from hone.doctor.course import (
-    lr_too_high,
-    lr_too_low,
-    non_finite,
-    oscillation,
-    overfitting,
-    plateau,
-)
+from hone.doctor.course import lr_too_high, lr_too_low, non_finite, oscillation
+from hone.doctor.curves import LossShape, loss_shape
 from hone.doctor.evidence import Evidence
-from hone.doctor.findings import IDS, SEVERITIES, Finding, LossShape, loss_shape
+from hone.doctor.findings import DEFINITIONS, IDS, SEVERITIES, SEVERITY_MEANINGS, Finding
 from hone.doctor.network import (
     bad_initialization,
     dead_units,
@@ -39,8 +41,18 @@ from hone.doctor.network import (
     saturated_units,
     vanishing_gradients,
 )
+from hone.doctor.progress import overfitting, plateau
 
-__all__ = ["IDS", "RULES", "SEVERITIES", "Finding", "LossShape", "loss_shape"]
+__all__ = [
+    "DEFINITIONS",
+    "IDS",
+    "RULES",
+    "SEVERITIES",
+    "SEVERITY_MEANINGS",
+    "Finding",
+    "LossShape",
+    "loss_shape",
+]
 
 
 RULES: tuple[Callable[[Evidence, LossShape | None], Finding | None], ...] = (
