@@ -18,7 +18,8 @@ from torch import nn
 from hone.config import Config, ModelConfig
 from hone.data import FullBatcher, TensorBatcher, TokenData, WindowBatcher, build_data
 from hone.data.base import Data
-from hone.data.loaders import LoaderBatcher, LoaderData
+from hone.data.loader_batcher import LoaderBatcher
+from hone.data.loaders import LoaderData
 from hone.distributed.context import DistContext
 from hone.engine.tasks import Task, resolve_task, task_of
 from hone.errors import ConfigError
