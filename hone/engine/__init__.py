@@ -10,12 +10,11 @@ from hone.engine.inference import LoadedRun
 from hone.engine.observers import Observer
 from hone.engine.precision import Precision
 from hone.engine.trainer import Trainer
-from hone.run_files import default_run_dir
 
 
 def train(cfg: Config, run_dir: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
     """Train `cfg` into `run_dir` (default runs/<recipe>-<timestamp>); return the summary."""
-    return Trainer(config=cfg, run_dir=run_dir or default_run_dir(cfg.recipe), **kwargs).fit()
+    return Trainer(config=cfg, run_dir=run_dir, **kwargs).fit()  # the trainer names the folder
 
 
 __all__ = ["LoadedRun", "Observer", "Precision", "Trainer", "train"]
