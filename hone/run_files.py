@@ -1,7 +1,9 @@
 """The names of the files in a run directory, in one place.
 
 Every module that reads or writes a run (the trainer, checkpoints, eval/predict/sample, the
-tuner, and later export, serve and report) takes a file's name from here.
+tuner, and later export, serve and report) takes a file's name from here; hone.run_records
+reads the records (summary, status, metrics, statistics) that `hone runs`, `hone doctor` and
+`hone report` show.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ PARITY_SUFFIX = ".parity.json"  # beside an exported model: ONNX Runtime vs PyTo
 BUNDLE = "bundle"  # folder: `hone export --format safetensors`, loadable without the run
 MANIFEST = "manifest.json"  # in a bundle: the sha256 and size of each of its files
 # Whether the run is alive: running (pid, host, heartbeat), finished, stopped or exited; rank
-# 0's trainer keeps it (hone.engine.run_status), `hone runs` reads it (hone.runs.status)
+# 0's trainer keeps it (hone.engine.run_status) in the format of hone.run_records.status
 STATUS = "status.json"
 MLFLOW = "mlflow.json"  # log.mlflow: the MLflow run mirrored to; a resume goes on in it
 REPORT = "report.html"  # `hone report RUN`: the page of plots, by default in the run directory

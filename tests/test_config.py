@@ -122,8 +122,8 @@ def test_every_field_has_help() -> None:
     [
         (
             "mlp-digits",
-            ["model.n_head=8"],
-            "model.n_head applies to model.name = 'gpt', not to 'mlp'; "
+            ["model.pos=rope"],
+            "model.pos applies to model.name = 'gpt', not to 'mlp'; "
             "remove it or set --model.name=gpt",
         ),
         ("linreg", ["model.dropout=0.1"], "model.dropout applies to model.name = 'cnn', 'gpt'"),
@@ -256,10 +256,10 @@ def test_config_show_prints_only_the_keys_that_apply(recipe: str, present: bool)
 
 
 def test_a_foreign_key_exits_2_with_one_line() -> None:
-    out = run_hone("train", "mlp-digits", "--model.n_head=8")
+    out = run_hone("train", "mlp-digits", "--model.pos=rope")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
-        "hone: error: model.n_head applies to model.name = 'gpt', not to 'mlp'; "
+        "hone: error: model.pos applies to model.name = 'gpt', not to 'mlp'; "
         "remove it or set --model.name=gpt"
     ]
 

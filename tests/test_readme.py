@@ -82,6 +82,10 @@ NOT_RUN: dict[str, str] = {
     "HONE_API_KEY=secret hone serve runs/my-run --host 0.0.0.0": (
         "listens on every interface: not opened by a test"
     ),
+    "hone sample hf:": "downloads SmolLM2-135M from the Hugging Face Hub: the tests sample "
+    "from a tiny local checkpoint instead (tests/pretrained/test_commands.py)",
+    "hone train pretrained-text --data.path=notes.txt": "downloads SmolLM2-135M from the "
+    "Hugging Face Hub: GIVEN trains runs/smol from a tiny local checkpoint instead",
     "class CompressionMethod:": "a sketch of an interface, not a script",
     "trainer = Trainer(": "a fragment: goes on from the block above",
     'import hone run = hone.load_run("runs/mlp-digits-..."': (
@@ -116,10 +120,33 @@ GIVEN: list[dict[str, list[str]]] = [
             "hone federate mlp-digits --run-dir runs/mlp-digits-federated-20261130T1200Z"
         ],
     },
+    {
+        # docs/pretrained.md's runs/smol continues SmolLM2-135M, a download: here a tiny
+        # Llama with a BPE tokenizer, trained by hone and exported as a Hugging Face
+        # checkpoint, stands in for it.
+        "runs/smol": [
+            "hone train gpt-shakespeare-char --model.name=llama --model.n_layer=1 "
+            "--model.n_head=2 --model.n_embd=32 --model.block_size=64 --data.name=text "
+            "--data.path=notes.txt --data.tokenizer=bpe --data.bpe_vocab_size=300 "
+            "--run-dir runs/tiny-llama",
+            "hone export runs/tiny-llama --format hf --output tiny-checkpoint",
+            "hone train pretrained-text --model.path=tiny-checkpoint --data.path=notes.txt "
+            "--model.block_size=32 --train.batch_size=4 --run-dir runs/smol",
+        ],
+        "smol-notes": ["hone export runs/smol --format hf --output smol-notes"],
+    },
 ]
 # new.csv for `hone predict`: rows of 64 pixels, as the digits runs take them (the README's 0).
 DIGIT = "0,0,5,13,9,1,0,0,0,0,13,15,10,15,5,0,0,3,15,2,0,11,8,0,0,4,12,0,0,8,8,0,0,5,8,0,0,9,8,0,0,4,11,0,1,12,7,0,0,2,14,5,10,12,0,0,0,0,6,13,10,0,0,0"
-GIVEN_FILES = {"new.csv": ",".join(f"pixel_{i}" for i in range(64)) + f"\n{DIGIT}\n{DIGIT}\n"}
+# notes.txt: "your text" for docs/pretrained.md's fine-tuning.
+NOTES = (
+    "Gravity is the attraction between masses. The apple falls because the earth pulls it.\n"
+    "The moon keeps falling around the earth, and the earth around the sun.\n"
+)
+GIVEN_FILES = {
+    "new.csv": ",".join(f"pixel_{i}" for i in range(64)) + f"\n{DIGIT}\n{DIGIT}\n",
+    "notes.txt": NOTES * 40,
+}
 COPIED_FROM_THE_REPOSITORY = ["examples"]
 
 # Gates that exit 1 when their check fails (the README's table of exit codes), and what they

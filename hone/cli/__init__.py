@@ -75,6 +75,12 @@ def versions() -> str:
     return f"hone {__version__} (torch {torch}, Python {platform.python_version()})"
 
 
+_RUN_HELP = (
+    "a run directory, a bundle, or a Hugging Face checkpoint (a folder with config.json and "
+    "*.safetensors, or hf:ORG/NAME[@REVISION]: docs/pretrained.md)"
+)
+
+
 def _add_backend_flag(parser: argparse.ArgumentParser) -> None:
     # The names are hone.engine.backends.BACKENDS': an unknown one is answered with the list.
     parser.add_argument(
@@ -150,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data.* overrides name (--data.name=npz --data.path=FILE): the only overrides it "
         "takes, and the way to evaluate a run trained on data handed in from Python.",
     )
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=_RUN_HELP)
     p.add_argument("--split", default="val", help="val, test or train")
     p.add_argument("--device", default="auto")
     _add_backend_flag(p)
@@ -166,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.predict)
 
     p = sub.add_parser("sample", help="generate text from a trained language model")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=_RUN_HELP)
     p.add_argument("--prompt", default="\n")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=1.0)

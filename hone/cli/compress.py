@@ -27,7 +27,11 @@ def add_parser(sub: Any) -> None:
             "--max-drop."
         ),
     )
-    p.add_argument("run_dir", help="a run directory written by `hone train`")
+    p.add_argument(
+        "run_dir",
+        help="a run directory written by `hone train`, or a Hugging Face checkpoint (a "
+        "folder, or hf:ORG/NAME; name its data with --data.*)",
+    )
     method = p.add_mutually_exclusive_group(required=True)
     method.add_argument(
         "--quantize",

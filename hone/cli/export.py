@@ -1,9 +1,11 @@
-"""`hone export RUN --format onnx|safetensors`: parse, run hone.export, print what was written."""
+"""`hone export RUN --format onnx|safetensors|hf`: parse, run hone.export, print what was
+written."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any
 
 from hone.cli.output import add_json_flag, print_json
@@ -14,19 +16,33 @@ def add_parser(sub: Any) -> None:
     """Add `export` to the `hone` subcommands (`sub` is argparse's subparsers object)."""
     p = sub.add_parser(
         "export",
-        help="export a run: an ONNX graph checked against PyTorch, or a safetensors bundle",
+        help="export a run: an ONNX graph checked against PyTorch, a safetensors bundle, or a "
+        "Hugging Face checkpoint",
         description=(
             "onnx: the model as an ONNX graph (dynamic batch, and sequence length for language "
             "models), checked against PyTorch on random and real inputs; exit 1 and nothing "
             "written when they differ by more than --tolerance. safetensors: a self-contained "
             "bundle (weights, config, preprocessing or tokenizer, manifest) that predict, "
-            "sample and serve load without the run."
+            "sample and serve load without the run. hf: a Hugging Face checkpoint folder "
+            "(config.json, safetensors weights, tokenizer) that transformers loads, of a "
+            "language model trained from a checkpoint or of a llama or GPT-2 shaped gpt run."
         ),
     )
-    p.add_argument("run_dir", help="a run directory written by `hone train` (or a bundle)")
-    p.add_argument("--format", required=True, choices=["onnx", "safetensors"])
     p.add_argument(
-        "--output", help="file (onnx) or folder (safetensors); default RUN/model.onnx, RUN/bundle"
+        "run_dir",
+        help="a run directory written by `hone train`, a bundle, or a Hugging Face checkpoint "
+        "(a folder, or hf:ORG/NAME)",
+    )
+    p.add_argument("--format", required=True, choices=["onnx", "safetensors", "hf"])
+    p.add_argument(
+        "--output",
+        help="file (onnx) or folder (safetensors, hf); default RUN/model.onnx, RUN/bundle; "
+        "hf: required",
+    )
+    p.add_argument(
+        "--max-shard-size",
+        help="hf: the largest weights file, e.g. 500MB; larger models are written in shards "
+        "with an index (default 5GB, as transformers)",
     )
     p.add_argument(
         "--tolerance",
@@ -40,11 +56,21 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hone.export import DEFAULT_TOLERANCE, export_bundle, export_onnx
+    from hone.pretrained.source import is_checkpoint
 
-    if args.format == "safetensors":
+    if args.format != "onnx":
         given = [flag for flag in ("tolerance", "opset") if getattr(args, flag) is not None]
         if given:
             raise ConfigError(f"--{given[0]} applies to --format onnx only; drop it")
+    if args.format != "hf" and args.max_shard_size is not None:
+        raise ConfigError("--max-shard-size applies to --format hf only; drop it")
+    if args.format == "hf":
+        return _export_hf(args)
+    if args.output is None and is_checkpoint(args.run_dir):  # its run folder is in the cache
+        raise ConfigError(
+            f"{args.run_dir} is a Hugging Face checkpoint; name the file to write with --output"
+        )
+    if args.format == "safetensors":
         bundle = export_bundle(args.run_dir, args.output)
         if args.json:
             print_json({"format": args.format, "path": bundle})
@@ -67,4 +93,23 @@ def run(args: argparse.Namespace) -> int:
         f"{report.max_abs_diff:.3g} <= tolerance {report.tolerance:g} over "
         f"{len(report.checks)} checks ({report.parity_path})"
     )
+    return 0
+
+
+def _export_hf(args: argparse.Namespace) -> int:
+    from hone.export.hf import export_hf, parse_size
+    from hone.pretrained.weights import DEFAULT_MAX_SHARD_BYTES
+
+    if args.output is None:
+        raise ConfigError("--format hf needs --output DIR, the folder of the checkpoint to write")
+    size = (
+        DEFAULT_MAX_SHARD_BYTES if args.max_shard_size is None else parse_size(args.max_shard_size)
+    )
+    written = export_hf(args.run_dir, args.output, size)
+    if args.json:
+        print_json({"format": args.format, **dataclasses.asdict(written)})
+        return 0
+    print(f"wrote {written.path} ({', '.join(written.files)})")
+    if written.tokenizer:
+        print(f"hone: {written.tokenizer}", file=sys.stderr)
     return 0

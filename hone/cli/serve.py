@@ -24,7 +24,11 @@ def add_parser(sub: Any) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_dir", help="a run directory, RUN/bundle, or a compressed run")
+    p.add_argument(
+        "run_dir",
+        help="a run directory, RUN/bundle, a compressed run, or a Hugging Face checkpoint "
+        "(a folder, or hf:ORG/NAME)",
+    )
     p.add_argument("--host", default=defaults.host, help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=defaults.port, help="port (0: any free one)")
     p.add_argument(

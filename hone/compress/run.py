@@ -23,7 +23,11 @@ from hone.run_files import INFERENCE_FILES, RunFiles, staging_folder
 
 
 def default_output(run: str | Path, suffix: str) -> Path:
-    """RUN-<suffix>, beside RUN."""
+    """RUN-<suffix>, beside RUN; for a Hub checkpoint (hf:ORG/NAME), NAME-<suffix> here."""
+    from hone.pretrained.source import checkpoint_name, is_hub_id
+
+    if is_hub_id(run):
+        return Path.cwd() / f"{checkpoint_name(run)}-{suffix}"
     run = Path(run).resolve()
     return run.parent / f"{run.name}-{suffix}"
 

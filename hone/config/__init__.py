@@ -3,9 +3,11 @@
 from hone.config.components import (
     model_config_class,
     model_config_classes,
+    register_data_config,
     register_model_config,
     register_optim_config,
     register_section,
+    register_train_part,
 )
 from hone.config.fields import opt
 from hone.config.loader import (
@@ -50,9 +52,11 @@ __all__ = [
     "model_config_classes",
     "opt",
     "recipe_names",
+    "register_data_config",
     "register_model_config",
     "register_optim_config",
     "register_section",
+    "register_train_part",
     "to_dict",
     "to_toml",
     "validate",

@@ -1,10 +1,13 @@
 """The config classes that components own, registered by the name that picks them.
 
 Model families register theirs by `model.name` (`MODEL_FAMILIES`), optimizers by `optim.name`
-(`OPTIMIZER_CONFIGS`); a section whose `name` picks a component (`ModelConfig`, `OptimConfig`)
-derives from `ChosenComponent`, which reads, writes and refuses the component's keys. The
-applications above the config register whole top-level tables (`register_section`: [tune],
-[federated]). Each kind is imported on its first lookup, never by `import hone.config`.
+(`OPTIMIZER_CONFIGS`), data sets by `data.name` (`DATA_SETS`); a section whose `name` picks a
+component (`ModelConfig`, `OptimConfig`, `DataConfig`) derives from `ChosenComponent`, which
+reads, writes and refuses the component's keys. The trainer's concerns (checkpointing, the NaN
+guard, the profiler, sampling) register theirs as fixed parts of [train] (`TRAINER_PARTS`,
+`SectionParts`). The applications above the config register whole top-level tables
+(`register_section`: [tune], [federated]). Each kind is imported on its first lookup, never by
+`import hone.config`.
 
 A model family keeps its config dataclass next to its code (GPT's in `hone/models/gpt.py`) and
 registers it here when its module is imported. The config package does not import the models
@@ -74,6 +77,11 @@ class ComponentConfigs:
         self._load()
         return self.registry.get(name) if name in self.registry else NoFields
 
+    def part(self, name: str) -> type:
+        """The config class registered as `name`, which must be (a fixed part of a section)."""
+        self._load()
+        return self.registry.get(name)
+
     def classes(self) -> dict[str, type]:
         """Every registered component's config class, by name (sorted)."""
         self._load()
@@ -105,16 +113,33 @@ class ComponentConfigs:
 def _register_builtin_families() -> None:
     # A lazy import, the one upward edge: the built-in families live above the config.
     import hone.models  # noqa: F401
+    import hone.pretrained.model  # noqa: F401  (model.name = "pretrained": a checkpoint)
 
 
 def _register_builtin_optimizers() -> None:
     import hone.optim  # noqa: F401
 
 
+def _register_builtin_data_sets() -> None:
+    import hone.data  # noqa: F401
+
+
+def _register_trainer_parts() -> None:
+    # The modules of the engine that read them; importing one loads the engine (and torch).
+    import hone.engine.checkpointing
+    import hone.engine.guard
+    import hone.engine.language_task
+    import hone.engine.profiling  # noqa: F401
+
+
 MODEL_FAMILIES = ComponentConfigs("model", "model", _register_builtin_families)
 MODEL_CONFIGS = MODEL_FAMILIES.registry
 OPTIMIZER_CONFIGS = ComponentConfigs("optim", "optimizer", _register_builtin_optimizers)
 register_optim_config = OPTIMIZER_CONFIGS.register
+DATA_SETS = ComponentConfigs("data", "data set", _register_builtin_data_sets)
+register_data_config = DATA_SETS.register
+TRAINER_PARTS = ComponentConfigs("train", "trainer part", _register_trainer_parts)
+register_train_part = TRAINER_PARTS.register
 
 
 def register_model_config(name: str) -> Callable[[type[T]], type[T]]:
@@ -147,75 +172,150 @@ def not_applicable(key: str, name: str) -> str:
     return MODEL_FAMILIES.not_applicable(key, name)
 
 
-class ChosenComponent:
+class FlatSection:
+    """Base of a config section whose flattened fields hold its components' configs.
+
+    A flattened field (metadata `flatten`: `ModelConfig.arch`, `TrainConfig.checkpointing`)
+    holds a config dataclass that a component above the config owns. Its fields read and write
+    as if they were the section's own (`cfg.train.keep_best`), take keywords in the
+    constructor (`TrainConfig(keep_best=True)`, `dataclasses.replace`), and are written flat
+    into the section's table, so `--train.keep_best=true` names them. A key that none of them
+    has is refused in one line. `_part_class` says which class a flattened field holds.
+    """
+
+    def __init__(self, **values: Any) -> None:
+        """Own and components' fields as keywords: OptimConfig(name="sgd", momentum=0.9)."""
+        flat = flattened(self)
+        given = {name: values.pop(name, None) for name in flat}
+        for f in dataclasses.fields(cast(Any, self)):
+            if f.name not in flat:
+                value = values.pop(f.name) if f.name in values else field_default(f)
+                object.__setattr__(self, f.name, value)
+        for name in flat:  # the own fields first: a chosen component's class needs the name
+            config = self._part_class(name)
+            mine = {key: values.pop(key) for key in field_names(config) if key in values}
+            object.__setattr__(self, name, _part(config, given[name], mine))
+        if values:
+            raise ConfigError(self._refusal(next(iter(values))))
+
+    def _part_class(self, name: str) -> type:
+        """The config class the flattened field `name` holds."""
+        raise NotImplementedError
+
+    @classmethod
+    def part_classes(cls) -> list[type]:
+        """Every class a flattened field of this section may hold (whose keys it accepts)."""
+        raise NotImplementedError
+
+    def _refusal(self, key: str) -> str:
+        """The one-line answer to a key that none of the section's configs has."""
+        raise NotImplementedError
+
+    def _parts(self) -> list[Any]:
+        # Read from __dict__ so that copy and pickle, which probe a bare instance, get an
+        # AttributeError instead of a recursion.
+        return [self.__dict__.get(name) for name in flattened(self)]
+
+    def __getattr__(self, key: str) -> Any:
+        # Called only when normal lookup fails: the components' fields read through.
+        parts = self._parts()
+        if key.startswith("__") or any(part is None for part in parts):
+            raise AttributeError(key)
+        for part in parts:
+            if key in field_names(part):
+                return getattr(part, key)
+        raise AttributeError(self._refusal(key))
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key in field_names(cast(Any, self)):
+            object.__setattr__(self, key, value)
+            self._changed(key)
+            return
+        for part in self._parts():
+            if key in field_names(part):
+                setattr(part, key, value)
+                return
+        raise AttributeError(self._refusal(key))
+
+    def _changed(self, key: str) -> None:
+        """Called after the section's own field `key` was set."""
+
+
+def part_field(help_text: str) -> Any:
+    """A flattened field of a section of fixed parts, built by the section's constructor."""
+    return dataclasses.field(default=None, metadata={"flatten": True, "help": help_text})
+
+
+def flattened(config: Any) -> list[str]:
+    """The names of the flattened fields of a section (a class or an instance)."""
+    return [f.name for f in dataclasses.fields(config) if f.metadata.get("flatten")]
+
+
+def _part(config: type, given: Any, values: dict[str, Any]) -> Any:
+    """An instance of `config` with `values` over those of `given` (None, one of its own, or
+    another component's config, whose fields both have are kept)."""
+    if given is None:
+        return config(**values)
+    if type(given) is config:
+        return dataclasses.replace(cast(Any, given), **values)
+    kept = {key: getattr(given, key) for key in field_names(config) & field_names(given)}
+    return config(**{**kept, **values})
+
+
+class ChosenComponent(FlatSection):
     """Base of a config section whose `name` picks a component that owns its other keys.
 
     The section declares its common fields and one flattened field (named by `own`:
-    `ModelConfig.arch`, `OptimConfig.options`) holding the chosen component's config. Those
-    fields read and write as if they were the section's own (`cfg.optim.momentum`), and are
-    written flat into the section's table, so `--optim.momentum=0.9` names them. A field of
-    another component is refused with one line naming who owns it. Setting `name` switches to
-    the new component's config, keeping the values of the fields both components have.
+    `ModelConfig.arch`, `OptimConfig.options`, `DataConfig.options`) holding the chosen
+    component's config (see FlatSection). A field of another component is refused with one
+    line naming who owns it. Setting `name` switches to the new component's config, keeping
+    the values of the fields both components have.
     """
 
     components: ClassVar[ComponentConfigs]
     own: ClassVar[str]
     name: str
 
-    def __init__(self, **values: Any) -> None:
-        """Common and component fields as keywords: OptimConfig(name="sgd", momentum=0.9)."""
-        given: Any = values.pop(self.own, None)
-        for f in dataclasses.fields(cast(Any, self)):
-            if f.name != self.own:
-                value = values.pop(f.name) if f.name in values else field_default(f)
-                object.__setattr__(self, f.name, value)
-        config = self.components.config_class(self.name)
-        for key in values:
-            if key not in field_names(config):
-                raise ConfigError(self._refusal(key))
-        if given is None:
-            given = config(**values)
-        elif type(given) is config:
-            given = dataclasses.replace(cast(Any, given), **values)
-        else:  # another component's (dataclasses.replace with a new name): keep what both have
-            kept = {key: getattr(given, key) for key in field_names(config) & field_names(given)}
-            given = config(**{**kept, **values})
-        object.__setattr__(self, self.own, given)
+    def _part_class(self, name: str) -> type:
+        assert name == self.own, (name, self.own)
+        return self.components.config_class(self.name)
 
-    def __getattr__(self, key: str) -> Any:
-        # Called only when normal lookup fails: the component's fields read through. Its
-        # config is read from __dict__ so that copy and pickle, which probe a bare instance,
-        # get an AttributeError instead of a recursion.
-        own = self.__dict__.get(self.own)
-        if own is None or key.startswith("__"):
-            raise AttributeError(key)
-        if key in field_names(own):
-            return getattr(own, key)
-        raise AttributeError(self._refusal(key))
+    @classmethod
+    def part_classes(cls) -> list[type]:
+        return list(cls.components.classes().values())
 
-    def __setattr__(self, key: str, value: Any) -> None:
-        if key in field_names(cast(Any, self)):
-            object.__setattr__(self, key, value)
-            if key == "name":
-                self._switch_component()
-        elif key in field_names(self.__dict__[self.own]):
-            setattr(self.__dict__[self.own], key, value)
-        else:
-            raise AttributeError(self._refusal(key))
-
-    def _switch_component(self) -> None:
-        config = self.components.config_class(self.name)
-        current = self.__dict__[self.own]
-        if type(current) is not config:
-            kept = {
-                key: getattr(current, key) for key in field_names(config) & field_names(current)
-            }
-            object.__setattr__(self, self.own, config(**kept))
+    def _changed(self, key: str) -> None:
+        if key == "name":
+            current = self.__dict__[self.own]
+            object.__setattr__(self, self.own, _part(self._part_class(self.own), current, {}))
 
     def _refusal(self, key: str) -> str:
         section = self.components.section
         return self.components.not_applicable(key, self.name) or (
             f"unknown config key '{section}.{key}'; see `hone config keys` for every key"
+        )
+
+
+class SectionParts(FlatSection):
+    """Base of a section made of its own fields and fixed parts that components own.
+
+    `[train]` holds the checkpointing, NaN guard, profiler and sampling settings, each a
+    dataclass next to the engine code that reads it, registered in `parts` by the name of the
+    flattened field that holds it (`checkpointing`). Their keys sit flat in the table.
+    """
+
+    parts: ClassVar[ComponentConfigs]
+
+    def _part_class(self, name: str) -> type:
+        return self.parts.part(name)
+
+    @classmethod
+    def part_classes(cls) -> list[type]:
+        return [cls.parts.part(name) for name in flattened(cls)]
+
+    def _refusal(self, key: str) -> str:
+        return (
+            f"unknown config key '{self.parts.section}.{key}'; see `hone config keys` for every key"
         )
 
 

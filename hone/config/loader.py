@@ -19,7 +19,7 @@ from typing import Any
 
 import tomli_w
 
-from hone.config.components import ChosenComponent, type_hints
+from hone.config.components import ChosenComponent, FlatSection, SectionParts, type_hints
 from hone.config.fields import field_default
 from hone.config.schema import Config
 from hone.config.sources import (
@@ -146,16 +146,16 @@ def _field_type(parts: list[str]) -> Any:
 
 
 def _keys(cls: Any) -> dict[str, Any]:
-    """The keys of a config table and their types; a chosen component's section (model,
-    optim) includes every component's."""
+    """The keys of a config table and their types; a section with flattened fields includes
+    theirs (a chosen component's section, such as model, every component's)."""
     hints = {
         f.name: hint
         for f, hint in zip(dataclasses.fields(cls), _hints(cls), strict=True)
         if not f.metadata.get("flatten")
     }
-    if issubclass(cls, ChosenComponent):
-        for component in cls.components.classes().values():
-            hints = {**_own_keys(component), **hints}
+    if issubclass(cls, FlatSection):
+        for part in cls.part_classes():
+            hints = {**_own_keys(part), **hints}
     return hints
 
 
@@ -176,7 +176,7 @@ def from_dict(raw: dict[str, Any], cls: Any = Config, prefix: str = "") -> Any:
     """Convert a raw dict into the dataclass `cls`, checking keys and types."""
     if issubclass(cls, ChosenComponent):
         return _chosen_from_dict(raw, prefix, cls)
-    hints = type_hints(cls)
+    hints = _keys(cls) if issubclass(cls, SectionParts) else type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         path = f"{prefix}{key}"
@@ -297,8 +297,6 @@ def _validate_tree(cfg: Config) -> None:
         raise ConfigError(
             "data.val_fraction + data.test_fraction must be below 1; lower one of them"
         )
-    if cfg.data.name == "custom" and ":" not in cfg.data.target:
-        raise ConfigError("data.name = 'custom' needs --data.target=package.module:factory")
     if not (t.threads == "auto" or (type(t.threads) is int and t.threads >= 1)):
         raise ConfigError(
             f"train.threads must be 'auto' or a positive integer, got {t.threads!r}; "
@@ -331,13 +329,16 @@ def to_toml(cfg: Config) -> str:
 def field_help(cls: Any = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
     """(key, default, help) for every leaf field, in declaration order.
 
-    A chosen component's section (model, optim) lists its common keys first, then each
+    A chosen component's section (model, optim, data) lists its common keys first, then each
     registered component's keys, their help prefixed by its names ("gpt: number of
     transformer blocks"; one row for names that share a config class: "adam, adamw: ...").
+    A section of fixed parts ([train]) lists each part's keys where the part sits.
     """
     rows = []
     for f in dataclasses.fields(cls):
         if f.metadata.get("flatten"):
+            if issubclass(cls, SectionParts):
+                rows += field_help(cls.parts.part(f.name), prefix)
             continue
         tp = type_hints(cls)[f.name]
         if dataclasses.is_dataclass(tp):

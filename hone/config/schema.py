@@ -12,9 +12,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hone.config.components import (
+    DATA_SETS,
     MODEL_FAMILIES,
     OPTIMIZER_CONFIGS,
+    TRAINER_PARTS,
     ChosenComponent,
+    SectionParts,
+    part_field,
     section_factory,
 )
 from hone.config.fields import opt
@@ -41,7 +45,8 @@ class ModelConfig(ChosenComponent):
 
     name: str = opt(
         "mlp",
-        "model family: linear, logistic, mlp, cnn, gpt, or custom; only the chosen family's own "
+        "model family: linear, logistic, mlp, cnn, gpt, llama, pretrained (a Hugging Face "
+        "checkpoint), or custom; only the chosen family's own "
         "keys may be set",
     )
     arch: Any = field(
@@ -69,56 +74,38 @@ class ModelConfig(ChosenComponent):
         return int(getattr(self.arch, "context_length", 0))
 
 
-@dataclass
-class DataConfig:
+@dataclass(init=False)
+class DataConfig(ChosenComponent):
+    """Settings every data set has, and in `options` the chosen data set's own config.
+
+    Each data set owns a config dataclass next to its code (`SyntheticLinearConfig` in
+    `hone/data/synthetic.py`, registered by `data.name`), read, written and refused as the
+    model families' are (see ModelConfig): `--data.num_samples=500` sets synthetic_linear's
+    sample count, and is refused for digits. The split and the scaling are every data set's.
+    """
+
+    components = DATA_SETS
+    own = "options"
+
     name: str = opt(
         "digits",
-        "data set: synthetic_linear, digits, mnist, fashion_mnist, csv, npz, custom, shakespeare, text, tokens",
+        "data set: synthetic_linear, digits, mnist, fashion_mnist, csv, npz, custom, shakespeare, "
+        "text, tokens, checkpoint; only the chosen data set's own keys may be set",
     )
-    path: str = opt("", "file or folder for csv, npz, mnist, fashion_mnist, text and tokens data")
-    target: str = opt("", "user data set factory 'package.module:factory' (name = 'custom')")
-    kwargs: dict[str, Any] = opt({}, "keyword arguments passed to the user data set factory")
     val_fraction: float = opt(0.15, "fraction of the data held out for validation", ge=0, lt=1)
-    test_fraction: float = opt(0.15, "fraction of the data held out for testing", ge=0, lt=1)
+    test_fraction: float = opt(
+        0.15, "fraction of the data held out for testing (not language models)", ge=0, lt=1
+    )
     split_seed: int = opt(0, "seed of the train/validation/test split (independent of train.seed)")
     normalize: str = opt(
         "standard",
-        "feature scaling fitted on the training split",
+        "feature scaling fitted on the training split (not token ids)",
         choices=["none", "standard", "minmax"],
     )
-    augment_shift: int = opt(
-        0, "images: random shift of up to this many pixels while training", ge=0
+    options: Any = field(
+        default=None,
+        metadata={"flatten": True, "help": "the chosen data set's own config (flat in [data])"},
     )
-    augment_noise: float = opt(0.0, "images: std of Gaussian noise added while training", ge=0)
-    # synthetic_linear
-    num_samples: int = opt(1000, "synthetic: number of samples", ge=2)
-    num_features: int = opt(5, "synthetic: number of features", ge=1)
-    noise: float = opt(0.1, "synthetic: std of the label noise", ge=0)
-    # csv / npz
-    target_column: str = opt(
-        "",
-        "csv: name of the target column (default: the last column); npz: key of the targets "
-        "(default 'y'); data handed in from Python as dicts or a datasets.Dataset: the target's "
-        "key (default: the first of y, label, labels, target, targets)",
-    )
-    input_column: str = opt(
-        "",
-        "data handed in from Python as dicts or a datasets.Dataset: the input's key (default: "
-        "the first of x, input, inputs, features, image, pixel_values, input_ids)",
-    )
-    task: str = opt(
-        "auto",
-        "csv/npz/custom: task of the targets",
-        choices=["auto", "regression", "classification", "binary"],
-    )
-    # language modelling
-    tokenizer: str = opt("char", "text: tokenizer", choices=["char", "byte", "bpe"])
-    tokenizer_path: str = opt("", "text: a tokenizer.json to load instead of training one")
-    bpe_vocab_size: int = opt(1024, "text: vocabulary size when training a BPE tokenizer", ge=257)
-    token_dtype: str = opt(
-        "uint16", "tokens: dtype of a pre-tokenized file", choices=["uint16", "uint32"]
-    )
-    cache_dir: str = opt("", "where tokenized corpora are cached (default ~/.cache/hone)")
 
 
 @dataclass
@@ -191,8 +178,12 @@ class RegConfig:
     l2: float = opt(0.0, "coefficient of the L2 penalty (sum of squares) added to the loss", ge=0)
 
 
-@dataclass
-class TrainConfig:
+@dataclass(init=False)
+class TrainConfig(SectionParts):
+    """How the run trains; the keys of its concerns are theirs (see `SectionParts`)."""
+
+    parts = TRAINER_PARTS
+
     seed: int = opt(0, "global seed of torch, numpy, Python and the data order")
     deterministic: bool = opt(False, "bit-identical runs on the CPU (deterministic kernels)")
     max_steps: int = opt(0, "stop after this many optimizer steps (0: no bound)", ge=0)
@@ -236,27 +227,15 @@ class TrainConfig:
     )
     min_delta: float = opt(0.0, "early stopping: least change that counts as improvement", ge=0)
     peak_flops: float = opt(0.0, "device peak FLOP/s for MFU (0: look up or measure)", ge=0)
-    checkpoint_every: int = opt(0, "write a checkpoint every N steps (0: only at the end)", ge=0)
-    keep_last: int = opt(3, "checkpoints to keep (the newest)", ge=1)
-    keep_best: bool = opt(False, "also keep the best checkpoint by train.monitor")
-    nan_guard: bool = opt(
-        True, "skip steps whose loss or gradient norm is not finite (one host sync per step)"
+    # The trainer's concerns own their keys, flat in [train]: each a dataclass next to the
+    # engine code that reads it, registered by the name of its field here.
+    checkpointing: Any = part_field(
+        "when checkpoints are written and kept (hone.engine.checkpointing)"
     )
-    max_bad_steps: int = opt(3, "consecutive non-finite steps before rolling back", ge=1)
-    max_rollbacks: int = opt(2, "rollbacks before giving up with exit code 3", ge=0)
-    rollback_skip: int = opt(1, "batches to skip after a rollback", ge=0)
+    guard: Any = part_field("the NaN guard and its rollbacks (hone.engine.guard)")
     activation_checkpointing: bool = opt(False, "recompute each block's activations in backward")
-    sample_tokens: int = opt(200, "language models: tokens sampled at the end of training", ge=0)
-    profile: bool = opt(
-        False,
-        "profile a window of steps after warm-up with torch.profiler "
-        "(trace, top ops, step-time shares)",
-    )
-    profile_wait: int = opt(
-        5, "profiling: steps run unprofiled before the profiler's warm-up", ge=0
-    )
-    profile_warmup: int = opt(2, "profiling: steps profiled and discarded before the window", ge=0)
-    profile_steps: int = opt(5, "profiling: steps in the window (shortened to fit the run)", ge=1)
+    sampling: Any = part_field("what a language model samples (hone.engine.language_task)")
+    profiler: Any = part_field("the profiler's window (hone.engine.profiling)")
 
 
 @dataclass

@@ -19,11 +19,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hone.config.components import ChosenComponent, field_names, type_hints
+from hone.config.components import ChosenComponent, FlatSection, field_names, type_hints
 from hone.config.schema import Config
 from hone.errors import ConfigError, did_you_mean
 from hone.imports import SEARCH
-from hone.run_files import IMPORTS
+from hone.run_files import CONFIG, DATA_INFO, IMPORTS
 
 RECIPE_PACKAGE = "hone.recipes"
 BASE_KEY = "base"  # top-level key: the recipe or file this one builds on
@@ -111,6 +111,8 @@ def _compose(source: _Source, chain: tuple[_Source, ...] = ()) -> dict[str, Any]
         record = source.folder / IMPORTS  # a run's config.toml: where its modules came from
         if record.is_file():
             SEARCH.add_record(json.loads(record.read_text()))
+        if source.label.endswith(CONFIG) and (source.folder / DATA_INFO).is_file():
+            raw = _own_keys_only(raw)
     if BASE_KEY not in raw:
         return raw
     ref = raw.pop(BASE_KEY)
@@ -157,16 +159,31 @@ def merge_configs(base: dict[str, Any], child: dict[str, Any], prefix: str = "")
     return out
 
 
+def _own_keys_only(raw: dict[str, Any]) -> dict[str, Any]:
+    """A run's own config.toml, read again: hone wrote every key it had, and a run written
+    before each data set and optimizer owned its keys holds all of theirs, which that run never
+    read. They are dropped here, so old runs still load, while a user's file that sets a key
+    its data set does not have is still refused."""
+    for section, cls in chosen_sections().items():
+        table = raw.get(section)
+        if isinstance(table, dict):
+            name = table.get("name", cls.name)
+            if isinstance(name, str) and name in cls.components.classes():
+                keep = field_names(cls) | field_names(cls.components.config_class(name))
+                raw[section] = {k: v for k, v in table.items() if k in keep}
+    return raw
+
+
 def _free_form(path: str) -> bool:
     """Whether `path` (section.key) is a free-form table, a dict field such as tune.space,
-    rather than a table of settings; any component's field counts under `model` or `optim`."""
+    rather than a table of settings; any component's field counts under `model`, `data`..."""
     section, _, key = path.partition(".")
     cls = type_hints(Config).get(section)
     if not key or "." in key or not dataclasses.is_dataclass(cls):
         return False
     tables: list[Any] = [cls]
-    if isinstance(cls, type) and issubclass(cls, ChosenComponent):
-        tables += cls.components.classes().values()
+    if isinstance(cls, type) and issubclass(cls, FlatSection):
+        tables += cls.part_classes()
     return any(typing.get_origin(type_hints(t).get(key)) is dict for t in tables)
 
 

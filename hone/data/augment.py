@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from hone.config import DataConfig
+from hone.config import DataConfig, opt
 from hone.data.base import Preprocessor
 from hone.errors import ConfigError
 
@@ -68,10 +68,25 @@ class ShiftAndNoise:
         return replace(self, fill=background(pre, input_shape))
 
 
+@dataclass
+class AugmentConfig:
+    """The `data.*` keys of a data set that may hold images (digits, mnist, npz, custom)."""
+
+    augment_shift: int = opt(
+        0, "images: random shift of up to this many pixels while training", ge=0
+    )
+    augment_noise: float = opt(0.0, "images: std of Gaussian noise added while training", ge=0)
+
+
 def build_augment(
     cfg: DataConfig, input_shape: Sequence[int], pre: Preprocessor
 ) -> ShiftAndNoise | None:
-    """The augmentation `cfg` asks for on data of `input_shape` scaled by `pre`, or None."""
+    """The augmentation `cfg` asks for on data of `input_shape` scaled by `pre`, or None.
+
+    A data set of flat rows only (csv, synthetic_linear) has no augment keys: never augmented.
+    """
+    if not isinstance(cfg.options, AugmentConfig):
+        return None
     if not cfg.augment_shift and not cfg.augment_noise:
         return None
     if not is_image(input_shape):

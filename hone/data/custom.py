@@ -7,13 +7,28 @@ CSV file, with data.task) or a ready `TensorData`, used as it is.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
+from typing import Any
 
-from hone.config import Config
-from hone.data.augment import build_augment
+from hone.config import Config, opt, register_data_config
+from hone.data.augment import AugmentConfig, build_augment
 from hone.data.base import DATASETS, TensorData
+from hone.data.split import task_field
 from hone.data.tabular import arrays_to_data
 from hone.errors import ConfigError
 from hone.imports import import_target
+
+
+@register_data_config("custom")
+@dataclass
+class CustomConfig(AugmentConfig):
+    target: str = opt("", "your data set factory 'package.module:factory'")
+    kwargs: dict[str, Any] = opt({}, "keyword arguments passed to the factory")
+    task: str = task_field()
+
+    def validate(self) -> None:
+        if ":" not in self.target:
+            raise ConfigError("data.name = 'custom' needs --data.target=package.module:factory")
 
 
 @DATASETS.register("custom")

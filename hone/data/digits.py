@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from hone.config import Config
+from hone.config import Config, register_data_config
+from hone.data.augment import AugmentConfig
 from hone.data.base import DATASETS, TensorData
 from hone.data.split import build_tensor_data
 
 DIGITS_MAX = 16.0  # pixel values of load_digits are counts 0..16
+
+register_data_config("digits")(AugmentConfig)  # its own keys: the augmentation of its images
 
 
 @DATASETS.register("digits")

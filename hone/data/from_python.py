@@ -7,14 +7,35 @@ again: a data set on the command line (`--data.name=npz --data.path=FILE`), or f
 
 from __future__ import annotations
 
-from hone.config import Config
+from dataclasses import dataclass
+
+from hone.config import Config, opt, register_data_config
 from hone.data.base import DATASETS, Data
+from hone.data.split import task_field
 from hone.errors import ConfigError
 
 
 class DataNotHeld(ConfigError):
     """The run's data was handed in from Python and is not at hand; those who can do
     without real data (an export's parity check) catch this one."""
+
+
+@register_data_config("python")
+@dataclass
+class PythonDataConfig:
+    """How batches handed in from Python are read (hone.data.loaders)."""
+
+    input_column: str = opt(
+        "",
+        "the input's key in batches of dicts or a datasets.Dataset (default: the first of x, "
+        "input, inputs, features, image, pixel_values, input_ids)",
+    )
+    target_column: str = opt(
+        "",
+        "the target's key in batches of dicts or a datasets.Dataset (default: the first of y, "
+        "label, labels, target, targets)",
+    )
+    task: str = task_field()
 
 
 @DATASETS.register("python")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import gzip
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hone.config import Config
+from hone.config import Config, opt, register_data_config
+from hone.data.augment import AugmentConfig
 from hone.data.base import DATASETS, TensorData
 from hone.data.split import build_tensor_data
 from hone.errors import ConfigError
@@ -126,6 +128,13 @@ def _idx_data(cfg: Config, class_labels: list) -> TensorData:
         test=tensors("test"),
         class_labels=class_labels,
     )
+
+
+@register_data_config("mnist")
+@register_data_config("fashion_mnist")
+@dataclass
+class IdxConfig(AugmentConfig):
+    path: str = opt("", "the folder holding the IDX files (train-images-idx3-ubyte[.gz], ...)")
 
 
 @DATASETS.register("mnist")

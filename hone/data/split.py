@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hone.config import DataConfig
+from hone.config import DataConfig, opt
 from hone.data.augment import ShiftAndNoise, build_augment, is_image
 from hone.data.base import Preprocessor, TensorData
 from hone.errors import ConfigError
@@ -29,6 +29,16 @@ MAX_AUTO_CLASSES = 20
 
 
 # ---------------------------------------------------------------- targets
+
+
+def task_field() -> Any:
+    """`data.task`, a key of the data sets whose targets come as they are (csv, npz, custom,
+    python): how `encode_targets` reads them."""
+    return opt(
+        "auto",
+        "task of the targets (auto: text labels, booleans and few distinct integers are classes)",
+        choices=["auto", "regression", "classification", "binary"],
+    )
 
 
 def _python_label(value: Any) -> Any:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from hone.config import Config
+from hone.config import Config, opt, register_data_config
 from hone.data.base import DATASETS, TensorData
 from hone.data.split import build_tensor_data, linear_truth
+
+
+@register_data_config("synthetic_linear")
+@dataclass
+class SyntheticLinearConfig:
+    num_samples: int = opt(1000, "number of samples", ge=2)
+    num_features: int = opt(5, "number of features", ge=1)
+    noise: float = opt(0.1, "std of the label noise", ge=0)
 
 
 @DATASETS.register("synthetic_linear")

@@ -11,15 +11,33 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hone.config import Config, DataConfig
+from hone.config import Config, DataConfig, opt, register_data_config
+from hone.data.augment import AugmentConfig
 from hone.data.base import DATASETS, TensorData
-from hone.data.split import build_tensor_data, encode_targets
+from hone.data.split import build_tensor_data, encode_targets, task_field
 from hone.errors import ConfigError
+
+
+@register_data_config("csv")
+@dataclass
+class CsvConfig:
+    path: str = opt("", "the CSV file: a header row, then one sample per row")
+    target_column: str = opt("", "name of the target column (default: the last column)")
+    task: str = task_field()
+
+
+@register_data_config("npz")
+@dataclass
+class NpzConfig(AugmentConfig):
+    path: str = opt("", "the .npz file: features under 'x' (or 'X')")
+    target_column: str = opt("", "key of the targets (default 'y')")
+    task: str = task_field()
 
 
 def _file(cfg: DataConfig, kind: str) -> Path:

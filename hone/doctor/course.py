@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from hone.doctor.curves import LossShape, lr_course, median
-from hone.doctor.evidence import Evidence, number
+from hone.doctor.evidence import Evidence
 from hone.doctor.findings import (
     ADAPTIVE,
     ADAPTIVE_LR_CAP,
@@ -19,6 +19,7 @@ from hone.doctor.findings import (
     swings,
     update_ratio,
 )
+from hone.run_records import number
 
 
 def non_finite(e: Evidence, shape: LossShape | None) -> Finding | None:

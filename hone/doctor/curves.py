@@ -12,7 +12,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from hone.doctor.evidence import Evidence, number
+from hone.doctor.evidence import Evidence
+from hone.run_records import number
 
 SMALL_LR = 0.01  # an lr under 1% of its peak takes steps a hundred times smaller: ~no progress
 SPIKE_WINDOW = 5  # steps in the running median that finds the loss's peak (one bad batch is not)

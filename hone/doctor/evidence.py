@@ -1,53 +1,34 @@
-"""What a run directory says about its training, read from its files only.
+"""What a run directory says about its training, in the shapes the doctor's rules use.
 
-No model is built and torch is not needed: the config is read as TOML, metrics.jsonl and
-stats.jsonl as JSON lines. A run may be live (no summary yet), finished, or ended by the NaN
-guard (exit 3); lines cut short by a kill are skipped. Records of a step written twice (a
-rollback redoes steps) count once: the last one.
+No model is built and torch is not needed: the run's records are read by hone.run_records
+(config, summary, metrics events, statistics). A run may be live (no summary yet),
+finished, or ended by the NaN guard (exit 3).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import functools
 import math
 import statistics
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hone.config import Config
+from hone.config.components import type_hints
+from hone.config.fields import field_default
 from hone.errors import ConfigError
-from hone.metrics import METRICS
 from hone.run_files import RunFiles
-
-
-def number(value: Any) -> float:
-    """A logged value as a float; NaN/inf were written as strings."""
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return math.nan
-    return math.nan
-
-
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a .jsonl file (metrics, stats); a line cut short by a kill is
-    skipped. `hone report` reads the run's files through it too."""
-    if not path.is_file():
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
+from hone.run_records import (
+    number,
+    read_config,
+    read_events,
+    read_json,
+    read_statistics,
+    read_summary,
+    task_metric,
+)
 
 
 @dataclass
@@ -58,7 +39,7 @@ class Evidence:
     config: dict[str, Any]
     train: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, lr)
     val: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, metric)
-    metric: str = ""  # the task's metric (summary.json `metric`), the third value of `val`
+    metric: str = ""  # the task's metric (hone.run_records.task_metric), `val`'s third value
     metric_direction: str = ""  # "min" or "max"; "" when unknown
     faults: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] | None = None
@@ -69,12 +50,18 @@ class Evidence:
 
     # ------------------------------------------------------------------ config
     def get(self, dotted: str, default: Any = None) -> Any:
+        """The run's value of config key `dotted` (section.key); where its config.toml lacks
+        it, the default hone.config declares, else `default` (a key of only some models or
+        optimizers, such as `optim.momentum`)."""
         section, _, key = dotted.partition(".")
-        return self.config.get(section, {}).get(key, default)
+        table = self.config.get(section, {})
+        if key in table:
+            return table[key]
+        return _declared_defaults(section).get(key, default)
 
     @property
     def lr(self) -> float:
-        return float(self.get("optim.lr", 1e-3))
+        return float(self.get("optim.lr"))
 
     @property
     def base_lr(self) -> float:
@@ -83,11 +70,11 @@ class Evidence:
 
     @property
     def optimizer(self) -> str:
-        return str(self.get("optim.name", "adamw"))
+        return str(self.get("optim.name"))
 
     @property
     def model(self) -> str:
-        return str(self.get("model.name", "mlp"))
+        return str(self.get("model.name"))
 
     @property
     def activation(self) -> str:
@@ -156,55 +143,36 @@ def read(run_dir: str | Path) -> Evidence:
             f"{run_dir} is not a run directory (no config.toml and metrics.jsonl); pass the "
             "directory `hone train` printed at its end"
         )
-    evidence = Evidence(Path(run_dir), tomllib.loads(files.config.read_text()))
-    if files.summary.is_file():
-        evidence.summary = json.loads(files.summary.read_text())
-    events = read_lines(files.metrics)
-    val_events = [e for e in events if e.get("split") == "val"]
-    evidence.metric, evidence.metric_direction = task_metric(evidence.summary, val_events)
-    for event in events:
-        split = event.get("split")
-        if split == "train":
-            evidence.train.append(
-                (int(event["step"]), number(event.get("loss")), number(event.get("lr")))
-            )
-        elif split == "val":
-            evidence.val.append(
-                (int(event["step"]), number(event.get("loss")), number(event.get(evidence.metric)))
-            )
-        elif split == "fault":
-            evidence.faults.append(event)
-    by_step: dict[int, dict[str, Any]] = {}
-    for record in read_lines(files.stats):
-        kind = record.get("kind")
-        if kind == "run":
-            evidence.run = record
-        elif kind == "layers":
-            by_step[int(record["step"])] = record
-        elif kind == "non_finite":
-            evidence.non_finite.append(record)
-    evidence.layers = [by_step[s] for s in sorted(by_step)]
-    for record in evidence.layers:
-        evidence.step_losses.extend(number(x) for x in record.get("losses", []))
-    evidence.train = sorted(dict((s, (s, loss, lr)) for s, loss, lr in evidence.train).values())
-    evidence.val = sorted(dict((s, (s, loss, m)) for s, loss, m in evidence.val).values())
-    return evidence
+    summary, events, stats = read_summary(files), read_events(files), read_statistics(files)
+    val = events.get("val", [])
+    metric, direction = task_metric(summary, read_json(files.status), val)
+    return Evidence(
+        Path(run_dir),
+        read_config(files),
+        train=[
+            (int(e["step"]), number(e.get("loss")), number(e.get("lr")))
+            for e in events.get("train", [])
+        ],
+        val=[(int(e["step"]), number(e.get("loss")), number(e.get(metric))) for e in val],
+        metric=metric,
+        metric_direction=direction,
+        faults=events.get("fault", []),
+        summary=summary,
+        run=stats.run,
+        layers=stats.layers,
+        non_finite=stats.non_finite,
+        step_losses=[number(x) for record in stats.layers for x in record.get("losses", [])],
+    )
 
 
-NOT_METRICS = ("step", "split", "epoch", "loss")
-
-
-def task_metric(
-    summary: dict[str, Any] | None, val_events: list[dict[str, Any]]
-) -> tuple[str, str]:
-    """(name, direction) of the run's task metric: summary.json's `metric`, else (a live run)
-    the first built-in metric a validation event holds, else its first number besides the
-    loss. A user's own metric (`hone.Trainer(metrics=...)`) takes its direction from the
-    summary's `metric_directions`; direction "" when unknown."""
-    directions = dict((summary or {}).get("metric_directions") or {})
-    name = str((summary or {}).get("metric") or "")
-    if not name:
-        keys = [k for e in val_events[:1] for k in e if k not in NOT_METRICS]
-        name = next((k for k in keys if k in METRICS), keys[0] if keys else "")
-    known = METRICS.get(name)
-    return name, str(directions.get(name) or (known.direction if known else ""))
+@functools.cache
+def _declared_defaults(section: str) -> dict[str, Any]:
+    """The defaults hone.config declares for the keys of `section` that every run has
+    (`optim.lr`, `schedule.name`); a chosen model's or optimizer's own keys are not among
+    them (their configs load with the components, and torch)."""
+    table = type_hints(Config).get(section)
+    if not dataclasses.is_dataclass(table):
+        return {}
+    return {
+        f.name: field_default(f) for f in dataclasses.fields(table) if not f.metadata.get("flatten")
+    }

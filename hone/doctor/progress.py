@@ -25,8 +25,9 @@ from hone.doctor.curves import (
     train_loss_near,
     val_curve,
 )
-from hone.doctor.evidence import Evidence, number
+from hone.doctor.evidence import Evidence
 from hone.doctor.findings import ADAPTIVE, Finding, clip, init_for, lr_override, rounded
+from hone.run_records import number
 
 STALLED = 0.05  # improved by under a twentieth of its value over the rest of the run: stopped
 ROSE = 0.1  # a validation loss a tenth above its best is well above it ...

@@ -13,6 +13,7 @@ themselves are hone.checkpoint's business.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,7 +31,7 @@ from hone.checkpoint import (
     set_rng_state,
     truncate_metrics,
 )
-from hone.config import TrainConfig
+from hone.config import TrainConfig, opt, register_train_part
 from hone.distributed.dcp import ShardedStateIO, is_sharded
 from hone.engine.guard import NanGuard
 from hone.engine.observers import Observer
@@ -40,6 +41,16 @@ from hone.run_files import RunFiles
 
 if TYPE_CHECKING:
     from hone.engine.trainer import Trainer
+
+
+@register_train_part("checkpointing")
+@dataclass
+class CheckpointConfig:
+    """When checkpoints are written and which are kept (keys of [train])."""
+
+    checkpoint_every: int = opt(0, "write a checkpoint every N steps (0: only at the end)", ge=0)
+    keep_last: int = opt(3, "checkpoints to keep (the newest)", ge=1)
+    keep_best: bool = opt(False, "also keep the best checkpoint by train.monitor")
 
 
 class Stateful(Protocol):

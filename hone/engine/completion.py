@@ -14,7 +14,9 @@ class Completion:
     response needs: OpenAI's `finish_reason` and `usage`)."""
 
     text: str  # the generated text, without the prompt and without the stop string
-    finish_reason: Literal["stop", "length"]  # a stop string appeared, or max_new_tokens ran out
+    # "stop": a stop string appeared or the model ended its text (drew an end-of-text id of
+    # a pretrained tokenizer); "length": max_new_tokens ran out
+    finish_reason: Literal["stop", "length"]
     prompt_tokens: int
     completion_tokens: int  # every token generated, those of the stop string included
 

@@ -9,10 +9,25 @@ happens after a skipped step (logging, rollback) is hone.engine.checkpointing's 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from hone.checkpoint import FaultInjector, FiniteCheck, grad_norm, poison
+from hone.config import opt, register_train_part
+
+
+@register_train_part("guard")
+@dataclass
+class GuardConfig:
+    """The guard's keys in [train], and how many bad steps hone.engine.checkpointing bears."""
+
+    nan_guard: bool = opt(
+        True, "skip steps whose loss or gradient norm is not finite (one host sync per step)"
+    )
+    max_bad_steps: int = opt(3, "consecutive non-finite steps before rolling back", ge=1)
+    max_rollbacks: int = opt(2, "rollbacks before giving up with exit code 3", ge=0)
+    rollback_skip: int = opt(1, "batches to skip after a rollback", ge=0)
 
 
 class NonFiniteStep(Exception):

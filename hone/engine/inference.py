@@ -38,7 +38,13 @@ if TYPE_CHECKING:
 
 
 def run_files(run: str | Path) -> RunFiles:
-    """The files of a finished run, or a ConfigError saying what is missing."""
+    """The files of a finished run, or a ConfigError saying what is missing. A Hugging Face
+    checkpoint (a folder with its config.json, or `hf:ORG/NAME`) is a run too: the one
+    hone.pretrained.view makes of it, so every command that loads a run takes one."""
+    from hone.pretrained.view import checkpoint_view, is_checkpoint
+
+    if is_checkpoint(run):
+        run = checkpoint_view(run)
     files = RunFiles(run)
     if not files.config.is_file():
         raise ConfigError(
@@ -182,7 +188,9 @@ class LoadedRun:
                 (x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)
             )
         else:
-            split = batch_splitter(task.name, d.input_column, d.target_column)
+            # The keys of the `python` data set; a run trained on another reads common names.
+            keys = (getattr(d, "input_column", ""), getattr(d, "target_column", ""))
+            split = batch_splitter(task.name, *keys)
             pairs = (split(batch) for batch in data)
         for x, y in pairs:
             yield self._inputs(x), y
@@ -274,8 +282,9 @@ class LoadedRun:
 
         Sampling as in hone.models.generate.sample_next (temperature 0: greedy; `top_k`,
         `top_p` cut the candidates), with a generator seeded by `seed`. Generation ends after
-        `max_new_tokens` tokens, or once the text contains one of the `stop` strings; the text
-        then ends just before it.
+        `max_new_tokens` tokens, once the model draws an end-of-text id (the tokenizer's
+        `eos_ids`, a pretrained checkpoint's), or once the text contains one of the `stop`
+        strings; the text then ends just before it.
         """
         if self.tokenizer is None:
             raise ConfigError("this run is not a language model; use `hone predict` or `hone eval`")
@@ -312,7 +321,9 @@ class LoadedRun:
         tokens: list[int] = []
         text, shown = "", 0  # the text so far, and how much of it was yielded
         finish_reason: Literal["stop", "length"] = "length"
-        steps = iter_tokens(self.model, idx, max_new_tokens, temperature, top_k, top_p, g)
+        # A pretrained checkpoint's tokenizer names the ids that end a text; hone's own do not.
+        eos_ids = set(getattr(self.tokenizer, "eos_ids", ()))
+        steps = iter_tokens(self.model, idx, max_new_tokens, temperature, top_k, top_p, g, eos_ids)
         with closing(steps):
             while True:
                 # Autocast around the model only: the caller's code runs between pieces.
@@ -321,6 +332,9 @@ class LoadedRun:
                 if token is None:
                     break
                 tokens.append(token)
+                if token in eos_ids:  # counted as generated; its text (a special token) not shown
+                    finish_reason = "stop"
+                    break
                 # The whole text again, not the new token alone: a token may be part of a
                 # character, and some tokenizers join tokens (IdTokenizer puts spaces between).
                 text = self.tokenizer.decode(tokens)

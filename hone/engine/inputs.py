@@ -44,12 +44,14 @@ def resolve_inputs(
     data: Data | LoaderData | None,
 ) -> Inputs:
     """The checked config and parts; a ConfigError for the first thing that is wrong."""
-    cfg = config_from(config, overrides, check=False)
+    train, val, test = splits
+    # Data handed in is the `python` data set, whose keys (data.input_column, ...) read it.
+    python_data = ["data.name=python"] if train is not None else []
+    cfg = config_from(config, [*python_data, *overrides], check=False)
     if isinstance(loss, str):
         cfg.loss.name, loss = loss, None
     if model is not None and not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    train, val, test = splits
     if train is None and (val is not None or test is not None):
         raise ConfigError("val_data and test_data go with train_data; pass train_data too")
     task_name = task.name if isinstance(task, Task) else task
@@ -62,10 +64,15 @@ def resolve_inputs(
         size = getattr(getattr(data, "train", None), "batch_size", None)
         if isinstance(data, LoaderData) and isinstance(size, int):
             cfg.train.batch_size = size  # the loader's batches, as the run's record says
-    elif task_name is not None and data is None:
-        cfg.data.task = task_name
+    elif task_name is not None and data is None and hasattr(cfg.data, "task"):
+        cfg.data.task = task_name  # a data set that reads its targets by data.task (csv, npz)
     handed = user_metrics(metrics)
     cfg.train.metrics = [*cfg.train.metrics, *(n for n in handed if n not in cfg.train.metrics)]
     validate(cfg)
+    # A model family that decides part of the rest (a pretrained checkpoint: its tokenizer
+    # and context length, hone.pretrained.model) fills it in before the data is read.
+    complete = getattr(cfg.model.arch, "complete", None)
+    if model is None and complete is not None:
+        complete(cfg)
     handed_task = task if isinstance(task, Task) else None
     return Inputs(cfg, data, loss, configured_metrics(cfg.train.metrics), handed_task)

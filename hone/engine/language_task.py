@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from hone.config import TrainConfig
+from hone.config import LossConfig, TrainConfig, opt, register_train_part
 from hone.data import Preprocessor, TensorData, TokenData, WindowBatcher
 from hone.data.base import Data, Tokenizer
-from hone.engine.task_base import Batch, BatchSource, Task
+from hone.engine.task_base import Batch, BatchSource, ModelLoss, Task
 from hone.errors import ConfigError
 from hone.models import ModelSpec
 from hone.run_files import RunFiles
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
 # evaluation of a run (and `hone eval` afterwards) sees the same tokens.
 EVAL_WINDOW_SEED = 1234
 WHOLE_SPLIT_TOKENS = 16384  # the least tokens in a batch of a whole-split evaluation
+
+
+@register_train_part("sampling")
+@dataclass
+class SamplingConfig:
+    """What a language model's run samples (the trainer draws it; a key of [train])."""
+
+    sample_tokens: int = opt(200, "language models: tokens sampled at the end of training", ge=0)
 
 
 class LanguageModel(Task):
@@ -137,6 +146,22 @@ class LanguageModel(Task):
         if isinstance(data, BatchSource):
             return data.has(split)
         return split in self.splits
+
+    def model_loss(self, model: torch.nn.Module, cfg: LossConfig) -> ModelLoss | None:
+        # hone's GPT and Llama take the targets and compute the cross-entropy a chunk of
+        # tokens at a time (hone.models.lm_loss): the batch's (B, T, V) logits never exist,
+        # 200 MB a step at batch 4 x 256 with a 49k vocabulary. A user's model keeps the
+        # plain path.
+        if cfg.name != "cross_entropy" or not getattr(model, "loss_from_targets", False):
+            return None
+        smoothing = cfg.label_smoothing
+
+        def loss(
+            forward: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor
+        ) -> torch.Tensor:
+            return forward(x, targets=y, label_smoothing=smoothing)
+
+        return loss
 
     def update(self, state: Any, out: torch.Tensor, y: torch.Tensor) -> Any:
         return state

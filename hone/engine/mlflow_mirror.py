@@ -25,15 +25,13 @@ from hone.config import Config, to_dict
 from hone.engine.observers import Observer
 from hone.errors import ConfigError
 from hone.run_files import RunFiles
-from hone.runs import status
+from hone.run_records import NOT_MEASURED, read_json, status
 
 if TYPE_CHECKING:
     from hone.engine.trainer import Trainer
 
 FLUSH_SECONDS = 5.0
 SPLITS = ("train", "val", "test")  # the events mirrored as metrics (not faults or samples)
-# Event keys that place a number rather than measure something.
-_NOT_METRICS = ("step", "split", "epoch")
 
 
 def import_mlflow() -> Any:
@@ -141,7 +139,7 @@ class MLflowMirror(Observer):
             return
         stamp, step = int(time.time() * 1000), int(event["step"])
         for key, value in event.items():
-            if key not in _NOT_METRICS and isinstance(value, int | float):
+            if key not in NOT_MEASURED and isinstance(value, int | float):
                 self.pending.append(self.metric_type(f"{split}/{key}", float(value), stamp, step))
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
@@ -181,7 +179,7 @@ def _ended(client: Any, run_id: str, pending: list[Any], status_file: Path) -> N
     """The trainer went away unfinished: KILLED when a stop signal ended it (resumable),
     else FAILED. The status observer wrote its verdict at the signal, in status.json."""
     _send(client, run_id, pending)
-    record = status.read(status_file) or {}
+    record = read_json(status_file) or {}
     client.set_terminated(run_id, "KILLED" if record.get("state") == status.STOPPED else "FAILED")
 
 

@@ -21,6 +21,7 @@ from hone.data.base import Data
 from hone.data.loader_batcher import LoaderBatcher
 from hone.data.loaders import LoaderData
 from hone.distributed.context import DistContext
+from hone.engine.task_base import ModelLoss
 from hone.engine.tasks import Task, resolve_task, task_of
 from hone.errors import ConfigError
 from hone.models import ModelSpec, build_model
@@ -40,6 +41,9 @@ class Parts:
     converters: list[dict[str, Any]] = field(default_factory=list)  # records, in order
     # The converters' post_optimizer_step hooks, for the Stepper: usually none.
     post_step: list[Callable[[nn.Module], None]] = field(default_factory=list)
+    # The loss the model computes itself (Task.model_loss), used by training steps: None
+    # when a loss or a teacher is handed in, or the task and model offer none.
+    model_loss: ModelLoss | None = None
 
 
 def build_parts(
@@ -73,7 +77,10 @@ def build_parts(
         # that a distilled run's val_loss compares with any other run's.
         eval_loss_fn = task.loss(cfg.loss)
     post_step = post_optimizer_steps(converters)
-    return Parts(data, task, spec, model, loss_fn, eval_loss_fn, teacher, records, post_step)
+    model_loss = task.model_loss(model, cfg.loss) if loss is None and teacher is None else None
+    return Parts(
+        data, task, spec, model, loss_fn, eval_loss_fn, teacher, records, post_step, model_loss
+    )
 
 
 def build_batcher(

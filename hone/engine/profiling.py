@@ -30,6 +30,7 @@ from __future__ import annotations
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -40,6 +41,7 @@ from torch import nn
 from torch.profiler import ProfilerAction, profile, record_function, schedule
 from torch.utils.hooks import RemovableHandle
 
+from hone.config import opt, register_train_part
 from hone.config.schema import TrainConfig
 from hone.engine.observers import Observer
 from hone.run_files import RunFiles
@@ -47,6 +49,24 @@ from hone.track.progress import StderrConsole
 
 if TYPE_CHECKING:
     from hone.engine.trainer import Trainer
+
+
+@register_train_part("profiler")
+@dataclass
+class ProfileConfig:
+    """The profiler's keys in [train] (`hone train --profile` sets the first)."""
+
+    profile: bool = opt(
+        False,
+        "profile a window of steps after warm-up with torch.profiler "
+        "(trace, top ops, step-time shares)",
+    )
+    profile_wait: int = opt(
+        5, "profiling: steps run unprofiled before the profiler's warm-up", ge=0
+    )
+    profile_warmup: int = opt(2, "profiling: steps profiled and discarded before the window", ge=0)
+    profile_steps: int = opt(5, "profiling: steps in the window (shortened to fit the run)", ge=1)
+
 
 PHASES = ("data", "forward", "backward", "optimizer", "logging")
 TOP_OPS = 20  # operators in profile.json and profile.txt

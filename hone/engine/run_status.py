@@ -1,6 +1,6 @@
 """The status file of a run (status.json): running with a heartbeat, then finished, stopped
-or exited, so that `hone runs` can tell a live run from a killed one (hone.runs.status reads
-it and documents the format).
+or exited, so that `hone runs` can tell a live run from a killed one (hone.run_records.status
+reads it and documents the format).
 
 An observer, so the loop does not change: it writes "running" when training starts, a
 heartbeat at most every `heartbeat_seconds` between steps, "stopped" when the loop sees a
@@ -26,7 +26,7 @@ import torch
 from hone.checkpoint.signals import EXIT_CODES
 from hone.engine.observers import Observer
 from hone.run_files import RunFiles
-from hone.runs import status
+from hone.run_records import status
 
 if TYPE_CHECKING:
     from hone.engine.trainer import Trainer

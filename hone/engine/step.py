@@ -19,6 +19,7 @@ from hone.config import Config
 from hone.distributed.strategy import Strategy
 from hone.engine.guard import NanGuard, NonFiniteStep
 from hone.engine.precision import Precision
+from hone.engine.task_base import ModelLoss
 from hone.errors import ConfigError
 from hone.optim import OptimizerKind
 
@@ -46,6 +47,7 @@ class Stepper:
         device: torch.device,
         teacher: nn.Module | None = None,
         post_step: Iterable[Callable[[nn.Module], None]] = (),
+        model_loss: ModelLoss | None = None,
     ) -> None:
         self.cfg, self.model, self.forward, self.train_module = cfg, model, forward, train_module
         self.loss_fn, self.optimizer, self.schedule, self.kind = loss_fn, optimizer, schedule, kind
@@ -64,6 +66,7 @@ class Stepper:
         self.after_backward: list[Any] = []  # observers; set by the trainer
         self.post_step = list(post_step)  # converters' post_optimizer_step hooks: usually none
         self.owner: Any = None  # what the hooks are called with (the trainer)
+        self.model_loss = model_loss  # a loss the model computes from the targets: usually none
         self.penalized = [p for p in model.parameters() if p.ndim >= 2]
         self.penalty_on = bool(cfg.reg.l1 or cfg.reg.l2)
         # A constant schedule without warmup never changes the lr: skip stepping it per step.
@@ -96,7 +99,9 @@ class Stepper:
             # Across processes, gradients are communicated once per step: on the last micro-batch.
             with self._sync_context(last=i == len(batches) - 1):
                 with autocast():
-                    if self.teacher is None:
+                    if self.model_loss is not None:
+                        loss = self.model_loss(self.forward, x, y)
+                    elif self.teacher is None:
                         loss = self.loss_fn(self.forward(x), y)
                     else:
                         loss = self.loss_fn(self.forward(x), y, self._teach(x))

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from hone.distributed.strategy import Strategy
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs, targets)
+# (forward, inputs, targets) -> the mean loss: a loss the model computes from the targets
+ModelLoss = Callable[[Callable[..., torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @runtime_checkable
@@ -117,6 +119,12 @@ class Task:
     def loss(self, cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The loss `loss.name` names, refused when it does not fit this task."""
         return build_loss(cfg, self.name)
+
+    def model_loss(self, model: torch.nn.Module, cfg: LossConfig) -> ModelLoss | None:
+        """How training steps get the loss from the model itself, `model_loss(forward, x, y)`,
+        when the model computes `loss.name` better than `loss(model(x), y)` would; None (the
+        default) when it does not."""
+        return None
 
     def eval_batch_size(self, train: TrainConfig) -> int:
         """Samples per evaluation batch."""

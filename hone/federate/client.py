@@ -101,9 +101,8 @@ def local_config(cfg: Config, client: int, num_samples: int) -> Config:
         batch_size=batch_size,
         eval_every=0,
         patience=0,
-        checkpoint_every=0,
-        profile=False,
     )
+    train.checkpoint_every, train.profile = 0, False  # keys of the trainer's parts
     # A client's files are scratch: its losses travel to the server, which logs them.
     log = dataclasses.replace(
         cfg.log, progress="off", tensorboard=False, stats_every=0, mlflow=False

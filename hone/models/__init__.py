@@ -1,11 +1,11 @@
-"""Models by name: classic models, the GPT and user modules."""
+"""Models by name: classic models, the GPT, the Llama family and user modules."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from hone.config import ModelConfig
-from hone.models import classic, custom, gpt, recorded  # noqa: F401  (register the models)
+from hone.models import classic, custom, gpt, llama, recorded  # noqa: F401  (register the models)
 from hone.models.base import MODELS, ModelSpec
 from hone.models.init import initialize
 

@@ -1,15 +1,16 @@
 """Autoregressive sampling from a language model that maps (B, T) ids to (B, T, V) logits.
 
 `generate` returns the extended ids; `iter_tokens` yields each new id as soon as it is drawn.
-Both run one loop (`_next_ids`), so a seeded generator gives them the same tokens. A model
-with `new_kv_cache()` (hone.models.gpt.GPT) decodes incrementally through its key/value
-cache; any other (a custom model, hone.engine.backends.OnnxModule) recomputes its whole context
-at every step.
+Both run one loop (`_next_ids`), so a seeded generator gives them the same tokens. Given
+`stop_ids` (a pretrained tokenizer's `eos_ids`), a sequence ends with the first one it draws.
+A model with `new_kv_cache()` (hone.models.gpt.GPT) decodes incrementally through its
+key/value cache; any other (a custom model, hone.engine.backends.OnnxModule) recomputes its
+whole context at every step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Collection, Generator
 from contextlib import closing
 
 import torch
@@ -68,9 +69,15 @@ def _next_ids(
     top_k: int | None,
     top_p: float | None,
     generator: torch.Generator | None,
+    stop_ids: Collection[int] = (),
 ) -> Generator[torch.Tensor, None, None]:
     """Each step's new ids (B, 1), in eval mode (the model's mode is restored when the
     iteration ends or is closed).
+
+    A row that draws one of `stop_ids` has finished: it repeats that id at every later step
+    (its own draws are thrown away), and the loop ends after the step where the last row
+    finished. Finished rows still run through the model and draw, so the rows that go on get
+    the very tokens they would get without `stop_ids`.
 
     The model sees at most `block_size` tokens. Without a cache, each step runs the last
     block_size tokens (a window sliding by one). With a cache, a window cannot slide: every
@@ -85,8 +92,13 @@ def _next_ids(
     """
     block_size: int = getattr(model, "block_size", idx.size(1) + max_new_tokens)
     new_kv_cache = getattr(model, "new_kv_cache", None)
-    cache = new_kv_cache() if new_kv_cache is not None else None
+    # A cache as long as this generation can get (the last token drawn is never run)
+    need = idx.size(1) + max_new_tokens
+    cache = new_kv_cache(min(need, block_size)) if new_kv_cache is not None else None
     seen = 0  # tokens of idx the cache holds up to (the cache holds the last cache.length)
+    stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=idx.device)
+    finished = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)  # (B, 1)
+    stopping = len(stop) > 0  # without stop ids, no per-step device-to-host sync
     was_training = model.training
     model.eval()
     try:
@@ -102,7 +114,12 @@ def _next_ids(
                 logits = model(new, cache=cache)
                 seen = idx.size(1)
             next_id = sample_next(logits[:, -1, :].float(), temperature, top_k, top_p, generator)
+            if stopping:
+                next_id = torch.where(finished, idx[:, -1:], next_id)  # (B, 1)
+                finished |= torch.isin(next_id, stop)
             yield next_id
+            if stopping and bool(finished.all()):
+                return
             idx = torch.cat([idx, next_id], dim=1)
     finally:
         model.train(was_training)
@@ -116,13 +133,16 @@ def generate(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     top_p: float | None = None,
+    stop_ids: Collection[int] = (),
 ) -> torch.Tensor:
-    """Extend idx (B, T) by `max_new_tokens` sampled tokens: returns (B, T + max_new_tokens).
+    """Extend idx (B, T) by `max_new_tokens` sampled tokens: returns (B, T + max_new_tokens),
+    or fewer once every row has drawn one of `stop_ids` (a finished row repeats its stop id
+    up to the end of the batch's longest row).
 
-    Sampling as in `sample_next`; the context as in `_next_ids` (cropped to the model's
-    `block_size`). The model is put in eval mode and restored afterwards.
+    Sampling as in `sample_next`; the context and stopping as in `_next_ids` (cropped to the
+    model's `block_size`). The model is put in eval mode and restored afterwards.
     """
-    steps = _next_ids(model, idx, max_new_tokens, temperature, top_k, top_p, generator)
+    steps = _next_ids(model, idx, max_new_tokens, temperature, top_k, top_p, generator, stop_ids)
     return torch.cat([idx, *steps], dim=1)
 
 
@@ -134,14 +154,16 @@ def iter_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    stop_ids: Collection[int] = (),
 ) -> Generator[int, None, None]:
-    """The ids `generate` would add to idx (1, T), each yielded as soon as it is drawn.
+    """The ids `generate` would add to idx (1, T), each yielded as soon as it is drawn; a
+    stop id drawn is yielded, and is the last.
 
     Stopping early is allowed; close the iterator (or let it be collected) to put the model
     back in its mode.
     """
     assert idx.size(0) == 1, f"iter_tokens samples one sequence, got a batch of {idx.size(0)}"
-    steps = _next_ids(model, idx, max_new_tokens, temperature, top_k, top_p, generator)
+    steps = _next_ids(model, idx, max_new_tokens, temperature, top_k, top_p, generator, stop_ids)
     with closing(steps):  # closing this iterator early closes the loop, which restores the mode
         for next_id in steps:
             yield int(next_id)

@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from hone.config import ModelConfig, opt, register_model_config
 from hone.errors import ConfigError
 from hone.models.base import MODELS, ModelSpec
+from hone.models.lm_loss import lm_head_loss
 
 # `attn = "auto"` means SDPA on every device. Measured on this project's 2-core AMD EPYC
 # (torch 2.13, fp32, one training step = forward + backward + AdamW, the fastest of 22-37
@@ -48,7 +49,11 @@ class GPTConfig:
     bias: bool = opt(True, "bias in linear layers and norms")
     norm: str = opt("layernorm", "normalization", choices=["layernorm", "rmsnorm"])
     pos: str = opt("learned", "position encoding", choices=["learned", "rope"])
-    mlp: str = opt("gelu", "MLP activation", choices=["gelu", "relu2"])
+    mlp: str = opt(
+        "gelu",
+        "MLP activation; gelu_tanh is GPT-2's tanh approximation",
+        choices=["gelu", "gelu_tanh", "relu2"],
+    )
     attn: str = opt(
         "auto", "attention kernel; auto picks by device", choices=["auto", "sdpa", "plain"]
     )
@@ -210,7 +215,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: C -> 4C -> C with GELU or squared ReLU."""
+    """Position-wise feed-forward: C -> 4C -> C with GELU (exact or tanh) or squared ReLU."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
@@ -222,7 +227,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)  # (B, T, 4C)
-        h = F.relu(h).square() if self.kind == "relu2" else F.gelu(h)
+        if self.kind == "relu2":
+            h = F.relu(h).square()
+        else:  # GPT-2 was trained with the tanh approximation: its weights expect it
+            h = F.gelu(h, approximate="tanh" if self.kind == "gelu_tanh" else "none")
         return self.dropout(self.proj(h))
 
 
@@ -243,6 +251,10 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """Decoder-only transformer: idx (B, T) token ids -> logits (B, T, V)."""
+
+    # forward(idx, targets=y) returns the loss without the (B, T, V) logits: the language
+    # task trains through it (hone.models.lm_loss)
+    loss_from_targets = True
 
     def __init__(self, cfg: GPTConfig, vocab_size: int) -> None:
         super().__init__()
@@ -304,13 +316,24 @@ class GPT(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def new_kv_cache(self) -> KVCache:
-        """An empty cache for `forward(idx, cache)`: up to block_size tokens per sequence."""
-        return KVCache(len(self.blocks), self.block_size)
+    def new_kv_cache(self, max_length: int = 0) -> KVCache:
+        """An empty cache for `forward(idx, cache)`: up to `max_length` tokens per sequence
+        (0 or more than block_size: block_size). Its buffers take max_length positions at
+        the first forward, so a generation asks for what it needs, not a 32k context's."""
+        limit = min(max_length, self.block_size) if max_length > 0 else self.block_size
+        return KVCache(len(self.blocks), limit)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        targets: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ) -> torch.Tensor:
         """Logits (B, T, V) of idx (B, T). With `cache`, idx continues the tokens the cache
-        holds (its positions start at `cache.length`), and their keys and values are added."""
+        holds (its positions start at `cache.length`), and their keys and values are added.
+        With `targets` (B, T), the mean cross-entropy of those logits instead, computed a
+        chunk of tokens at a time (hone.models.lm_loss) so the (B, T, V) logits never exist."""
         B, T = idx.shape
         start = 0 if cache is None else cache.length
         assert start + T <= self.block_size, (
@@ -330,6 +353,8 @@ class GPT(nn.Module):
                 x = block(x)
         if cache is not None:
             cache.advance(T)
+        if targets is not None:
+            return lm_head_loss(self.lm_head, self.norm(x), targets, label_smoothing)
         return self.lm_head(self.norm(x))  # (B, T, V)
 
 

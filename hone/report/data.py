@@ -1,39 +1,21 @@
 """What a report shows of one run, read from its files: events by split, training
 statistics, the record `hone runs` makes of it, the config and the doctor's findings.
 
-Nothing is computed again and torch is not imported. A live run is read as it stands: a line
-cut short by the writer is skipped; a step logged twice (a rollback redoes steps, a resumed
-run repeats those after its checkpoint) keeps its last record.
+Nothing is computed again and torch is not imported: the files are read by hone.run_records,
+a live run as it stands.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hone.doctor.evidence import read_lines
 from hone.run_files import RunFiles
+from hone.run_records import NOT_MEASURED, number, read_events, read_statistics, task_metric
 from hone.runs import RunRecord, read_run
-
-
-def number(value: Any) -> float:
-    """A logged value as a float: NaN/inf were written as strings, and None is NaN."""
-    if isinstance(value, bool) or value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def last_per_step(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per step, the last written, in step order."""
-    by_step = {int(r.get("step", 0)): r for r in records}
-    return [by_step[s] for s in sorted(by_step)]
 
 
 @dataclass
@@ -62,19 +44,15 @@ class RunData:
     @classmethod
     def read(cls, path: str | Path) -> RunData:
         files = RunFiles(path)
-        by_split: dict[str, list[dict[str, Any]]] = {}
-        for event in read_lines(files.metrics):
-            by_split.setdefault(str(event.get("split", "train")), []).append(event)
-        samples = by_split.pop("sample", [])
-        events = {split: last_per_step(found) for split, found in by_split.items()}
-        stats_records = read_lines(files.stats)
-        layers = last_per_step([r for r in stats_records if r.get("kind") == "layers"])
-        run = next((r for r in stats_records if r.get("kind") == "run"), {})
+        events = read_events(files)
+        samples = events.pop("sample", [])
+        stats = read_statistics(files)
         try:
             config_text = files.config.read_text()
         except OSError:
             config_text = ""
-        return cls(files.root, read_run(files.root), events, layers, run, config_text, samples)
+        record = read_run(files.root)
+        return cls(files.root, record, events, stats.layers, stats.run, config_text, samples)
 
     @property
     def name(self) -> str:
@@ -83,10 +61,8 @@ class RunData:
     @property
     def metric(self) -> str:
         """The task metric measured on validation (accuracy, perplexity, r2, ...)."""
-        if self.record.metric:
-            return self.record.metric
-        keys = {k for e in self.events.get("val", []) for k in e} - {"step", "split", "epoch"}
-        return next(iter(sorted(keys - {"loss"})), "")
+        summary, status = self.record.summary or None, self.record.status.record
+        return task_metric(summary, status, self.events.get("val", []))[0]
 
     def series(self, split: str, key: str, x: str = "step") -> Series:
         """`key` of the `split` events against `x` ("step", or "elapsed": training seconds,
@@ -124,7 +100,7 @@ class RunData:
         seen: dict[str, None] = {}
         for event in self.events.get(split, []):
             for key, value in event.items():
-                if key not in ("step", "split", "epoch") and not isinstance(value, bool):
+                if key not in NOT_MEASURED and not isinstance(value, bool):
                     if isinstance(value, int | float) or value in ("nan", "inf", "-inf"):
                         seen[key] = None
         return list(seen)

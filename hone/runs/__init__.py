@@ -6,9 +6,8 @@ for run in sort_runs(where(list_runs(["runs"]), ["recipe=mlp-digits"]), "best"):
     print(run.name, run.status.label, run.best)
 
 It reads run directories from their small files only (summary.json, status.json, the tail of
-metrics.jsonl, config.toml on demand) and imports nothing but the foundation (config,
-metrics, run_files): no torch, so the command answers at once, and the engine can use the
-status file's format from here (hone.runs.status) without importing upward.
+metrics.jsonl, config.toml on demand) through the foundation's reader of run records
+(hone.run_records): no torch, so the command answers at once.
 """
 
 from __future__ import annotations
@@ -16,15 +15,12 @@ from __future__ import annotations
 from hone.runs.compare import Comparison, compare_runs, config_differences, flatten
 from hone.runs.query import COLUMNS, Condition, known_keys, sort_runs, where
 from hone.runs.records import RunRecord, find_run_dirs, is_run, list_runs, read_run
-from hone.runs.status import STATES, Status, status_of
 
 __all__ = [
     "COLUMNS",
-    "STATES",
     "Comparison",
     "Condition",
     "RunRecord",
-    "Status",
     "compare_runs",
     "config_differences",
     "find_run_dirs",
@@ -34,6 +30,5 @@ __all__ = [
     "list_runs",
     "read_run",
     "sort_runs",
-    "status_of",
     "where",
 ]

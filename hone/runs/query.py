@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hone.errors import ConfigError, did_you_mean
-from hone.metrics import metric_of
+from hone.run_records import as_number
 from hone.runs.records import RunRecord
 
 _CONDITION = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|!=|==|=|<|>|~)\s*(.*?)\s*$")
@@ -52,17 +52,6 @@ def lookup(record: RunRecord, key: str) -> Any:
     return None
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b,
@@ -94,7 +83,7 @@ class Condition:
         have = lookup(record, self.key)
         if have is None:
             return False
-        a, b = _number(have), _number(self.value)
+        a, b = as_number(have), as_number(self.value)
         if self.op in _COMPARE:
             if a is None or b is None:
                 return _COMPARE[self.op](str(have), self.value)  # text: dates, names
@@ -140,10 +129,9 @@ def _sort_key(key: str) -> Callable[[RunRecord], tuple[int, Any]]:
         have = lookup(record, key)
         if have is None:
             return (2, 0)
-        number = _number(have)
+        number = as_number(have)
         if key == "best" and number is not None:
-            metric = metric_of(f"val_{record.metric}")
-            return (0, -number if metric is not None and metric.direction == "max" else number)
+            return (0, -number if record.metric_direction == "max" else number)
         if number is not None and not isinstance(have, str):
             return (0, number)
         return (1, str(have))

@@ -11,8 +11,8 @@ fraction of a second (bench/runs_table.py).
 from __future__ import annotations
 
 import json
+import math
 import os
-import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from hone.run_files import CONFIG, CV, STATUS, SUMMARY, RunFiles
-from hone.runs.status import Status, status_of
+from hone.run_records import (
+    as_number,
+    read_config,
+    read_events,
+    read_json,
+    read_summary,
+    task_metric,
+)
+from hone.run_records.status import Status, status_of
 
 _MARKERS = (CONFIG, SUMMARY, STATUS, CV)
 TAIL_BYTES = 16384  # of metrics.jsonl read for a run without a summary: its last events
@@ -38,6 +46,7 @@ class RunRecord:
     steps: int | None = None
     total_steps: int | None = None  # planned, while running
     metric: str = ""  # the task metric: accuracy, perplexity, r2, ...
+    metric_direction: str = ""  # "min" or "max"; "" when unknown
     best: float | None = None  # the best validation value of `metric`
     best_val_loss: float | None = None
     wall_seconds: float | None = None
@@ -50,10 +59,7 @@ class RunRecord:
         """The run's config.toml as a dict (read on first use: only --where on a config key
         or `compare` need it)."""
         if self._config is None:
-            try:
-                self._config = tomllib.loads(RunFiles(self.path).config.read_text())
-            except (OSError, tomllib.TOMLDecodeError):
-                self._config = {}
+            self._config = read_config(RunFiles(self.path))
         return self._config
 
     def columns(self) -> dict[str, Any]:
@@ -94,39 +100,10 @@ class RunRecord:
         }
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def last_events(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:
-    """The events in the last `max_bytes` of a metrics.jsonl (a cut first or last line is
-    skipped), oldest first."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - max_bytes))
-            tail = f.read()
-    except OSError:
-        return []
-    events = []
-    for line in tail.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
+def _finite(value: Any) -> float | None:
+    """A logged number as the table shows it: None when missing or not finite (diverged)."""
+    decoded = as_number(value)
+    return decoded if decoded is not None and math.isfinite(decoded) else None
 
 
 def _recipe_of(record: RunRecord) -> str:
@@ -146,40 +123,40 @@ def read_run(path: str | Path, name: str = "") -> RunRecord:
     files = RunFiles(path)
     # A k-fold run's own folder holds cv.json (its folds are runs inside it) instead, and
     # `hone compress`'s output compress.json (a finished model, trained or not).
-    summary = _json(files.summary) or _json(files.cv)
-    if summary is None and (compressed := _json(files.compress)) is not None:
+    summary = read_summary(files) or read_json(files.cv)
+    if summary is None and (compressed := read_json(files.compress)) is not None:
         summary = {"stop_reason": "compressed", "method": compressed.get("method")}
     state = status_of(files, summary)
     info = state.record or {}
     record = RunRecord(files.root, name or files.root.name, state, summary or {})
     s = record.summary
     record.recipe = str(s.get("recipe") or info.get("recipe") or "") or _recipe_of(record)
-    record.metric = str(s.get("metric") or info.get("metric") or "")
+    # Running or dead: the last logged events are newer than a heartbeat.
+    events = {} if summary is not None else read_events(files, TAIL_BYTES)
+    record.metric, record.metric_direction = task_metric(summary, info, events.get("val", []))
     best_val = info.get("best_val") or {}
-    record.best = _number(s.get("best_val_metric_mean", s.get("best_val_metric")))
-    record.best_val_loss = _number(s.get("best_val_loss_mean", s.get("best_val_loss")))
+    record.best = _finite(s.get("best_val_metric_mean", s.get("best_val_metric")))
+    record.best_val_loss = _finite(s.get("best_val_loss_mean", s.get("best_val_loss")))
     if summary is None:
-        record.best = _number(best_val.get(f"val_{record.metric}"))
-        record.best_val_loss = _number(best_val.get("val_loss"))
+        record.best = _finite(best_val.get(f"val_{record.metric}"))
+        record.best_val_loss = _finite(best_val.get("val_loss"))
     record.steps = s.get("steps", info.get("step"))
-    record.wall_seconds = _number(s.get("wall_seconds", info.get("train_seconds")))
+    record.wall_seconds = _finite(s.get("wall_seconds", info.get("train_seconds")))
     record.total_steps = info.get("total_steps")
-    record.tokens_per_second = _number(info.get("tokens_per_second"))
-    if summary is None:  # running or dead: the last logged events are newer than a heartbeat
-        _from_metrics(record, last_events(files.metrics))
+    record.tokens_per_second = _finite(info.get("tokens_per_second"))
+    _from_train_events(record, events.get("train", []))
     if record.steps and record.wall_seconds:
         record.steps_per_second = record.steps / record.wall_seconds
     record.started = _started(files, info)
     return record
 
 
-def _from_metrics(record: RunRecord, events: list[dict[str, Any]]) -> None:
+def _from_train_events(record: RunRecord, events: list[dict[str, Any]]) -> None:
     for event in events:
-        if event.get("split") == "train":
-            record.steps = max(record.steps or 0, int(event.get("step", 0)))
-            record.wall_seconds = _number(event.get("elapsed")) or record.wall_seconds
-            if "tokens_per_second" in event:
-                record.tokens_per_second = _number(event["tokens_per_second"])
+        record.steps = max(record.steps or 0, int(event.get("step", 0)))
+        record.wall_seconds = _finite(event.get("elapsed")) or record.wall_seconds
+        if "tokens_per_second" in event:
+            record.tokens_per_second = _finite(event["tokens_per_second"])
 
 
 def _started(files: RunFiles, info: dict[str, Any]) -> datetime | None:

@@ -15,6 +15,7 @@ from typing import Any
 from hone.config import Config, to_dict, to_toml
 from hone.imports import import_record
 from hone.run_files import RunFiles
+from hone.run_records import NOT_MEASURED
 
 
 def _clean(value: Any) -> Any:
@@ -64,7 +65,7 @@ class RunLog:
         if self._tb is not None:
             split, step = event.get("split", "train"), event["step"]
             for key, value in event.items():
-                if key not in ("step", "split", "epoch") and isinstance(value, int | float):
+                if key not in NOT_MEASURED and isinstance(value, int | float):
                     self._tb.add_scalar(f"{split}/{key}", value, step)
 
     @property

@@ -156,7 +156,7 @@ def test_augment_is_deterministic_given_the_generator():
 
 
 def test_augment_needs_images():
-    cfg = DataConfig(name="csv", augment_noise=0.1)
+    cfg = DataConfig(name="npz", augment_noise=0.1)
     with pytest.raises(ConfigError, match="--data.augment_shift=0"):
         build_augment(cfg, (5,), Preprocessor())
     with pytest.raises(ConfigError, match="smaller than the image"):

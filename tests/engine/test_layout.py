@@ -46,11 +46,15 @@ def test_run_file_names_live_in_run_files_only() -> None:
 # __version__ or __file__ loads nothing and is allowed everywhere.
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": (
-        "errors", "run_files", "registry", "metrics", "hardware", "imports", "recipes", "config",
+        "errors", "run_files", "registry", "metrics", "run_records", "hardware", "imports",
+        "recipes", "config",
     ),
     "building blocks": (
         "data", "models", "optim", "losses", "track", "distributed", "checkpoint",
     ),
+    # Hugging Face checkpoints in and out (issue 26): hone's models, their tokenizers and
+    # data; the engine loads a checkpoint as a run through it.
+    "pretrained": ("pretrained",),
     "engine": ("engine",),
     "applications": (
         "tune", "compress", "export", "serve", "doctor", "report", "runs", "federate",
@@ -66,9 +70,13 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("config", "models"): "model families register their config sections",
     # Likewise each component owns its config section (issue 25) and registers it from its
     # own package, which hone.config imports on first need (hone.config.components): the
-    # optimizers theirs, `hone tune` and `hone federate` their [tune] and [federated] tables
-    # (light modules: hone.tune.settings, hone.federate.settings).
+    # optimizers and data sets theirs, the engine's checkpointing, NaN guard, profiler and
+    # sampling their parts of [train], `hone tune` and `hone federate` their [tune] and
+    # [federated] tables (light modules: hone.tune.settings, hone.federate.settings).
     ("config", "optim"): "optimizers register their config sections",
+    ("config", "data"): "data sets register their config sections",
+    ("config", "engine"): "checkpointing, the NaN guard, profiler and sampling own [train] keys",
+    ("config", "pretrained"): "model.name = 'pretrained' registers its config section",
     ("config", "tune"): "hone tune registers its [tune] table",
     ("config", "federate"): "hone federate registers its [federated] table",
     # Sharded checkpoints (hone.distributed.dcp) are a hone.checkpoint StateIO that falls back
@@ -77,16 +85,11 @@ ALLOWED: dict[tuple[str, str], str] = {
     # check_supported asks OptimizerKind whether the optimizer re-evaluates a closure, which
     # several processes cannot synchronize (a lazy import).
     ("distributed", "optim"): "refusing closure optimizers in a multi-process run",
-    # The status.json format and the run records live in hone.runs and the engine writes them
-    # (run_status, mlflow_mirror). Issue 25's one reader of run records moves them beside
-    # their writer (hone.run_files); this entry goes then.
-    ("engine", "runs"): "the status format lives in hone.runs (issue 25 moves it down)",
     # int8's ONNX Runtime backend exports the fp32 model with hone.export's parity-checked
     # exporter (a lazy import).
     ("compress", "export"): "int8 through ONNX Runtime exports with hone.export",
-    # `hone report` draws what the other commands found: the doctor's findings (and, until
-    # issue 25's one reader lands, its metrics-line reader), the run table and config
-    # differences of `hone runs`, a study's plots and storage from hone.tune (lazy).
+    # `hone report` draws what the other commands found: the doctor's findings, the run table
+    # and config differences of `hone runs`, a study's plots and storage from hone.tune (lazy).
     ("report", "doctor"): "a run page shows the doctor's findings",
     ("report", "runs"): "the run table and config differences of `hone runs`",
     ("report", "tune"): "a study page draws hone.tune.plots",

@@ -15,7 +15,6 @@ from hone.errors import ConfigError
 MLP = [
     "data.name=synthetic_linear",
     "data.num_samples=200",
-    "data.task=regression",
     "loss.name=mse",
     "model.name=mlp",
     "model.depth=1",

@@ -61,7 +61,8 @@ def test_a_space_and_free_form_tables_are_replaced_whole(tmp_path: Path) -> None
         'base = "mlp-digits"\n[tune.space]\n"optim.lr" = {type = "float", low = 0.001, high = 0.1}\n',
     )
     assert list(load_config(str(path)).tune.space) == ["optim.lr"]
-    write(tmp_path / "a.toml", 'base = "linreg"\n[data]\nkwargs = {x = 1, y = 2}\n')
+    data = '[data]\nname = "custom"\ntarget = "my_data:load"\n'  # kwargs: a custom data set's
+    write(tmp_path / "a.toml", f'base = "linreg"\n{data}kwargs = {{x = 1, y = 2}}\n')
     path = write(tmp_path / "b.toml", 'base = "a.toml"\n[data]\nkwargs = {z = 3}\n')
     assert load_config(str(path)).data.kwargs == {"z": 3}
 

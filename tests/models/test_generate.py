@@ -286,3 +286,19 @@ def test_bad_sampling_arguments_name_the_fix() -> None:
         run.stream("a", 5, stop=[""])
     result = run_hone("sample", "no-such-run", "--top-p", "0")
     assert result.returncode == 2 and "--top-p must be in (0, 1]" in result.stderr
+
+
+def test_the_cache_takes_what_a_generation_needs_not_the_whole_block() -> None:
+    model = tiny(block_size=64)
+    made = []
+    new_kv_cache = model.new_kv_cache
+
+    def spy(max_length: int = 0) -> Any:
+        made.append(new_kv_cache(max_length))
+        return made[-1]
+
+    model.new_kv_cache = spy  # type: ignore[method-assign]
+    generate(model, torch.zeros(1, 3, dtype=torch.long), 5, temperature=0)
+    assert made[0].max_length == 8 and made[0].keys[0].size(2) == 8  # prompt + new tokens
+    generate(model, torch.zeros(1, 3, dtype=torch.long), 100, temperature=0)
+    assert made[1].max_length == 64  # capped at block_size: the context shifts past it

@@ -21,8 +21,8 @@ import hone
 from hone.cli import main
 from hone.errors import ConfigError
 from hone.run_files import RunFiles
+from hone.run_records.status import this_process
 from hone.runs import compare_runs, list_runs, read_run, sort_runs, where
-from hone.runs.status import this_process
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,8 +20,8 @@ from hone.config import load_config
 from hone.engine import Observer, Trainer
 from hone.errors import TrainingAborted
 from hone.run_files import RunFiles
+from hone.run_records.status import process_alive, process_start, this_process
 from hone.runs import list_runs, read_run
-from hone.runs.status import process_alive, process_start, this_process
 from tests.compress.conftest import QUIET, one_thread_in_tmp
 
 ROOT = Path(__file__).resolve().parents[2]

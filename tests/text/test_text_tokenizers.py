@@ -79,7 +79,7 @@ def test_bpe_loads_from_a_saved_tokenizer_json_file(tmp_path: Path) -> None:
     tok.save(str(tmp_path))
     file = tmp_path / "tokenizer.json"
     assert json.loads(file.read_text())["model"]["type"] == "BPE"  # the Hugging Face format
-    cfg = DataConfig(tokenizer="bpe", tokenizer_path=str(file))
+    cfg = DataConfig(name="text", tokenizer="bpe", tokenizer_path=str(file))
     loaded = build_tokenizer(cfg, "training text is ignored when a tokenizer is given")
     assert loaded.encode(TEXT) == tok.encode(TEXT)
 
@@ -87,7 +87,9 @@ def test_bpe_loads_from_a_saved_tokenizer_json_file(tmp_path: Path) -> None:
 def test_tokenizer_path_must_match_the_configured_kind(tmp_path: Path) -> None:
     CharTokenizer.train(TEXT).save(str(tmp_path))
     with pytest.raises(ConfigError, match="--data.tokenizer=char"):
-        build_tokenizer(DataConfig(tokenizer="bpe", tokenizer_path=str(tmp_path)), TEXT)
+        build_tokenizer(
+            DataConfig(name="text", tokenizer="bpe", tokenizer_path=str(tmp_path)), TEXT
+        )
     with pytest.raises(ConfigError, match="no tokenizer at"):
         load_tokenizer(str(tmp_path / "missing"))
 

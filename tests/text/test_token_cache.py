@@ -73,7 +73,7 @@ def test_cache_root_prefers_config_then_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HONE_CACHE_DIR", str(tmp_path / "env"))
-    assert cache_root(Config().data) == tmp_path / "env"
+    assert cache_root(text_config(tmp_path).data) == tmp_path / "env"
     assert (
         cache_root(text_config(tmp_path, cache_dir=str(tmp_path / "cfg")).data) == tmp_path / "cfg"
     )

@@ -9,17 +9,47 @@ cached (see `cache.py`), so the second run of a recipe starts at once.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hone.config import Config
+from hone.config import Config, opt, register_data_config
 from hone.data.base import DATASETS, TokenData
 from hone.data.text.cache import cache_key, cache_root, cached_tokens, token_dtype
 from hone.data.text.corpus import EDITIONS, shakespeare_text
 from hone.data.text.tokenizers import IdTokenizer, build_tokenizer, load_tokenizer
 from hone.errors import ConfigError
+
+
+@register_data_config("shakespeare")
+@dataclass
+class CorpusConfig:
+    """The keys of a text corpus that hone tokenizes (build_tokenizer) and caches."""
+
+    tokenizer: str = opt(
+        "char",
+        "tokenizer; pretrained: a checkpoint's, at tokenizer_path",
+        choices=["char", "byte", "bpe", "pretrained"],
+    )
+    tokenizer_path: str = opt("", "a tokenizer.json to load instead of training one")
+    bpe_vocab_size: int = opt(1024, "vocabulary size when training a BPE tokenizer", ge=257)
+    cache_dir: str = opt("", "where tokenized corpora are cached (default ~/.cache/hone)")
+
+
+@register_data_config("text")
+@dataclass
+class TextConfig(CorpusConfig):
+    path: str = opt("", "a UTF-8 text file, or a folder of .txt files")
+
+
+@register_data_config("tokens")
+@dataclass
+class TokensConfig:
+    path: str = opt("", "a binary file of token ids, read through numpy memmap")
+    token_dtype: str = opt("uint16", "dtype of the ids", choices=["uint16", "uint32"])
+    tokenizer_path: str = opt("", "a tokenizer.json that decodes the ids (else samples are ids)")
 
 
 def split_text(text: str, val_fraction: float) -> tuple[str, str]:

@@ -3,7 +3,9 @@
 Every tokenizer saves itself as one `tokenizer.json` in a folder and `load_tokenizer` restores
 any kind from it: hone's own kinds write `{"hone_tokenizer": kind, ...}`; BPE writes the
 Hugging Face `tokenizers` file unchanged, so it loads in any tool that reads that format.
-Builders in `TOKENIZERS` take the data config and the training text.
+A pretrained checkpoint's tokenizer (a tokenizer_config.json beside the tokenizer.json) loads
+as `PretrainedTokenizer` (hone.data.text.pretrained_tokenizer). Builders in `TOKENIZERS` take
+the data config and the training text.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hone.config import DataConfig
+from hone.data.text.pretrained_tokenizer import CONFIG_FILE, PretrainedTokenizer
 from hone.errors import ConfigError
 from hone.registry import Registry
 
@@ -170,7 +173,7 @@ class BPETokenizer:
         self.tokenizer.save(str(Path(folder) / FILENAME))
 
 
-TextTokenizer = CharTokenizer | ByteTokenizer | BPETokenizer | IdTokenizer
+TextTokenizer = CharTokenizer | ByteTokenizer | BPETokenizer | IdTokenizer | PretrainedTokenizer
 
 
 def _write_json(folder: str, state: dict[str, Any]) -> None:
@@ -179,8 +182,15 @@ def _write_json(folder: str, state: dict[str, Any]) -> None:
 
 
 def load_tokenizer(path: str) -> TextTokenizer:
-    """Restore a tokenizer from a folder written by `save`, or from a tokenizer.json file."""
+    """Restore a tokenizer from a folder written by `save`, or from a tokenizer.json file.
+
+    A folder with a tokenizer_config.json (or a tokenizer.json beside one) is a pretrained
+    checkpoint's: `PretrainedTokenizer` reads its special tokens and chat template too.
+    """
     file = Path(path)
+    folder = file if file.is_dir() else file.parent
+    if (folder / CONFIG_FILE).is_file() and (file.is_dir() or file.name == FILENAME):
+        return PretrainedTokenizer.load(folder)
     if file.is_dir():
         file = file / FILENAME
     if not file.is_file():
@@ -231,6 +241,11 @@ def bpe(cfg: DataConfig, train_text: str) -> TextTokenizer:
 def build_tokenizer(cfg: DataConfig, train_text: str) -> TextTokenizer:
     """The tokenizer of `data.tokenizer`: loaded from `data.tokenizer_path`, else trained."""
     if not cfg.tokenizer_path:
+        if cfg.tokenizer == "pretrained":  # nothing to train: a checkpoint's, named by its path
+            raise ConfigError(
+                "data.tokenizer = 'pretrained' reads a checkpoint's tokenizer; set "
+                "--data.tokenizer_path to the checkpoint's folder"
+            )
         return TOKENIZERS.get(cfg.tokenizer)(cfg, train_text)
     tokenizer = load_tokenizer(cfg.tokenizer_path)
     if tokenizer.kind != cfg.tokenizer:

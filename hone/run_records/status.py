@@ -8,8 +8,9 @@ exception; the exit code and error when the process knew them). SIGKILL leaves "
 behind, so a reader checks the process itself on the same host (the pid, and its start time
 against pid reuse) and the heartbeat's age on another host (a shared file system).
 
-This module only reads files and /proc: no torch, so `hone runs` stays fast, and the engine
-imports it to write the same format.
+This module only reads files and /proc: no torch, so `hone runs` stays fast; it sits in the
+foundation beside the file names (hone.run_files) so that the engine, which writes the file,
+and `hone runs`, `hone report` and the MLflow mirror, which read it, share one format.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hone.run_files import RunFiles
+from hone.run_records.reader import read_json
 
 # What the trainer writes in "state".
 RUNNING, FINISHED, STOPPED, EXITED = "running", "finished", "stopped", "exited"
@@ -77,15 +79,6 @@ def write(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def read(path: Path) -> dict[str, Any] | None:
-    """The status file's record; None when there is none (or it is not JSON)."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 @dataclass
 class Status:
     """What a reader concludes about a run: `state` (one of STATES) and why."""
@@ -129,7 +122,7 @@ def status_of(files: RunFiles, summary: dict[str, Any] | None, now: float | None
     a resumed run rewrites the status file, so an older summary does not count.
     """
     now = time.time() if now is None else now
-    record = read(files.status)
+    record = read_json(files.status)
     if record is None:
         if summary is not None:
             return Status(_summary_state(summary))

@@ -1,0 +1,354 @@
+"""The Llama family in one file: token embedding, pre-norm blocks of grouped-query attention
+with rotary positions and a SwiGLU MLP, RMSNorm, LM head.
+
+Mistral, Qwen2, Qwen3 and SmolLM are this model with other settings (hone.pretrained maps
+their Hugging Face configs onto LlamaConfig): Qwen2 adds biases to q, k and v, Qwen3 an
+RMSNorm over each head's queries and keys and a head width of its own, Llama 3.1 a rescaling
+of the rotary frequencies for long contexts.
+
+Shapes in comments: B batch, T time (tokens), C channels (n_embd), H query heads, G key/value
+heads (H / G query heads share one), D head width, F the MLP's hidden width, V vocabulary,
+S the tokens a key/value cache holds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from hone.config import ModelConfig, opt, register_model_config
+from hone.errors import ConfigError
+from hone.models.base import MODELS, ModelSpec
+
+# The GPT's cache holds whatever heads a layer writes (here the G key/value heads, which is
+# what makes grouped-query attention's cache H / G times smaller), and its rotation is the
+# same "rotate half" convention the Llama checkpoints were trained with.
+from hone.models.gpt import KVCache, _apply_rope
+from hone.models.lm_loss import lm_head_loss
+
+
+@register_model_config("llama")
+@dataclass
+class LlamaConfig:
+    """`model.*` keys of the Llama family."""
+
+    n_layer: int = opt(4, "number of transformer blocks", ge=1)
+    n_head: int = opt(4, "query heads per block", ge=1)
+    n_kv_head: int = opt(0, "key/value heads (grouped-query attention); 0 = n_head", ge=0)
+    n_embd: int = opt(128, "embedding width", ge=1)
+    head_dim: int = opt(0, "width of one head; 0 = n_embd / n_head", ge=0)
+    intermediate_size: int = opt(
+        0, "hidden width of the SwiGLU MLP; 0 = 8/3 n_embd rounded up to 64", ge=0
+    )
+    vocab_size: int = opt(0, "vocabulary size; 0 takes it from the tokenizer", ge=0)
+    block_size: int = opt(64, "context length in tokens", ge=1)
+    rope_theta: float = opt(10000.0, "base of the rotary frequencies", gt=0)
+    rope_scaling: str = opt(
+        "none",
+        "stretch of the rotary frequencies for longer contexts",
+        choices=["none", "linear", "llama3"],
+    )
+    rope_factor: float = opt(1.0, "rope scaling: how many times longer the context", gt=0)
+    rope_low_freq_factor: float = opt(1.0, "llama3 rope scaling: low frequency bound", gt=0)
+    rope_high_freq_factor: float = opt(4.0, "llama3 rope scaling: high frequency bound", gt=0)
+    rope_original_block_size: int = opt(
+        0, "llama3 rope scaling: the context trained before scaling; 0 = block_size", ge=0
+    )
+    norm_eps: float = opt(1e-5, "epsilon of the RMSNorms", gt=0)
+    qkv_bias: bool = opt(False, "bias in the query, key and value projections (Qwen2)")
+    qk_norm: bool = opt(False, "RMSNorm of each head's queries and keys (Qwen3)")
+    tie_embeddings: bool = opt(True, "share the token embedding with the LM head")
+    attn: str = opt("auto", "attention kernel; auto is SDPA", choices=["auto", "sdpa", "plain"])
+    dropout: float = opt(0.0, "dropout probability (embeddings, attention, residual)", ge=0, lt=1)
+
+    @property
+    def context_length(self) -> int:
+        return self.block_size
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_width(self) -> int:
+        return self.head_dim or self.n_embd // self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        # Llama's rule: 2/3 of a 4C MLP, since SwiGLU has three matrices instead of two
+        return self.intermediate_size or 64 * math.ceil(8 * self.n_embd / 3 / 64)
+
+    def validate(self) -> None:
+        if not self.head_dim and self.n_embd % self.n_head:
+            raise ConfigError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head}) "
+                "when model.head_dim = 0; set --model.head_dim or --model.n_head"
+            )
+        if self.n_head % self.kv_heads:
+            raise ConfigError(
+                f"model.n_head ({self.n_head}) must be a multiple of model.n_kv_head "
+                f"({self.n_kv_head}); set --model.n_kv_head to a divisor of {self.n_head}"
+            )
+        if self.head_width % 2:
+            raise ConfigError(
+                f"rotary positions need an even head width, got {self.head_width}; "
+                "set --model.head_dim (or --model.n_embd / --model.n_head) to an even width"
+            )
+        if (
+            self.rope_scaling == "llama3"
+            and self.rope_high_freq_factor <= self.rope_low_freq_factor
+        ):
+            raise ConfigError(
+                f"model.rope_high_freq_factor ({self.rope_high_freq_factor}) must exceed "
+                f"model.rope_low_freq_factor ({self.rope_low_freq_factor}); set one of them"
+            )
+
+
+def rope_frequencies(cfg: LlamaConfig) -> torch.Tensor:
+    """Angular speed of each rotated channel pair: (D/2,), in radians per position.
+
+    Pair i turns at theta^(-2i/D) (RoFormer). Linear scaling slows every pair by `rope_factor`
+    (position interpolation); llama3 slows only the pairs whose wavelength is longer than the
+    original context / low_freq_factor, keeps those shorter than it / high_freq_factor, and
+    blends in between, so local (fast) rotations stay as trained.
+    """
+    D = cfg.head_width
+    # 1 / theta^(i/D) rather than theta^(-i/D): the checkpoints' own rounding, to the last bit
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
+    factor = cfg.rope_factor
+    if cfg.rope_scaling == "linear":
+        return inv_freq / factor
+    if cfg.rope_scaling == "llama3":
+        original = cfg.rope_original_block_size or cfg.block_size
+        wavelength = 2 * math.pi / inv_freq
+        slow_above = original / cfg.rope_low_freq_factor  # wavelengths longer than this: / factor
+        keep_below = original / cfg.rope_high_freq_factor  # shorter than this: unchanged
+        low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+        smooth = (original / wavelength - low) / (high - low)  # 0 at slow_above, 1 at keep_below
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        scaled = torch.where(wavelength > slow_above, inv_freq / factor, inv_freq)
+        between = (wavelength >= keep_below) & (wavelength <= slow_above)
+        return torch.where(between, blended, scaled)
+    return inv_freq
+
+
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm whose statistics are taken in fp32 whatever the input's dtype, as the Llama
+    checkpoints were trained (a bf16 mean of squares loses digits); the normalized input is
+    cast back before the gain multiplies it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.rms_norm(x.float(), self.normalized_shape, None, self.eps).to(x.dtype)
+        return normed * self.weight if self.weight is not None else normed
+
+
+def _causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
+    """(T, S), True where the last T of S tokens may attend: query S - T + i sees keys <= it.
+    Built per call, not kept as a buffer: one for a 128k context would take 16 GB."""
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)
+
+
+class Attention(nn.Module):
+    """Causal grouped-query attention: H query heads share G key/value heads."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        C, self.H, self.G, self.D = cfg.n_embd, cfg.n_head, cfg.kv_heads, cfg.head_width
+        self.attn, self.dropout = cfg.attn, cfg.dropout
+        self.q = nn.Linear(C, self.H * self.D, bias=cfg.qkv_bias)
+        self.k = nn.Linear(C, self.G * self.D, bias=cfg.qkv_bias)
+        self.v = nn.Linear(C, self.G * self.D, bias=cfg.qkv_bias)
+        self.proj = nn.Linear(self.H * self.D, C, bias=False)
+        self.q_norm = RMSNorm(self.D, cfg.norm_eps) if cfg.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.D, cfg.norm_eps) if cfg.qk_norm else nn.Identity()
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        """x (B, T, C) at positions start .. start + T - 1, whose rotary cos and sin are
+        `rope` (2, T, D/2); start is the number of tokens the cache holds (0 without one)."""
+        B, T, _ = x.shape
+        q = self.q_norm(self.q(x).view(B, T, self.H, self.D)).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_norm(self.k(x).view(B, T, self.G, self.D)).transpose(1, 2)  # (B, G, T, D)
+        v = self.v(x).view(B, T, self.G, self.D).transpose(1, 2)  # (B, G, T, D)
+        q, k = _apply_rope(q, rope), _apply_rope(k, rope)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, G, S, D): every token so far
+        S = k.size(-2)
+        start = S - T  # tokens cached before x
+        dropout = self.dropout if self.training else 0.0
+        if self.attn == "plain":
+            # (B, H, S, D): query head h reads key/value head h // (H / G), as SDPA's GQA does
+            k = k.repeat_interleave(self.H // self.G, dim=1)
+            v = v.repeat_interleave(self.H // self.G, dim=1)
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.D)  # (B, H, T, S)
+            att = att.masked_fill(~_causal_mask(T, S, x.device), float("-inf")).softmax(dim=-1)
+            y = F.dropout(att, dropout, self.training) @ v  # (B, H, T, D)
+        else:
+            # is_causal is right when nothing is cached, and one new token sees every key;
+            # only a chunk after cached tokens needs its mask spelled out
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=_causal_mask(T, S, x.device) if start and T > 1 else None,
+                dropout_p=dropout,
+                is_causal=not start,
+                enable_gqa=self.G != self.H,
+            )
+        y = y.transpose(1, 2).reshape(B, T, self.H * self.D)
+        return self.resid_dropout(self.proj(y))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: C -> F (a SiLU gate times a linear branch) -> C."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.gate = nn.Linear(cfg.n_embd, cfg.mlp_width, bias=False)
+        self.up = nn.Linear(cfg.n_embd, cfg.mlp_width, bias=False)
+        self.down = nn.Linear(cfg.mlp_width, cfg.n_embd, bias=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))  # (B, T, F) inside
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.norm1, self.attn = RMSNorm(cfg.n_embd, cfg.norm_eps), Attention(cfg)
+        self.norm2, self.mlp = RMSNorm(cfg.n_embd, cfg.norm_eps), MLP(cfg)
+
+    def forward(
+        self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rope, cache, layer)
+        return x + self.mlp(self.norm2(x))
+
+
+class Llama(nn.Module):
+    """Decoder-only transformer: idx (B, T) token ids -> logits (B, T, V)."""
+
+    # forward(idx, targets=y) returns the loss without the (B, T, V) logits: the language
+    # task trains through it (hone.models.lm_loss)
+    loss_from_targets = True
+
+    rope_inv_freq: torch.Tensor
+
+    def __init__(self, cfg: LlamaConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = cfg
+        self.block_size, self.vocab_size = cfg.block_size, vocab_size
+        # Set by the engine from train.activation_checkpointing (as for the GPT).
+        self.activation_checkpointing = False
+        self.token_embedding = nn.Embedding(vocab_size, cfg.n_embd)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.token_embedding.weight
+        # Frequencies, not a (T, D) table: a table for a 128k context would take 64 MB, and
+        # cos/sin of the few positions a forward needs cost nothing next to its matmuls.
+        self.register_buffer("rope_inv_freq", rope_frequencies(cfg), persistent=False)
+        self._init_weights(cfg)
+
+    @property
+    def context_length(self) -> int:
+        """Tokens per training window: the block size."""
+        return self.block_size
+
+    def reset_buffers(self) -> None:
+        """Recompute the buffers that no checkpoint holds (the rotary frequencies), on the
+        weights' device: a model built on the meta device and then given its weights needs it."""
+        device = self.token_embedding.weight.device
+        self.rope_inv_freq = rope_frequencies(self.config).to(device)
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6 N + 12 n_layer (H D) block_size, as for the GPT (PaLM,
+        app. B): N counts every parameter that multiplies a token (the LM head included, the
+        token lookup not, when untied); attention's q @ k^T and att @ v run H D wide."""
+        cfg = self.config
+        n = sum(p.numel() for p in self.parameters())  # a tied weight counts once
+        if not cfg.tie_embeddings:
+            n -= self.token_embedding.weight.numel()
+        return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_head * cfg.head_width * cfg.block_size
+
+    def _init_weights(self, cfg: LlamaConfig) -> None:
+        """N(0, 0.02), the residual output projections scaled by 1/sqrt(2 n_layer) (GPT-2's
+        reason: two residual branches per block would otherwise grow the stream's variance)."""
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                residual = name.endswith(("attn.proj", "mlp.down"))
+                std = 0.02 / math.sqrt(2 * cfg.n_layer) if residual else 0.02
+                nn.init.normal_(module.weight, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def new_kv_cache(self, max_length: int = 0) -> KVCache:
+        """An empty cache for `forward(idx, cache)`: up to `max_length` tokens per sequence
+        (0 or more than block_size: block_size). Its buffers take max_length positions at
+        the first forward, so a generation asks for what it needs, not a 32k context's."""
+        limit = min(max_length, self.block_size) if max_length > 0 else self.block_size
+        return KVCache(len(self.blocks), limit)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        targets: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ) -> torch.Tensor:
+        """Logits (B, T, V) of idx (B, T). With `cache`, idx continues the tokens the cache
+        holds (its positions start at `cache.length`), and their keys and values are added.
+        With `targets` (B, T), the mean cross-entropy of those logits instead, computed a
+        chunk of tokens at a time (hone.models.lm_loss) so the (B, T, V) logits never exist."""
+        B, T = idx.shape
+        start = 0 if cache is None else cache.length
+        assert start + T <= self.block_size, (
+            f"sequence of {start + T} tokens exceeds block_size {self.block_size}"
+        )
+        positions = torch.arange(start, start + T, device=idx.device, dtype=torch.float32)
+        angles = positions[:, None] * self.rope_inv_freq[None, :]  # (T, D/2)
+        rope = torch.stack([angles.cos(), angles.sin()])  # (2, T, D/2)
+        x = self.dropout(self.token_embedding(idx))  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            if cache is not None:
+                x = block(x, rope, cache, layer)
+            elif self.activation_checkpointing and self.training:
+                x = checkpoint(block, x, rope, use_reentrant=False)
+            else:
+                x = block(x, rope)
+        if cache is not None:
+            cache.advance(T)
+        if targets is not None:
+            return lm_head_loss(self.lm_head, self.norm(x), targets, label_smoothing)
+        return self.lm_head(self.norm(x))  # (B, T, V)
+
+
+@MODELS.register("llama")
+def llama(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
+    """The Llama for a token stream with `spec.vocab_size` symbols (or `model.vocab_size`)."""
+    if spec.task != "lm":
+        raise ConfigError(
+            f"model.name = 'llama' needs a token data set (shakespeare, text, tokens), but the "
+            f"data's task is {spec.task}; set --data.name=shakespeare or pick another model"
+        )
+    own: LlamaConfig = cfg.arch
+    own.validate()  # also for configs built in Python, which no loader has checked
+    vocab_size = own.vocab_size or spec.vocab_size
+    if vocab_size < spec.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size must be at least {spec.vocab_size} (the data's vocabulary), got "
+            f"{own.vocab_size}; set --model.vocab_size=0 to take it from the data"
+        )
+    return Llama(own, vocab_size)

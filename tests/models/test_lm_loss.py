@@ -1,0 +1,104 @@
+"""The chunked language-model loss is the plain one: the same value and the same gradients,
+for the GPT and the Llama, with label smoothing, ignored targets, tied and untied heads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hone.config import ModelConfig
+from hone.models import ModelSpec, build_model, lm_loss
+from hone.models.lm_loss import chunked_cross_entropy
+
+VOCAB = 96
+
+
+def tiny(name: str, **changes: object) -> nn.Module:
+    torch.manual_seed(0)
+    fields = {"n_layer": 2, "n_head": 4, "n_embd": 32, "block_size": 16, **changes}
+    return build_model(ModelConfig(name=name, **fields), ModelSpec("lm", (16,), VOCAB, VOCAB))
+
+
+def plain_and_chunked(
+    model: nn.Module, idx: torch.Tensor, targets: torch.Tensor, smoothing: float
+) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    results = []
+    for chunked in (False, True):
+        model.zero_grad(set_to_none=True)
+        if chunked:
+            loss = model(idx, targets=targets, label_smoothing=smoothing)
+        else:
+            logits = model(idx)
+            loss = F.cross_entropy(
+                logits.reshape(-1, VOCAB), targets.reshape(-1), label_smoothing=smoothing
+            )
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads))
+    return results
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "smoothing"),
+    [
+        ("gpt", {}, 0.0),
+        ("gpt", {"tie_embeddings": False}, 0.1),
+        ("llama", {"n_kv_head": 2}, 0.0),
+        ("llama", {"n_kv_head": 2, "tie_embeddings": False}, 0.1),
+    ],
+)
+def test_the_chunked_loss_and_its_gradients_are_the_plain_ones(
+    name: str, changes: dict[str, object], smoothing: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lm_loss, "LOGITS_PER_CHUNK", VOCAB * 5)  # 5 tokens a chunk: 7 chunks
+    model = tiny(name, **changes).train()
+    gen = torch.Generator().manual_seed(1)
+    idx = torch.randint(0, VOCAB, (2, 16), generator=gen)
+    targets = torch.randint(0, VOCAB, (2, 16), generator=gen)
+    targets[0, 3] = targets[1, 9] = -100  # ignored, as F.cross_entropy ignores them
+    (plain, plain_grads), (chunked, chunked_grads) = plain_and_chunked(
+        model, idx, targets, smoothing
+    )
+    torch.testing.assert_close(chunked, plain, rtol=1e-6, atol=1e-6)
+    assert chunked_grads.keys() == plain_grads.keys()
+    for param_name, grad in plain_grads.items():
+        torch.testing.assert_close(chunked_grads[param_name], grad, rtol=1e-5, atol=1e-6)
+
+
+def test_without_gradients_only_the_loss_is_computed() -> None:
+    gen = torch.Generator().manual_seed(2)
+    hidden, weight = torch.randn(10, 8, generator=gen), torch.randn(VOCAB, 8, generator=gen)
+    targets = torch.randint(0, VOCAB, (10,), generator=gen)
+    with torch.no_grad():
+        loss = chunked_cross_entropy(hidden, weight, targets, chunk_tokens=3)
+    torch.testing.assert_close(loss, F.cross_entropy(hidden @ weight.T, targets))
+
+
+def test_under_bf16_autocast_the_loss_follows_the_plain_path() -> None:
+    gen = torch.Generator().manual_seed(3)
+    hidden = torch.randn(12, 16, generator=gen, requires_grad=True)
+    weight = torch.randn(VOCAB, 16, generator=gen, requires_grad=True)
+    targets = torch.randint(0, VOCAB, (12,), generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        chunked = chunked_cross_entropy(hidden, weight, targets, chunk_tokens=5)
+        plain = F.cross_entropy(F.linear(hidden, weight).float(), targets)
+    chunked.backward()
+    assert hidden.grad is not None and weight.grad is not None
+    assert hidden.grad.dtype == weight.grad.dtype == torch.float32
+    torch.testing.assert_close(chunked, plain, rtol=1e-2, atol=1e-2)
+
+
+def test_the_language_task_trains_through_the_model_loss_of_hone_models_only() -> None:
+    from hone.config import LossConfig
+    from hone.engine.language_task import LanguageModel
+
+    task, gpt = LanguageModel(), tiny("gpt")
+    model_loss = task.model_loss(gpt, LossConfig(name="cross_entropy", label_smoothing=0.1))
+    assert model_loss is not None
+    idx = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(4))
+    plain = F.cross_entropy(gpt(idx).reshape(-1, VOCAB), idx.reshape(-1), label_smoothing=0.1)
+    torch.testing.assert_close(model_loss(gpt, idx, idx), plain)
+    custom = nn.Sequential(nn.Embedding(VOCAB, 8), nn.Linear(8, VOCAB))  # a user's model
+    assert task.model_loss(custom, LossConfig(name="cross_entropy")) is None
