@@ -86,6 +86,13 @@ NOT_RUN: dict[str, str] = {
     "from a tiny local checkpoint instead (tests/pretrained/test_commands.py)",
     "hone train pretrained-text --data.path=notes.txt": "downloads SmolLM2-135M from the "
     "Hugging Face Hub: GIVEN trains runs/smol from a tiny local checkpoint instead",
+    "hone chat hf:": "downloads SmolLM2-135M-Instruct from the Hugging Face Hub and waits "
+    "for a person: tests/pretrained/test_chat_api.py chats with a tiny local checkpoint",
+    "hone serve hf:HuggingFaceTB/SmolLM2-135M-Instruct": "downloads SmolLM2-135M-Instruct: "
+    "tests/pretrained/test_chat_api.py serves chats from a tiny local checkpoint",
+    'from openai import OpenAI client = OpenAI(base_url="http://localhost:8000/v1"': (
+        "a client of the chat server above, which is not started"
+    ),
     "class CompressionMethod:": "a sketch of an interface, not a script",
     "trainer = Trainer(": "a fragment: goes on from the block above",
     'import hone run = hone.load_run("runs/mlp-digits-..."': (

@@ -92,7 +92,18 @@ def _add_backend_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hone.cli import commands, compress, doctor, export, federate, lr_find, report, runs, serve
+    from hone.cli import (
+        chat,
+        commands,
+        compress,
+        doctor,
+        export,
+        federate,
+        lr_find,
+        report,
+        runs,
+        serve,
+    )
 
     parser = _Parser(
         prog="hone",
@@ -197,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_parser(sub)
     export.add_parser(sub)
     serve.add_parser(sub)
+    chat.add_parser(sub)
     federate.add_parser(sub)
     runs.add_parser(sub)
     report.add_parser(sub)

@@ -6,8 +6,8 @@ component (`ModelConfig`, `OptimConfig`, `DataConfig`) derives from `ChosenCompo
 reads, writes and refuses the component's keys. The trainer's concerns (checkpointing, the NaN
 guard, the profiler, sampling) register theirs as fixed parts of [train] (`TRAINER_PARTS`,
 `SectionParts`). The applications above the config register whole top-level tables
-(`register_section`: [tune], [federated]). Each kind is imported on its first lookup, never by
-`import hone.config`.
+(`register_section`: [tune], [federated], [lora]). Each kind is imported on its first lookup,
+never by `import hone.config`.
 
 A model family keeps its config dataclass next to its code (GPT's in `hone/models/gpt.py`) and
 registers it here when its module is imported. The config package does not import the models
@@ -122,6 +122,7 @@ def _register_builtin_optimizers() -> None:
 
 def _register_builtin_data_sets() -> None:
     import hone.data  # noqa: F401
+    import hone.finetune.chat_data  # noqa: F401  (data.name = "chat": fine-tuning records)
 
 
 def _register_trainer_parts() -> None:
@@ -339,6 +340,7 @@ def _register_builtin_sections() -> None:
     # Lazy imports, upward: the applications register their sections (light modules that
     # import no torch, nor the rest of their package).
     import hone.federate.settings  # noqa: F401
+    import hone.finetune.settings  # noqa: F401
     import hone.tune.settings  # noqa: F401
 
 

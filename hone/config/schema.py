@@ -25,6 +25,7 @@ from hone.config.fields import opt
 
 if TYPE_CHECKING:  # the sections the applications own; hone.config.components resolves them
     from hone.federate.settings import FederatedConfig
+    from hone.finetune.settings import LoRAConfig
     from hone.tune.settings import TuneConfig
 
 
@@ -90,7 +91,7 @@ class DataConfig(ChosenComponent):
     name: str = opt(
         "digits",
         "data set: synthetic_linear, digits, mnist, fashion_mnist, csv, npz, custom, shakespeare, "
-        "text, tokens, checkpoint; only the chosen data set's own keys may be set",
+        "text, tokens, checkpoint, chat; only the chosen data set's own keys may be set",
     )
     val_fraction: float = opt(0.15, "fraction of the data held out for validation", ge=0, lt=1)
     test_fraction: float = opt(
@@ -294,3 +295,5 @@ class Config:
     # hone/federate/settings.py); created on first need, so hone.config imports neither.
     tune: TuneConfig = field(default_factory=section_factory("tune"))
     federated: FederatedConfig = field(default_factory=section_factory("federated"))
+    # Owned by hone.finetune (hone/finetune/settings.py): LoRA adapters on a frozen model.
+    lora: LoRAConfig = field(default_factory=section_factory("lora"))

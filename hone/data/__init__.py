@@ -1,4 +1,7 @@
-"""Data sets by name: classic in-memory data, language-model token streams, user data."""
+"""Data sets by name: classic in-memory data, language-model token streams, user data.
+
+Token examples of their own lengths (`ExampleData`: instruction and chat data) come from
+hone.finetune.chat_data, registered as `chat` when the config first looks data sets up."""
 
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ from hone.data import (  # noqa: F401  (register)
     tabular,
     text,
 )
-from hone.data.base import DATASETS, Data, Preprocessor, TensorData, TokenData
-from hone.data.batching import FullBatcher, TensorBatcher, WindowBatcher
+from hone.data.base import DATASETS, Data, ExampleData, Preprocessor, TensorData, TokenData
+from hone.data.batching import ExampleBatcher, FullBatcher, TensorBatcher, WindowBatcher
 
 
 def build_data(cfg: Config) -> Data:
@@ -24,6 +27,8 @@ def build_data(cfg: Config) -> Data:
 __all__ = [
     "DATASETS",
     "Data",
+    "ExampleBatcher",
+    "ExampleData",
     "FullBatcher",
     "Preprocessor",
     "TensorBatcher",

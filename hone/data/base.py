@@ -1,7 +1,8 @@
 """What every data set hands to the engine.
 
-Two shapes of data: `TensorData` (supervised samples held in memory: tables, images) and
-`TokenData` (a token stream for language models, read through numpy memmap). Data set
+Three shapes of data: `TensorData` (supervised samples held in memory: tables, images),
+`TokenData` (a token stream for language models, read through numpy memmap) and
+`ExampleData` (token examples of their own lengths: instruction and chat data). Data set
 builders are registered by name in `DATASETS` and take the whole `Config`.
 """
 
@@ -99,6 +100,33 @@ class TokenData:
     description: str = ""
 
 
-Data = TensorData | TokenData
+@dataclass
+class ExampleData:
+    """Token examples of their own lengths for a language model: instructions, conversations
+    (hone.finetune.chat_data). Batches pad them to the longest of the batch
+    (hone.data.batching.ExampleBatcher) instead of cutting windows from a stream.
+
+    A row is an integer array (3, L), L <= context_length: input ids, target ids (-100 where
+    no loss is taken: prompts, padding) and positions (0 .. at the start of each example).
+    `packed_train`, when data.pack is on, holds the training examples several to a row, their
+    positions restarting at each one; evaluation always reads the unpacked rows.
+    """
+
+    train: list[np.ndarray]
+    val: list[np.ndarray]
+    tokenizer: Tokenizer
+    vocab_size: int
+    context_length: int
+    pad_id: int = 0  # the input id of padding (its targets are -100)
+    packed_train: list[np.ndarray] = field(default_factory=list)
+    task: str = "lm"
+    description: str = ""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.context_length,)
+
+
+Data = TensorData | TokenData | ExampleData
 
 DATASETS: Registry[Callable[[Config], Data]] = Registry("data set", "data.name")

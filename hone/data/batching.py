@@ -8,7 +8,7 @@ micro-batches, and each micro-batch into `world_size` disjoint rank shards.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -224,3 +224,96 @@ class WindowBatcher:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
+
+
+IGNORE_INDEX = -100  # a target that counts for nothing (F.cross_entropy's default)
+
+
+def pad_rows(rows: list[np.ndarray], pad_id: int, packed: bool = False) -> Batch:
+    """Example rows (3, L_i) (hone.data.base.ExampleData) as one batch padded to the longest:
+    inputs (B, T) token ids, or (B, 2, T) ids over positions when the rows are packed (the
+    model needs the positions to keep the examples apart), and targets (B, T), -100 where
+    the rows are padded."""
+    T = max(row.shape[1] for row in rows)
+    batch = np.empty((len(rows), 3, T), dtype=np.int64)
+    batch[:, 0], batch[:, 1] = pad_id, IGNORE_INDEX
+    batch[:, 2] = np.arange(T)  # never 0 past a row's end: padding starts no example of its own
+    for i, row in enumerate(rows):
+        batch[i, :, : row.shape[1]] = row
+    inputs = torch.from_numpy(batch[:, [0, 2]] if packed else batch[:, 0])
+    return inputs, torch.from_numpy(batch[:, 1])
+
+
+class ExampleBatcher:
+    """Shuffled, drop-last batches of example rows, by epoch, each micro-batch padded to its
+    longest row; the order of an epoch is a function of (seed, epoch), as TensorBatcher's."""
+
+    def __init__(
+        self,
+        rows: list[np.ndarray],
+        batch_size: int,
+        seed: int,
+        pad_id: int,
+        packed: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        grad_accum: int = 1,
+    ) -> None:
+        n = len(rows)
+        if batch_size > n:
+            unit = "packed rows" if packed else "examples"
+            raise ConfigError(
+                f"train.batch_size ({batch_size}) is larger than the training split ({n} "
+                f"{unit}); set --train.batch_size={max(1, n)} or less"
+            )
+        self.rows, self.batch_size, self.seed = rows, batch_size, seed
+        self.pad_id, self.packed = pad_id, packed
+        self.rank, self.world_size, self.grad_accum = rank, world_size, grad_accum
+        self.micro = micro_batch_size(batch_size, world_size, grad_accum)
+        self.steps_per_epoch = n // batch_size
+        self.epoch = 0
+        self.position = 0  # batches of this epoch already consumed
+        self._order: torch.Tensor | None = None
+
+    def next_step(self) -> list[Batch]:
+        """The micro-batches this rank computes for the next optimizer step."""
+        if self.position == self.steps_per_epoch:
+            self.epoch, self.position, self._order = self.epoch + 1, 0, None
+        if self._order is None:
+            self._order = torch.randperm(
+                len(self.rows), generator=_generator(self.seed, self.epoch)
+            )
+        start = self.position * self.batch_size
+        order = self._order[start : start + self.batch_size]
+        self.position += 1
+        # A global batch is grad_accum micro-batches, each cut into world_size rank shards.
+        mine = order.view(self.grad_accum, self.world_size, self.micro)[:, self.rank]
+        return [
+            pad_rows([self.rows[i] for i in micro], self.pad_id, self.packed)
+            for micro in mine.tolist()
+        ]
+
+    @property
+    def epochs_done(self) -> float:
+        return self.epoch + self.position / self.steps_per_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = None
+
+
+def example_batches(
+    rows: list[np.ndarray], batch_size: int, pad_id: int, num_rows: int = 0, seed: int = 0
+) -> Iterator[Batch]:
+    """Evaluation batches of example rows: every row once, or `num_rows` of them drawn once
+    with `seed` (the same rows at every evaluation); shortest first, so that rows of like
+    lengths share a batch and little is padded."""
+    chosen = list(range(len(rows)))
+    if 0 < num_rows < len(rows):
+        chosen = torch.randperm(len(rows), generator=_generator(seed, 13))[:num_rows].tolist()
+    order = sorted(chosen, key=lambda i: rows[i].shape[1])
+    for first in range(0, len(order), batch_size):
+        yield pad_rows([rows[i] for i in order[first : first + batch_size]], pad_id)

@@ -26,6 +26,7 @@ from torch import nn
 from hone.engine import int8  # noqa: F401  (registers the int8 converter)
 from hone.engine.runtime import resolve_device
 from hone.errors import ConfigError
+from hone.finetune import lora  # noqa: F401  (registers the lora converter)
 from hone.models.converters import ModelConverter, converter_from_record, read_records
 from hone.registry import Registry
 from hone.run_files import RunFiles

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from hone.data import TokenData
+from hone.data.base import ExampleData
 
 if TYPE_CHECKING:
     from hone.engine.trainer import Trainer
@@ -59,7 +60,7 @@ def zero_loss(trainer: Trainer) -> float | None:
 
 def input_scale(trainer: Trainer) -> dict[str, Any] | None:
     """How the training inputs the model sees are scaled, feature by feature."""
-    if isinstance(trainer.data, TokenData):  # token ids have no scale
+    if isinstance(trainer.data, TokenData | ExampleData):  # token ids have no scale
         return None
     xy = training_sample(trainer)
     if xy is None or not xy[0].is_floating_point():

@@ -253,7 +253,7 @@ class LoadedRun:
 
     def complete(
         self,
-        prompt: str,
+        prompt: str | Sequence[int],
         max_new_tokens: int,
         temperature: float = 1.0,
         top_k: int | None = None,
@@ -261,7 +261,7 @@ class LoadedRun:
         top_p: float | None = None,
         stop: Sequence[str] | None = None,
     ) -> Completion:
-        """The completion of `prompt`: its text, why it ended and the tokens it took."""
+        """The completion of `prompt` (text or ids): its text, why it ended, the tokens it took."""
         stream = self.stream(prompt, max_new_tokens, temperature, top_k, seed, top_p, stop)
         for _ in stream:
             pass
@@ -270,7 +270,7 @@ class LoadedRun:
 
     def stream(
         self,
-        prompt: str,
+        prompt: str | Sequence[int],
         max_new_tokens: int,
         temperature: float = 1.0,
         top_k: int | None = None,
@@ -278,7 +278,8 @@ class LoadedRun:
         top_p: float | None = None,
         stop: Sequence[str] | None = None,
     ) -> TextStream:
-        """The completion's text in pieces, each as soon as it is known for good.
+        """The completion's text in pieces, each as soon as it is known for good; `prompt` is
+        text, or token ids (a chat template's: hone.engine.chat).
 
         Sampling as in hone.models.generate.sample_next (temperature 0: greedy; `top_k`,
         `top_p` cut the candidates), with a generator seeded by `seed`. Generation ends after
@@ -288,7 +289,7 @@ class LoadedRun:
         """
         if self.tokenizer is None:
             raise ConfigError("this run is not a language model; use `hone predict` or `hone eval`")
-        ids = self.tokenizer.encode(prompt)
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
             raise ConfigError("--prompt encodes to no tokens; give at least one character")
         if temperature < 0:

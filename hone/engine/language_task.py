@@ -12,7 +12,8 @@ import torch
 
 from hone.config import LossConfig, TrainConfig, opt, register_train_part
 from hone.data import Preprocessor, TensorData, TokenData, WindowBatcher
-from hone.data.base import Data, Tokenizer
+from hone.data.base import Data, ExampleData, Tokenizer
+from hone.data.batching import IGNORE_INDEX, example_batches
 from hone.engine.task_base import Batch, BatchSource, ModelLoss, Task
 from hone.errors import ConfigError
 from hone.models import ModelSpec
@@ -96,7 +97,20 @@ class LanguageModel(Task):
         return torch.randint(0, spec.vocab_size, shape, generator=generator)
 
     def samples(self, y: torch.Tensor) -> int:
-        return y.numel()  # per token
+        # per token that has a target: prompts and padding of examples count for nothing
+        return int((y != IGNORE_INDEX).sum())
+
+    def accumulation_weights(self, batches: list[Batch]) -> torch.Tensor | None:
+        """Each micro-batch's share of the step's loss, its share of the step's target tokens:
+        the sum of the K weighted means is then the mean over every token of the step, as
+        one batch K times larger gives (a plain 1/K would weigh a micro-batch of few answer
+        tokens as much as one of many). Tensors, not numbers: nothing waits for a device.
+        Several processes average their gradients, each its own tokens' mean: exact for
+        windows (every rank as many tokens), close for examples."""
+        if len(batches) == 1:
+            return None
+        counts = torch.stack([(y != IGNORE_INDEX).sum() for _, y in batches])  # (K,)
+        return counts / counts.sum().clamp(min=1)
 
     def eval_batch_size(self, train: TrainConfig) -> int:
         # Training-sized batches of windows: under several processes every rank then averages
@@ -120,6 +134,11 @@ class LanguageModel(Task):
         batch whole. A loader's batches are taken as it draws them, `num_batches` of them."""
         if isinstance(data, BatchSource):
             return islice(data.batches(split), num_batches or None)
+        if isinstance(data, ExampleData):  # every rank all rows: the mean of equal values
+            rows = data.val if split == "val" else data.train
+            return example_batches(
+                rows, batch_size, data.pad_id, num_batches * batch_size, EVAL_WINDOW_SEED
+            )
         assert isinstance(data, TokenData)
         tokens = data.val if split == "val" else data.train
         if num_batches == 0:
@@ -145,6 +164,8 @@ class LanguageModel(Task):
     def has_split(self, data: Data | LoaderData, split: str) -> bool:
         if isinstance(data, BatchSource):
             return data.has(split)
+        if isinstance(data, ExampleData):
+            return len(data.val if split == "val" else data.train) > 0
         return split in self.splits
 
     def model_loss(self, model: torch.nn.Module, cfg: LossConfig) -> ModelLoss | None:
@@ -159,6 +180,8 @@ class LanguageModel(Task):
         def loss(
             forward: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor
         ) -> torch.Tensor:
+            if x.dim() == 3:  # packed examples (B, 2, T): ids over positions (pad_rows)
+                return forward(x[:, 0], targets=y, label_smoothing=smoothing, positions=x[:, 1])
             return forward(x, targets=y, label_smoothing=smoothing)
 
         return loss

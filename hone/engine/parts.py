@@ -17,13 +17,15 @@ from torch import nn
 
 from hone.config import Config, ModelConfig
 from hone.data import FullBatcher, TensorBatcher, TokenData, WindowBatcher, build_data
-from hone.data.base import Data
+from hone.data.base import Data, ExampleData
+from hone.data.batching import ExampleBatcher
 from hone.data.loader_batcher import LoaderBatcher
 from hone.data.loaders import LoaderData
 from hone.distributed.context import DistContext
 from hone.engine.task_base import ModelLoss
 from hone.engine.tasks import Task, resolve_task, task_of
 from hone.errors import ConfigError
+from hone.finetune.lora import with_config_adapters
 from hone.models import ModelSpec, build_model
 from hone.models.converters import ModelConverter, convert_model, post_optimizer_steps
 from hone.optim import OptimizerKind, build_optimizer, optimizer_kind
@@ -64,7 +66,8 @@ def build_parts(
     spec = task.spec(data, cfg.model.context_length)
     if model is None:
         model = build_model(cfg.model, spec)
-    converters = list(converters)
+    # [lora] enabled: adapters on the frozen model, after the converters handed in
+    converters = with_config_adapters(cfg, converters)
     model, records = convert_model(model, converters)
     model = model.to(device)
     if hasattr(model, "activation_checkpointing"):
@@ -78,6 +81,11 @@ def build_parts(
         eval_loss_fn = task.loss(cfg.loss)
     post_step = post_optimizer_steps(converters)
     model_loss = task.model_loss(model, cfg.loss) if loss is None and teacher is None else None
+    if isinstance(data, ExampleData) and data.packed_train and model_loss is None:
+        raise ConfigError(
+            "packed examples need a model that takes their positions (gpt, llama, pretrained) "
+            "and its own cross_entropy loss, no loss or teacher handed in; set --data.pack=false"
+        )
     return Parts(
         data, task, spec, model, loss_fn, eval_loss_fn, teacher, records, post_step, model_loss
     )
@@ -90,7 +98,7 @@ def build_batcher(
     kind: OptimizerKind,
     dist: DistContext,
     device: torch.device | None = None,
-) -> TensorBatcher | FullBatcher | WindowBatcher | LoaderBatcher:
+) -> TensorBatcher | FullBatcher | WindowBatcher | LoaderBatcher | ExampleBatcher:
     """Training batches: token windows, the whole split (full-batch optimizers), shuffled
     mini-batches or a loader's batches; each rank its shard, each step `train.grad_accum`
     micro-batches."""
@@ -120,6 +128,12 @@ def build_batcher(
             dist.world_size,
             t.grad_accum,
         )
+    if isinstance(data, ExampleData):  # packed rows when there are
+        rows = data.packed_train or data.train
+        return ExampleBatcher(
+            rows, t.batch_size, t.seed, data.pad_id, bool(data.packed_train),
+            dist.rank, dist.world_size, t.grad_accum,
+        )  # fmt: skip
     x, y = data.train
     if kind.full_batch:
         return FullBatcher(x, y)

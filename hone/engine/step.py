@@ -48,6 +48,7 @@ class Stepper:
         teacher: nn.Module | None = None,
         post_step: Iterable[Callable[[nn.Module], None]] = (),
         model_loss: ModelLoss | None = None,
+        weights: Callable[[list[Batch]], torch.Tensor | None] | None = None,
     ) -> None:
         self.cfg, self.model, self.forward, self.train_module = cfg, model, forward, train_module
         self.loss_fn, self.optimizer, self.schedule, self.kind = loss_fn, optimizer, schedule, kind
@@ -67,6 +68,8 @@ class Stepper:
         self.post_step = list(post_step)  # converters' post_optimizer_step hooks: usually none
         self.owner: Any = None  # what the hooks are called with (the trainer)
         self.model_loss = model_loss  # a loss the model computes from the targets: usually none
+        # The micro-batches' shares of a step's loss (Task.accumulation_weights): None, 1/K
+        self.weights = weights
         self.penalized = [p for p in model.parameters() if p.ndim >= 2]
         self.penalty_on = bool(cfg.reg.l1 or cfg.reg.l2)
         # A constant schedule without warmup never changes the lr: skip stepping it per step.
@@ -92,6 +95,7 @@ class Stepper:
             return self._closure_step(batches, faults)
         autocast, precision, device = self._autocast, self.precision, self.device
         scale = 1.0 / len(batches)
+        weights = self.weights(batches) if self.weights is not None else None
         total: torch.Tensor | None = None
         for i, (x, y) in enumerate(batches):
             if x.device != device or y.device != device:  # cheaper to ask than to call .to
@@ -106,7 +110,9 @@ class Stepper:
                     else:
                         loss = self.loss_fn(self.forward(x), y, self._teach(x))
                 # Only the ops a step needs: no multiply by 1 nor add of a zero penalty.
-                if scale != 1.0:
+                if weights is not None:
+                    loss = loss * weights[i]
+                elif scale != 1.0:
                     loss = loss * scale
                 if self.penalty_on:
                     loss = loss + self.penalty()

@@ -16,7 +16,7 @@ import torch
 
 from hone.config import LossConfig, TrainConfig
 from hone.data import Preprocessor, TensorData, TokenData
-from hone.data.base import Data, Tokenizer
+from hone.data.base import Data, ExampleData, Tokenizer
 from hone.losses import build_loss
 from hone.models import ModelSpec
 from hone.run_files import RunFiles
@@ -62,12 +62,16 @@ class Task:
     # ----------------------------------------------------------------- shapes and run files
     def spec(self, data: Data | LoaderData, context_length: int = 0) -> ModelSpec:
         """The model's shapes that `data` implies."""
-        assert not isinstance(data, TokenData), f"a token stream is no data for a {self.name} task"
+        assert not isinstance(data, TokenData | ExampleData), (
+            f"tokens are no data for a {self.name} task"
+        )
         return ModelSpec(self.name, tuple(data.input_shape), data.num_outputs)
 
     def info(self, data: Data | LoaderData, spec: ModelSpec) -> dict[str, Any]:
         """What eval, predict and serve need to read inputs as training did (RUN/data.json)."""
-        assert not isinstance(data, TokenData), f"a token stream is no data for a {self.name} task"
+        assert not isinstance(data, TokenData | ExampleData), (
+            f"tokens are no data for a {self.name} task"
+        )
         # A loader's data has no preprocessing of hone's, feature names or class labels.
         preprocessor = getattr(data, "preprocessor", None) or Preprocessor()
         return {
@@ -115,6 +119,11 @@ class Task:
     def samples(self, y: torch.Tensor) -> int:
         """How many loss terms a batch with targets `y` averages over."""
         return len(y)
+
+    def accumulation_weights(self, batches: list[Batch]) -> torch.Tensor | None:
+        """The weight (K,) of each of a step's K micro-batch mean losses in the step's loss;
+        None: 1/K each, right when every micro-batch averages as many loss terms."""
+        return None
 
     def loss(self, cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The loss `loss.name` names, refused when it does not fit this task."""

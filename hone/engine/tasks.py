@@ -166,11 +166,11 @@ def evaluate(
     outputs: list[torch.Tensor] = []  # kept only for extra metrics
     targets: list[torch.Tensor] = []
     for x, y in batches:
+        n = task.samples(y)  # where the batch was drawn (the CPU): counting waits for no device
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast():
             out = model(x)
         out = out.float()
-        n = task.samples(y)
         total_loss += loss_fn(out, y).double() * n
         count += n
         state = task.update(state, out, y)

@@ -124,7 +124,7 @@ class Trainer:
         self.stepper = Stepper(
             cfg, self.model, forward, self.train_module, self.loss_fn, self.optimizer,
             self.schedule, kind, self.precision, self.strategy, self.device, parts.teacher,
-            parts.post_step, parts.model_loss,
+            parts.post_step, parts.model_loss, self.task.accumulation_weights,
         )  # fmt: skip
         self.state = LoopState()
         self.window = LogWindow(torch.zeros((), device=self.device))

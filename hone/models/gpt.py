@@ -103,12 +103,24 @@ def _rope_tables(block_size: int, head_dim: int, base: float = 10000.0) -> torch
 
 def _apply_rope(x: torch.Tensor, tables: torch.Tensor, start: int = 0) -> torch.Tensor:
     """Rotate pairs (first half, second half) of each head's channels: x (B, H, T, D) holds
-    positions start .. start + T - 1."""
-    T = x.size(-2)
-    cos = tables[0, start : start + T].to(x.dtype)  # (T, D/2)
-    sin = tables[1, start : start + T].to(x.dtype)
+    positions start .. start + T - 1 of `tables` (2, T', D/2); or `tables` (2, B, 1, T, D/2)
+    holds each token's own angles (packed examples, whose positions restart)."""
+    if tables.dim() == 3:
+        tables = tables[:, start : start + x.size(-2)]  # (2, T, D/2)
+    cos, sin = tables[0].to(x.dtype), tables[1].to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def document_mask(positions: torch.Tensor) -> torch.Tensor:
+    """The attention mask of packed rows, several examples one after the other: (B, 1, T, T),
+    True where query i may attend key j, i.e. j <= i within the same example. `positions`
+    (B, T) restart at 0 where an example starts (hone.finetune.packing)."""
+    documents = (positions == 0).cumsum(dim=-1)  # (B, T): the example each token belongs to
+    same = documents[:, :, None] == documents[:, None, :]  # (B, T, T)
+    T = positions.size(-1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=positions.device).tril()
+    return (same & causal)[:, None]  # one mask for every head
 
 
 class KVCache:
@@ -182,32 +194,41 @@ class CausalSelfAttention(nn.Module):
             self.register_buffer("causal_mask", mask, persistent=False)  # (T, T), True = may attend
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """x (B, T, C); packed rows (no cache) come with each token's `positions` (B, T) and
+        their `document_mask` (B, 1, T, T)."""
         B, T, C = x.shape
         start = 0 if cache is None else cache.length  # position of x's first token
         # (B, T, 3C) -> three (B, H, T, D)
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
-            q, k = _apply_rope(q, self.rope, start), _apply_rope(k, self.rope, start)
+            rope = self.rope if positions is None else self.rope[:, positions].unsqueeze(2)
+            q, k = _apply_rope(q, rope, start), _apply_rope(k, rope, start)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H, S, D), S = start + T: all tokens so far
         S = k.size(-2)
         dropout = self.dropout if self.training else 0.0
         if self.attn == "plain":
             att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
-            mask = self.causal_mask[start : start + T, :S]  # query start + i sees keys <= it
+            if mask is None:
+                mask = self.causal_mask[start : start + T, :S]  # query start + i sees keys <= it
             att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
             y = F.dropout(att, dropout, self.training) @ v  # (B, H, T, D)
         else:
             # is_causal's mask lets query i see keys <= i: right only when nothing is cached.
             # One new token may see every cached key; a chunk after them needs its own mask.
-            mask = None
-            if start and T > 1:
+            causal = mask is None and not start
+            if mask is None and start and T > 1:
                 mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(start)
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=not start
+                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal
             )
         # (B, T, H * D): C, unless structured pruning removed heads (hone compress --prune)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
@@ -243,9 +264,14 @@ class Block(nn.Module):
         self.norm2, self.mlp = _norm(cfg, cfg.n_embd), MLP(cfg)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), cache, layer)
+        x = x + self.attn(self.norm1(x), cache, layer, positions, mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -329,28 +355,35 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         targets: torch.Tensor | None = None,
         label_smoothing: float = 0.0,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) of idx (B, T). With `cache`, idx continues the tokens the cache
         holds (its positions start at `cache.length`), and their keys and values are added.
         With `targets` (B, T), the mean cross-entropy of those logits instead, computed a
-        chunk of tokens at a time (hone.models.lm_loss) so the (B, T, V) logits never exist."""
+        chunk of tokens at a time (hone.models.lm_loss) so the (B, T, V) logits never exist.
+        With `positions` (B, T), idx holds packed examples (hone.finetune.packing): each
+        token sits at its own position, and attends only within its example."""
         B, T = idx.shape
         start = 0 if cache is None else cache.length
         assert start + T <= self.block_size, (
             f"sequence of {start + T} tokens exceeds block_size {self.block_size}"
         )
+        assert positions is None or cache is None, "packed examples are trained, not decoded"
+        mask = None if positions is None else document_mask(positions)  # (B, 1, T, T)
         x = self.token_embedding(idx)  # (B, T, C)
-        if self.pos_embedding is not None:
-            positions = torch.arange(start, start + T, device=idx.device)
-            x = x + self.pos_embedding(positions)  # (T, C) broadcast
+        if self.pos_embedding is not None:  # (T, C) broadcast, or (B, T, C) for packed rows
+            if positions is None:
+                x = x + self.pos_embedding(torch.arange(start, start + T, device=idx.device))
+            else:
+                x = x + self.pos_embedding(positions)
         x = self.dropout(x)
         for layer, block in enumerate(self.blocks):
             if cache is not None:
                 x = block(x, cache, layer)
             elif self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, None, 0, positions, mask, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, None, 0, positions, mask)
         if cache is not None:
             cache.advance(T)
         if targets is not None:

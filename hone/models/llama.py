@@ -28,7 +28,7 @@ from hone.models.base import MODELS, ModelSpec
 # The GPT's cache holds whatever heads a layer writes (here the G key/value heads, which is
 # what makes grouped-query attention's cache H / G times smaller), and its rotation is the
 # same "rotate half" convention the Llama checkpoints were trained with.
-from hone.models.gpt import KVCache, _apply_rope
+from hone.models.gpt import KVCache, _apply_rope, document_mask
 from hone.models.lm_loss import lm_head_loss
 
 
@@ -169,10 +169,17 @@ class Attention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        rope: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, T, C) at positions start .. start + T - 1, whose rotary cos and sin are
-        `rope` (2, T, D/2); start is the number of tokens the cache holds (0 without one)."""
+        `rope` (2, T, D/2); start is the number of tokens the cache holds (0 without one).
+        Packed rows (no cache) come with each token's own `rope` (2, B, 1, T, D/2) and their
+        `document_mask` (B, 1, T, T)."""
         B, T, _ = x.shape
         q = self.q_norm(self.q(x).view(B, T, self.H, self.D)).transpose(1, 2)  # (B, H, T, D)
         k = self.k_norm(self.k(x).view(B, T, self.G, self.D)).transpose(1, 2)  # (B, G, T, D)
@@ -188,18 +195,21 @@ class Attention(nn.Module):
             k = k.repeat_interleave(self.H // self.G, dim=1)
             v = v.repeat_interleave(self.H // self.G, dim=1)
             att = (q @ k.transpose(-2, -1)) / math.sqrt(self.D)  # (B, H, T, S)
-            att = att.masked_fill(~_causal_mask(T, S, x.device), float("-inf")).softmax(dim=-1)
+            allowed = _causal_mask(T, S, x.device) if mask is None else mask
+            att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
             y = F.dropout(att, dropout, self.training) @ v  # (B, H, T, D)
         else:
             # is_causal is right when nothing is cached, and one new token sees every key;
-            # only a chunk after cached tokens needs its mask spelled out
+            # only a chunk after cached tokens (or packed rows) needs its mask spelled out
+            if mask is None and start and T > 1:
+                mask = _causal_mask(T, S, x.device)
             y = F.scaled_dot_product_attention(
                 q,
                 k,
                 v,
-                attn_mask=_causal_mask(T, S, x.device) if start and T > 1 else None,
+                attn_mask=mask,
                 dropout_p=dropout,
-                is_causal=not start,
+                is_causal=mask is None and not start,
                 enable_gqa=self.G != self.H,
             )
         y = y.transpose(1, 2).reshape(B, T, self.H * self.D)
@@ -229,9 +239,14 @@ class Block(nn.Module):
         self.norm2, self.mlp = RMSNorm(cfg.n_embd, cfg.norm_eps), MLP(cfg)
 
     def forward(
-        self, x: torch.Tensor, rope: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        rope: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rope, cache, layer)
+        x = x + self.attn(self.norm1(x), rope, cache, layer, mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -307,27 +322,37 @@ class Llama(nn.Module):
         cache: KVCache | None = None,
         targets: torch.Tensor | None = None,
         label_smoothing: float = 0.0,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) of idx (B, T). With `cache`, idx continues the tokens the cache
         holds (its positions start at `cache.length`), and their keys and values are added.
         With `targets` (B, T), the mean cross-entropy of those logits instead, computed a
-        chunk of tokens at a time (hone.models.lm_loss) so the (B, T, V) logits never exist."""
+        chunk of tokens at a time (hone.models.lm_loss) so the (B, T, V) logits never exist.
+        With `positions` (B, T), idx holds packed examples (hone.finetune.packing): each
+        token sits at its own position, and attends only within its example."""
         B, T = idx.shape
         start = 0 if cache is None else cache.length
         assert start + T <= self.block_size, (
             f"sequence of {start + T} tokens exceeds block_size {self.block_size}"
         )
-        positions = torch.arange(start, start + T, device=idx.device, dtype=torch.float32)
-        angles = positions[:, None] * self.rope_inv_freq[None, :]  # (T, D/2)
-        rope = torch.stack([angles.cos(), angles.sin()])  # (2, T, D/2)
+        mask = None
+        if positions is None:
+            steps = torch.arange(start, start + T, device=idx.device, dtype=torch.float32)
+            angles = steps[:, None] * self.rope_inv_freq[None, :]  # (T, D/2)
+            rope = torch.stack([angles.cos(), angles.sin()])  # (2, T, D/2)
+        else:
+            assert cache is None, "packed examples are trained, not decoded"
+            angles = positions.float()[..., None] * self.rope_inv_freq  # (B, T, D/2)
+            rope = torch.stack([angles.cos(), angles.sin()]).unsqueeze(2)  # (2, B, 1, T, D/2)
+            mask = document_mask(positions)  # (B, 1, T, T)
         x = self.dropout(self.token_embedding(idx))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
             if cache is not None:
                 x = block(x, rope, cache, layer)
             elif self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, rope, use_reentrant=False)
+                x = checkpoint(block, x, rope, None, 0, mask, use_reentrant=False)
             else:
-                x = block(x, rope)
+                x = block(x, rope, None, 0, mask)
         if cache is not None:
             cache.advance(T)
         if targets is not None:

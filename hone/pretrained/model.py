@@ -83,8 +83,9 @@ class PretrainedConfig:
                 f"got {self.block_size}; set --model.block_size={longest} or less"
             )
         self.block_size = self.block_size or longest
-        # Data sets that read a tokenizer (text, shakespeare, tokens) get the checkpoint's:
-        # the model knows no other ids. One the user named is kept.
+        # Data sets that read a tokenizer (text, shakespeare, tokens; chat, whose records the
+        # checkpoint's chat template writes) get the checkpoint's: the model knows no other
+        # ids. One the user named is kept.
         data: Any = cfg.data
         if hasattr(data, "tokenizer_path") and not data.tokenizer_path:
             data.tokenizer_path = str(folder)

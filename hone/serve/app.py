@@ -1,7 +1,8 @@
 """The FastAPI app of `hone serve`: its routes, its error bodies and its life cycle.
 
 Routes depend on the model: a classic model gets /v1/predict, a language model
-/v1/completions (OpenAI's legacy completions API, streamed as server-sent events on request);
+/v1/completions (OpenAI's legacy completions API, streamed as server-sent events on request)
+and /v1/chat/completions (its chat API, through the model's chat template: hone.serve.chat);
 both get /v1/models, /health, /ready and /metrics. The schema therefore lists exactly what
 the server answers, with every error status a route can return.
 
@@ -26,10 +27,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hone.errors import UserError
-from hone.serve import schemas
+from hone.serve import chat, schemas
 from hone.serve.batching import MicroBatcher, QueueFull
-from hone.serve.gate import RETRY_AFTER_SECONDS, Gate, ServerState, error_body
-from hone.serve.generation import Generation
+from hone.serve.gate import RETRY_AFTER_SECONDS, ApiError, Gate, ServerState, error_body
+from hone.serve.generation import CompletionForm, Generation, ResponseForm
 from hone.serve.metrics import ServerMetrics
 from hone.serve.model import ServedModel, finite, now
 from hone.serve.settings import ServeSettings
@@ -44,8 +45,8 @@ SSE_EVENT = {
     "properties": {
         "data": {
             "type": "string",
-            "description": "a CompletionResponse chunk as JSON (its text a piece of the "
-            "completion; finish_reason set on the last), an error, or [DONE]",
+            "description": "a chunk of the response as JSON (a piece of the text; "
+            "finish_reason set on the last), an error, or [DONE]",
         },
         "event": {"type": "string"},
         "id": {"type": "string"},
@@ -58,22 +59,6 @@ _FIELD_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 PREDICT = "/v1/predict"
-
-
-class ApiError(Exception):
-    """An error answered as {"error": {...}} with `status`."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        kind: str = "invalid_request_error",
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param = status, message, kind, param
-        self.headers = headers
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -188,45 +173,67 @@ def create_app(
 
     if served.generates_text:
         request_model = schemas.completion_request(settings.max_tokens, settings.max_prompt_chars)
-
-        @app.post(
-            "/v1/completions",
-            response_model=schemas.CompletionResponse,
-            responses={
-                200: {
-                    "content": {"text/event-stream": {"schema": SSE_EVENT}},
-                    "description": "a completion, or with stream=true server-sent events",
-                },
-                **_errors(400, 401, 404, 413, 422, 429, 503, 504),
+        chat_model = schemas.chat_request(settings.max_tokens, settings.max_prompt_chars)
+        generated = {
+            200: {
+                "content": {"text/event-stream": {"schema": SSE_EVENT}},
+                "description": "the answer, or with stream=true server-sent events",
             },
-        )
+            **_errors(400, 401, 404, 413, 422, 429, 503, 504),
+        }
+
+        @app.post("/v1/completions", response_model=schemas.CompletionResponse, responses=generated)
         async def completions(body: request_model) -> Any:  # type: ignore[valid-type]
             """OpenAI-compatible completions; the same seed gives the same text."""
             ready()
             req: Any = body
-            if req.model not in (None, served.name):
-                raise ApiError(
-                    404,
-                    f"model {req.model!r} is not served here; use {served.name!r}",
-                    param="model",
-                )
+            served_model(req.model)
             try:  # a lone surrogate (JSON allows "\\ud800") is no text a tokenizer reads
                 req.prompt.encode("utf-8")
             except UnicodeEncodeError:
                 raise ApiError(
                     422, "prompt: not valid Unicode (a lone surrogate)", param="prompt"
                 ) from None
+            form = CompletionForm(served.name, now())
+            return await generate(req, req.prompt, req.max_tokens, form)
+
+        # In the schema only for a model with a chat template; another answers 400 saying so.
+        @app.post(
+            "/v1/chat/completions",
+            response_model=schemas.ChatCompletionResponse,
+            responses=generated,
+            include_in_schema=served.chats,
+        )
+        async def chat_completions(body: chat_model) -> Any:  # type: ignore[valid-type]
+            """OpenAI-compatible chat completions: the messages written by the model's chat
+            template, completed as /v1/completions completes a prompt."""
+            ready()
+            req: Any = body
+            served_model(req.model)
+            assert served.loaded is not None
+            ids = chat.prompt_ids(served.loaded.tokenizer, req, settings, served.name)
+            max_tokens = req.max_completion_tokens or req.max_tokens or settings.max_tokens
+            return await generate(req, ids, max_tokens, chat.ChatForm(served.name, now(), req))
+
+        def served_model(name: str | None) -> None:
+            if name not in (None, served.name):
+                raise ApiError(
+                    404, f"model {name!r} is not served here; use {served.name!r}", param="model"
+                )
+
+        async def generate(req: Any, prompt: str | list[int], max_tokens: int, form: ResponseForm) -> Any:  # fmt: skip
+            """The answer to a validated request for `max_tokens` after `prompt`, whole or
+            streamed, written by `form`."""
             seed = req.seed if req.seed is not None else secrets.randbelow(2**63)
             stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
             assert served.loaded is not None
             generation = Generation(
-                served.loaded, served.executor, req.prompt, req.max_tokens, req.temperature,
+                served.loaded, served.executor, prompt, max_tokens, req.temperature,
                 req.top_k or None, req.top_p if req.top_p < 1 else None, seed, stop,
             )  # fmt: skip
             deadline = time.monotonic() + settings.timeout_s
-            meta = {"id": f"cmpl-{secrets.token_hex(12)}", "created": now(), "model": served.name}
             if req.stream:
-                return await stream(generation, deadline, meta)
+                return await stream(generation, deadline, form)
             try:
                 text = await asyncio.wait_for(generation.text(), settings.timeout_s)
             except TimeoutError:
@@ -234,20 +241,9 @@ def create_app(
             finally:
                 generation.close()
             metrics.observe_generation(generation.completion_tokens, generation.seconds)
-            choice = {
-                "text": text,
-                "index": 0,
-                "logprobs": None,
-                "finish_reason": generation.finish_reason,
-            }
-            return {
-                "object": "text_completion",
-                **meta,
-                "choices": [choice],
-                "usage": generation.usage(),
-            }
+            return form.response(text, generation.finish_reason, generation.usage())
 
-        async def stream(generation: Generation, deadline: float, meta: dict[str, Any]) -> Response:
+        async def stream(generation: Generation, deadline: float, form: ResponseForm) -> Response:
             if state.streams >= settings.max_streams:
                 raise ApiError(
                     429,
@@ -267,25 +263,27 @@ def create_app(
                     raise ApiError(504, _timeout_message(settings), "timeout_error") from None
                 raise
             return StreamingResponse(
-                events(generation, first, deadline, meta), media_type="text/event-stream"
+                events(generation, first, deadline, form), media_type="text/event-stream"
             )
 
         async def events(
-            generation: Generation, first: str | None, deadline: float, meta: dict[str, Any]
+            generation: Generation, first: str | None, deadline: float, form: ResponseForm
         ) -> AsyncIterator[str]:
-            def chunk(text: str, finish: str | None) -> str:
-                choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
-                return f"data: {json.dumps({'object': 'text_completion', **meta, 'choices': [choice]})}\n\n"
+            def event(data: dict[str, Any]) -> str:
+                return f"data: {json.dumps(data)}\n\n"
 
             try:
+                for opening in form.opening():
+                    yield event(opening)
                 piece = first
                 while piece is not None:
-                    yield chunk(piece, None)
+                    yield event(form.piece(piece))
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise TimeoutError
                     piece = await asyncio.wait_for(generation.next_piece(), left)
-                yield chunk("", generation.finish_reason)
+                for last in form.end(generation.finish_reason, generation.usage()):
+                    yield event(last)
                 metrics.observe_generation(generation.completion_tokens, generation.seconds)
             except TimeoutError:  # the status is sent: the error goes in the stream
                 yield f"data: {error_body(504, _timeout_message(settings), 'timeout_error').decode()}\n\n"

@@ -45,6 +45,22 @@ class ServerState:
         self.idle.set()
 
 
+class ApiError(Exception):
+    """An error answered as {"error": {...}} with `status` (the app's handler writes it)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param = status, message, kind, param
+        self.headers = headers
+
+
 def error_body(status: int, message: str, kind: str, param: str | None = None) -> bytes:
     return json.dumps(
         {"error": {"message": message, "type": kind, "param": param, "code": status}}

@@ -5,14 +5,18 @@ event loop runs in between, so concurrent completions take turns token by token 
 one cannot starve a short one. Generation steps are not batched across requests: a batch
 changes the floating-point reductions of each row, and the same seed must give the same text
 as `hone sample` and as the streamed call.
+
+A `ResponseForm` writes the result in one API's shape, whole or streamed: `CompletionForm`
+for /v1/completions, `hone.serve.chat.ChatForm` for /v1/chat/completions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from hone.engine.inference import LoadedRun
@@ -28,7 +32,7 @@ class Generation:
         self,
         loaded: LoadedRun,
         executor: Executor,
-        prompt: str,
+        prompt: str | list[int],  # text, or a chat template's ids
         max_tokens: int,
         temperature: float,
         top_k: int | None,
@@ -101,3 +105,42 @@ class Generation:
             "completion_tokens": done.completion_tokens,
             "total_tokens": done.prompt_tokens + done.completion_tokens,
         }
+
+
+class ResponseForm(Protocol):
+    """How one API writes what a Generation made: the whole response, or the JSON of its
+    stream's server-sent events (those before the first piece, one per piece, the last)."""
+
+    def response(self, text: str, finish_reason: str, usage: dict[str, Any]) -> dict[str, Any]: ...
+
+    def opening(self) -> list[dict[str, Any]]: ...
+
+    def piece(self, text: str) -> dict[str, Any]: ...
+
+    def end(self, finish_reason: str, usage: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+
+class CompletionForm:
+    """OpenAI's legacy completions: `text_completion` objects, the stream's last chunk empty
+    with the finish reason. (Chat's form: hone.serve.chat.ChatForm.)"""
+
+    def __init__(self, model: str, created: int) -> None:
+        self.meta = {
+            "object": "text_completion",
+            "id": f"cmpl-{secrets.token_hex(12)}",
+            "created": created,
+            "model": model,
+        }
+
+    def response(self, text: str, finish_reason: str, usage: dict[str, Any]) -> dict[str, Any]:
+        return {**self.piece(text, finish_reason), "usage": usage}
+
+    def opening(self) -> list[dict[str, Any]]:
+        return []
+
+    def piece(self, text: str, finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+        return {**self.meta, "choices": [choice]}
+
+    def end(self, finish_reason: str, usage: dict[str, Any]) -> list[dict[str, Any]]:
+        return [self.piece("", finish_reason)]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from hone.engine.inference import LoadedRun
+    from hone.run_files import RunFiles
 
 
 class ServedModel:
@@ -40,6 +41,8 @@ class ServedModel:
         self.task: str = info["task"]
         # A language model is served completions; other runs predictions.
         self.generates_text = TASKS.get(self.task).generates_text
+        # Known before loading, for the schema: whether the run's tokenizer can write chats.
+        self.chats = self.generates_text and _has_chat_template(self.files)
         self.input_shape: tuple[int, ...] = tuple(info.get("input_shape") or ())
         root = Path(settings.run).resolve()
         # A bundle folder is called "bundle": name it after the run that holds it.
@@ -101,6 +104,16 @@ class ServedModel:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _has_chat_template(files: RunFiles) -> bool:
+    """Whether the tokenizer a language model run keeps has a chat template (a chat
+    checkpoint's does; hone's own tokenizers have none)."""
+    from hone.data.text.tokenizers import load_tokenizer
+
+    if not files.tokenizer.exists():  # trained on token ids of the user's
+        return False
+    return getattr(load_tokenizer(str(files.tokenizer)), "chat_template", None) is not None
 
 
 def finite(result: dict[str, Any]) -> bool:

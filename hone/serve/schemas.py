@@ -3,7 +3,7 @@
 FastAPI turns them into the OpenAPI schema that clients (and schemathesis) read, so every
 limit that can be said in a schema is said here: a too-large `max_tokens` is refused by
 validation with the field's name, before any model runs. Completions follow OpenAI's
-legacy completions API, so its clients work unchanged.
+legacy completions API and chat completions its chat API, so its clients work unchanged.
 """
 
 from __future__ import annotations
@@ -81,37 +81,89 @@ class PredictResponse(BaseModel):
     )
 
 
+class SamplingRequest(BaseModel):
+    """What completions and chat completions share: the model, sampling, stop strings and
+    streaming."""
+
+    # OpenAI's clients send fields we do not use; strict: "1" is no number, true no text.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    model: str | None = Field(None, description="the served model's id (see /v1/models)")
+    temperature: float = Field(
+        1.0, ge=0.0, le=2.0, allow_inf_nan=False, description="0 picks the likeliest token"
+    )
+    top_k: Integer = Field(
+        0, ge=0, le=1_000_000, description="sample among the k likeliest (0: all)"
+    )
+    top_p: float = Field(
+        1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="nucleus sampling mass"
+    )
+    seed: Integer | None = Field(
+        None, ge=0, le=2**63 - 1, description="the same seed gives the same text"
+    )
+    stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = Field(
+        None, description="up to 4 strings; the text ends before the first one generated"
+    )
+    stream: bool = Field(False, description="server-sent events, ending with data: [DONE]")
+
+
 def completion_request(token_limit: int, prompt_limit: int) -> type[BaseModel]:
     """The completions request with this server's limits in its schema (the names differ
     from the fields': a class body does not see its function's names that it redefines)."""
 
-    class CompletionRequest(BaseModel):
-        # OpenAI's clients send fields we do not use; strict: "1" is no number, true no text.
-        model_config = ConfigDict(extra="ignore", strict=True)
-
-        model: str | None = Field(None, description="the served model's id (see /v1/models)")
+    class CompletionRequest(SamplingRequest):
         prompt: str = Field(
             min_length=1, max_length=prompt_limit, description="the text to continue"
         )
         max_tokens: Integer = Field(16, ge=1, le=token_limit, description="tokens to generate")
-        temperature: float = Field(
-            1.0, ge=0.0, le=2.0, allow_inf_nan=False, description="0 picks the likeliest token"
-        )
-        top_k: Integer = Field(
-            0, ge=0, le=1_000_000, description="sample among the k likeliest (0: all)"
-        )
-        top_p: float = Field(
-            1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="nucleus sampling mass"
-        )
-        seed: Integer | None = Field(
-            None, ge=0, le=2**63 - 1, description="the same seed gives the same text"
-        )
-        stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = Field(
-            None, description="up to 4 strings; the text ends before the first one generated"
-        )
-        stream: bool = Field(False, description="server-sent events, ending with data: [DONE]")
 
     return CompletionRequest
+
+
+class TextPart(BaseModel):
+    """A part of a message's content; only text parts are read (the models read no images)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["text"]
+    text: str
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    include_usage: bool = Field(
+        False, description="one more chunk before [DONE]: no choices, the usage"
+    )
+
+
+def chat_request(token_limit: int, prompt_limit: int) -> type[BaseModel]:
+    """The chat completions request (OpenAI's chat API) with this server's limits."""
+
+    class ChatMessage(BaseModel):
+        model_config = ConfigDict(extra="ignore", strict=True)
+
+        role: Literal["system", "developer", "user", "assistant", "tool"] = Field(
+            description="developer is read as system"
+        )
+        content: Annotated[str, Field(max_length=prompt_limit)] | list[TextPart] | None = Field(
+            None, description="the text, or text parts joined by newlines"
+        )
+
+    class ChatRequest(SamplingRequest):
+        messages: list[ChatMessage] = Field(
+            min_length=1, description="the conversation, written by the model's chat template"
+        )
+        max_tokens: Integer | None = Field(
+            None, ge=1, le=token_limit, description="tokens to generate (default: the limit)"
+        )
+        max_completion_tokens: Integer | None = Field(
+            None, ge=1, le=token_limit, description="OpenAI's newer name for max_tokens; wins"
+        )
+        n: Integer = Field(1, ge=1, description="choices: this server makes 1 (others: 400)")
+        stream_options: StreamOptions | None = Field(None, description="with stream=true")
+
+    return ChatRequest
 
 
 class CompletionChoice(BaseModel):
@@ -134,6 +186,27 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+
+
+class ChatReply(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: ChatReply
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
 
 
 class ModelCard(BaseModel):

@@ -20,6 +20,7 @@ from hone.compress.structured import StructuredPruner
 from hone.config import load_config
 from hone.engine import Trainer
 from hone.engine.int8 import Int8
+from hone.finetune.lora import LoRA
 from hone.models.converters import (
     CONVERTERS,
     LowRank,
@@ -53,6 +54,7 @@ CONVERTERS_TRIED: dict[str, Callable[[], ModelConverter]] = {
     "low_rank": lambda: LowRank(rank=4),
     "unstructured_prune": lambda: MagnitudePrune(0.5),
     "int8": lambda: Int8("torch"),
+    "lora": lambda: LoRA(rank=4, targets=["0", "2"]),  # the Sequential's first two layers
 }
 
 

@@ -5,6 +5,7 @@ ids inside the vocabulary."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,13 @@ import pytest
 import torch
 
 from hone.config import DataConfig, load_config
+from hone.config.components import DATA_SETS
 from hone.data import DATASETS, Data, TensorData, TokenData, build_data
+from hone.data.base import ExampleData
+from hone.data.batching import IGNORE_INDEX
 from tests.data.test_data_images import write_mnist
 from tests.data.test_data_tabular import write_csv
+from tests.pretrained.test_chat_data import write_chat_tokenizer
 
 VAL_FRACTION, TEST_FRACTION = 0.2, 0.1
 TEXT = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(200))
@@ -60,6 +65,20 @@ def tokens_case(tmp: Path) -> list[str]:
     return [f"data.path={tmp / 'tokens.bin'}"]
 
 
+def chat_case(tmp: Path) -> list[str]:
+    lines = [
+        {"prompt": f"Question {i}: " + "why? " * (i % 5), "completion": f"Answer {i}."}
+        for i in range(40)
+    ]
+    (tmp / "chat.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return [
+        "model.name=llama",
+        "model.block_size=96",
+        f"data.path={tmp / 'chat.jsonl'}",
+        f"data.tokenizer_path={write_chat_tokenizer(tmp / 'tokenizer')}",
+    ]
+
+
 CASES: dict[str, Case] = {
     "csv": Case(csv_case, "regression", num_samples=40),
     "npz": Case(npz_case, "binary", num_samples=40),
@@ -77,6 +96,7 @@ CASES: dict[str, Case] = {
     "text": Case(text_case, "lm"),
     "tokens": Case(tokens_case, "lm"),
     "shakespeare": Case(lambda tmp: ["data.tokenizer=byte"], "lm"),  # byte: nothing to train
+    "chat": Case(chat_case, "lm", num_samples=40),
 }
 
 
@@ -84,6 +104,9 @@ CASES: dict[str, Case] = {
 # in from Python records (tests/engine/test_recorded.py checks its message), and a pretrained
 # checkpoint's (tests/pretrained/test_commands.py).
 RECORD_ONLY = ("checkpoint", "python")
+# The data sets above hone.data (chat, in hone.finetune) register when the config first looks
+# data sets up: look them up now, so that every one is collected.
+DATA_SETS.classes()
 BUILT = [name for name in DATASETS.names() if name not in RECORD_ONLY]
 
 
@@ -157,6 +180,21 @@ def check_token_data(data: TokenData) -> None:
         assert 0 <= int(ids.min()) and int(ids.max()) < data.vocab_size
 
 
+def check_example_data(data: ExampleData, c: Case) -> None:
+    # Examples are split by data.val_fraction; each a row (ids, targets, positions).
+    assert len(data.train) + len(data.val) == c.num_samples
+    assert abs(len(data.val) - VAL_FRACTION * c.num_samples) <= 1
+    seen = [{row.tobytes() for row in rows} for rows in (data.train, data.val)]
+    assert not seen[0] & seen[1]
+    assert data.tokenizer.vocab_size <= data.vocab_size
+    for row in [*data.train, *data.val]:
+        assert row.ndim == 2 and row.shape[0] == 3 and row.dtype.kind in "iu"
+        assert 0 < row.shape[1] <= data.context_length
+        ids, targets = row[0], row[1][row[1] != IGNORE_INDEX]
+        assert 0 <= ids.min() and ids.max() < data.vocab_size and len(targets) > 0
+        assert 0 <= targets.min() and targets.max() < data.vocab_size
+
+
 def test_every_registered_data_set_has_a_contract() -> None:
     assert sorted([*CASES, *RECORD_ONLY]) == DATASETS.names()
 
@@ -168,6 +206,8 @@ def test_splits_dtypes_and_shapes(name: str, tmp_path: Path) -> None:
     assert data.task == c.task
     if isinstance(data, TokenData):
         check_token_data(data)
+    elif isinstance(data, ExampleData):
+        check_example_data(data, c)
     else:
         assert isinstance(data, TensorData)
         check_tensor_data(data, c)
@@ -183,6 +223,13 @@ def test_the_same_split_seed_gives_the_same_splits(name: str, tmp_path: Path) ->
     if isinstance(first, TokenData):
         assert isinstance(again, TokenData)
         assert np.array_equal(first.train, again.train) and np.array_equal(first.val, again.val)
+        return
+    if isinstance(first, ExampleData):
+        assert isinstance(again, ExampleData)
+        assert all(map(np.array_equal, [*first.train, *first.val], [*again.train, *again.val]))
+        moved = build(name, tmp_path, "data.split_seed=1")
+        assert isinstance(moved, ExampleData)
+        assert {r.tobytes() for r in moved.val} != {r.tobytes() for r in first.val}
         return
     assert isinstance(first, TensorData) and isinstance(again, TensorData)
     tensors = (*first.train, *first.val, *first.test)

@@ -55,6 +55,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # Hugging Face checkpoints in and out (issue 26): hone's models, their tokenizers and
     # data; the engine loads a checkpoint as a run through it.
     "pretrained": ("pretrained",),
+    # Fine-tuning (issue 27): LoRA adapters, PEFT's files, chat data; the engine applies
+    # LoRA through it (a converter) and reads its data sets.
+    "finetune": ("finetune",),
     "engine": ("engine",),
     "applications": (
         "tune", "compress", "export", "serve", "doctor", "report", "runs", "federate",
@@ -77,6 +80,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("config", "data"): "data sets register their config sections",
     ("config", "engine"): "checkpointing, the NaN guard, profiler and sampling own [train] keys",
     ("config", "pretrained"): "model.name = 'pretrained' registers its config section",
+    ("config", "finetune"): "hone.finetune registers its [lora] table and data.name = chat",
     ("config", "tune"): "hone tune registers its [tune] table",
     ("config", "federate"): "hone federate registers its [federated] table",
     # Sharded checkpoints (hone.distributed.dcp) are a hone.checkpoint StateIO that falls back

@@ -1,0 +1,258 @@
+"""LoRA adapters (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models").
+
+A targeted linear layer y = x W^T + b becomes y = x W^T + b + scale * B A dropout(x), with W
+(out x in) and b frozen, A (r x in) and B (out x r) trained, scale = alpha / r. B starts at
+zero, so the converted model computes what the base did; A starts as nn.Linear's weight does
+(kaiming-uniform, a = sqrt(5)), as in the paper's code and PEFT's, whose files hone reads and
+writes (hone.finetune.peft_format).
+
+`LoRA` is a model converter (hone.models.converters): the trainer applies it when the config
+says `[lora] enabled = true` (hone.finetune.settings), the run records it in converters.json,
+and loading the run re-applies it before the run's weights load. It freezes every parameter
+of the model before adding the adapters, so the optimizer, which takes the parameters that
+require gradients (hone.optim.base), holds the adapters only, and so does its state.
+
+The run's checkpoints and model.safetensors still hold every weight (the engine saves the
+model's whole state dict): resuming and loading stay exact with no second code path, at the
+cost of the frozen weights' bytes on disk per checkpoint. `save_peft_adapter`
+(hone.finetune.peft_format) writes the adapters alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hone.errors import ConfigError
+from hone.finetune.settings import BASE_DTYPES, PRESETS, target_suffixes
+from hone.models.converters import CONVERTERS, ModelConverter
+
+if TYPE_CHECKING:
+    from hone.config import Config
+    from hone.finetune.settings import LoRAConfig
+
+# [lora] base_dtype -> the dtype the frozen base weights are held in (None: as built).
+# bf16 halves their memory and costs little time: each forward casts the weights to the
+# input's dtype, a copy next to the matmuls. bench/lora_base_dtype.py on a 2-core AMD EPYC
+# (AVX2; no AVX512, no native bf16) shared with other jobs: Llama 512 wide, 4 blocks, rank
+# 8, 8 x 128 tokens, forward + backward in fp32: bf16 base / fp32 base = 0.95 to 1.10 over
+# six runs (1 and 2 threads, attention and all-linear), as noisy as the machine; no speed-up.
+_BASE_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+assert set(_BASE_DTYPES) == set(BASE_DTYPES)
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable low-rank update: x (..., in) -> (..., out).
+
+    The base's parameters keep nn.Linear's names (`weight`, `bias`: a converted model's
+    state dict holds them where the base model's does) and the adapters are `lora_a`
+    (in -> r) and `lora_b` (r -> out), in fp32 whatever the base's dtype, as PEFT keeps
+    them: an optimizer step on bf16 adapters would round away most of a small update."""
+
+    def __init__(
+        self,
+        linear: nn.Linear,
+        rank: int,
+        alpha: float,
+        dropout: float = 0.0,
+        base_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.rank, self.alpha, self.scale = rank, alpha, alpha / rank
+        self.merged = False  # the update is in `weight` (merge); the adapters then sit idle
+        # The base's own Parameter objects: a weight tied to another module stays tied.
+        self.weight = linear.weight.requires_grad_(False)
+        self.bias = linear.bias.requires_grad_(False) if linear.bias is not None else None
+        if base_dtype is not None:
+            for param in (self.weight, self.bias):
+                if param is not None:
+                    param.data = param.data.to(base_dtype)
+        device = self.weight.device
+        self.lora_a = nn.Linear(self.in_features, rank, bias=False, device=device)
+        self.lora_b = nn.Linear(rank, self.out_features, bias=False, device=device)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.reset_adapters()
+
+    @torch.no_grad()
+    def reset_adapters(self) -> None:
+        """A as nn.Linear initializes its weight (and PEFT its lora_A), B zero: no change yet."""
+        nn.init.kaiming_uniform_(self.lora_a.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_b.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A bf16 base computes in the input's dtype (a no-op cast when they agree).
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        y = F.linear(x, self.weight.to(x.dtype), bias)  # (..., out)
+        if self.merged:
+            return y
+        h = self.lora_a(self.dropout(x.to(self.lora_a.weight.dtype)))  # (..., r)
+        return y + (self.lora_b(h) * self.scale).to(y.dtype)
+
+    def delta(self) -> torch.Tensor:
+        """The update the adapters add to the weight: scale * B A, (out, in) in fp32."""
+        return (self.lora_b.weight @ self.lora_a.weight) * self.scale
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Add the update into the base weight: one matmul per forward instead of three, the
+        same outputs (to rounding; a bf16 base rounds the sum to bf16). Training and saving
+        want the unmerged layer: the state dict would hold the update twice."""
+        if not self.merged:
+            self.weight.add_(self.delta().to(self.weight.dtype))
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Take the update back out of the base weight (exact to fp32 rounding)."""
+        if self.merged:
+            self.weight.sub_(self.delta().to(self.weight.dtype))
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"rank={self.rank}, alpha={self.alpha:g}, base_dtype={self.weight.dtype}"
+        )
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    """The model's LoRA layers by module name, in module order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def merge_adapters(model: nn.Module) -> nn.Module:
+    """Merge every LoRA layer's update into its base weight (for inference); returns model."""
+    for layer in lora_layers(model).values():
+        layer.merge()
+    return model
+
+
+def unmerge_adapters(model: nn.Module) -> nn.Module:
+    """Undo `merge_adapters`; returns model."""
+    for layer in lora_layers(model).values():
+        layer.unmerge()
+    return model
+
+
+def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The adapters' parameters by name: what a LoRA run trains."""
+    return {
+        f"{name}.{param_name}": param
+        for name, layer in lora_layers(model).items()
+        for param_name, param in layer.named_parameters()
+        if param_name.startswith("lora_")
+    }
+
+
+def linear_layers(model: nn.Module) -> list[str]:
+    """The names of the model's linear layers, LoRA ones included (not their adapters)."""
+    lora = lora_layers(model)
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear | LoRALinear) and name.rpartition(".")[0] not in lora
+    ]
+
+
+def _matches(name: str, suffix: str) -> bool:
+    return name == suffix or name.endswith("." + suffix)
+
+
+def _linear_suffixes(model: nn.Module) -> list[str]:
+    """What the model's linear layers' names end in (their last two parts), for errors."""
+    return sorted({".".join(n.split(".")[-2:]) for n in linear_layers(model)})
+
+
+class LoRA(ModelConverter):
+    """Freeze the model and add LoRA adapters to the linear layers whose names end in one of
+    `targets` (a preset of hone.finetune.settings.PRESETS, comma-separated suffixes, or a
+    list of suffixes); each preset or suffix must match at least one linear layer.
+
+    Converting a model whose targets are LoRA layers already leaves those as they are (a
+    loaded LoRA run handed to the trainer again keeps its adapters)."""
+
+    name = "lora"
+
+    def __init__(
+        self,
+        rank: int = 8,
+        alpha: float = 16.0,
+        dropout: float = 0.0,
+        targets: str | list[str] = "attention",
+        base_dtype: str = "fp32",
+    ) -> None:
+        if rank < 1:
+            raise ConfigError(f"lora.rank must be at least 1, got {rank}; set --lora.rank=8")
+        if base_dtype not in _BASE_DTYPES:
+            raise ConfigError(
+                f"lora.base_dtype must be one of {', '.join(_BASE_DTYPES)}, got {base_dtype!r}; "
+                "set --lora.base_dtype=fp32"
+            )
+        self.rank, self.alpha, self.dropout, self.base_dtype = rank, alpha, dropout, base_dtype
+        # Each item the user named, with the suffixes it stands for (a preset: several).
+        items = targets.split(",") if isinstance(targets, str) else list(targets)
+        self.items = [(item.strip(), target_suffixes(item.strip())) for item in items]
+        self.targets = target_suffixes(targets)  # narrowed to the matching ones by convert
+
+    @classmethod
+    def from_config(cls, cfg: LoRAConfig) -> LoRA:
+        return cls(cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.base_dtype)
+
+    def _modules(self, model: nn.Module) -> list[str]:
+        """The names of the linear layers the targets match; one line for an item that
+        matches none."""
+        layers = linear_layers(model)
+        for item, suffixes in self.items:
+            if not any(_matches(name, s) for name in layers for s in suffixes):
+                kind = "preset" if item in PRESETS else "suffix"
+                raise ConfigError(
+                    f"lora.targets: the {kind} {item!r} matches no linear layer of this "
+                    f"{type(model).__name__}, whose linear layers end in "
+                    f"{', '.join(_linear_suffixes(model))}; set --lora.targets to some of those"
+                )
+        self.targets = [s for s in self.targets if any(_matches(n, s) for n in layers)]
+        return [name for name in layers if any(_matches(name, s) for s in self.targets)]
+
+    def convert(self, model: nn.Module) -> nn.Module:
+        modules = self._modules(model)
+        model.requires_grad_(False)
+        base_dtype = _BASE_DTYPES[self.base_dtype]
+        for name in modules:
+            linear = model.get_submodule(name)
+            if isinstance(linear, LoRALinear):
+                linear.lora_a.requires_grad_(True)
+                linear.lora_b.requires_grad_(True)
+                continue
+            assert isinstance(linear, nn.Linear)
+            layer = LoRALinear(linear, self.rank, self.alpha, self.dropout, base_dtype)
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+        return model
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "dropout": self.dropout,
+            "targets": self.targets,
+            "base_dtype": self.base_dtype,
+        }
+
+
+CONVERTERS.add("lora", LoRA)
+
+
+def with_config_adapters(cfg: Config, converters: Iterable[ModelConverter]) -> list[ModelConverter]:
+    """`converters`, and after them LoRA when the config's `[lora] enabled` and none of
+    them is LoRA already (hone compress hands a loaded LoRA run's own, record-only)."""
+    converters = list(converters)
+    if cfg.lora.enabled and not any(c.name == LoRA.name for c in converters):
+        converters.append(LoRA.from_config(cfg.lora))
+    return converters

@@ -1,0 +1,223 @@
+"""LoRA (hone.finetune.lora) on tiny Hugging Face checkpoints, and adapters in PEFT's format
+(hone.finetune.peft_format) both ways, against `peft` itself.
+
+One `[lora] enabled = true` run (a module fixture: four steps from the tiny Llama on a text
+file, adapter dropout on) serves the tests of training: only the adapters move and the
+optimizer holds only them, resuming from its step-2 checkpoint ends with the same adapters,
+and the run loads back (converters.json re-applies LoRA) with the trained logits.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import hone
+from hone.config import load_config
+from hone.errors import ConfigError
+from hone.finetune.lora import (
+    LoRA,
+    adapter_parameters,
+    lora_layers,
+    merge_adapters,
+    unmerge_adapters,
+)
+from hone.finetune.peft_format import load_peft_adapter, save_peft_adapter
+from hone.pretrained.weights import load_pretrained
+from tests.pretrained.conftest import SENTENCES
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+IDS = torch.tensor([[0, 5, 17, 42, 99, 200, 3, 7, 250, 11]])  # (1, 10) token ids
+
+
+def base(folder: Path) -> nn.Module:
+    model, _, _ = load_pretrained(folder)
+    return model
+
+
+def logits(model: Any, ids: torch.Tensor = IDS) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(ids)
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def randomize(lora_b: list[torch.Tensor], seed: int = 0) -> None:
+    """Non-zero B (they start at zero: the adapters would change nothing)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for weight in lora_b:
+            weight.copy_(torch.randn(weight.shape, generator=generator) * 0.1)
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_checkpoint: Callable[[str], Path]) -> Path:
+    return tiny_checkpoint("llama")
+
+
+def test_adapters_start_neutral_and_merge_to_the_same_logits(llama: Path) -> None:
+    model = base(llama)
+    before = logits(model)
+    LoRA(rank=4, alpha=8, targets="all-linear").convert(model)
+    assert sorted({name.split(".", 2)[2] for name in lora_layers(model)}) == [
+        "attn.k", "attn.proj", "attn.q", "attn.v", "mlp.down", "mlp.gate", "mlp.up",
+    ]  # fmt: skip
+    assert torch.equal(logits(model), before)  # B = 0
+    randomize([layer.lora_b.weight for layer in lora_layers(model).values()])
+    unmerged = logits(model)
+    assert (unmerged - before).abs().max() > 1e-2
+    weights = {n: m.weight.clone() for n, m in lora_layers(model).items()}
+    merge_adapters(model)
+    assert (logits(model) - unmerged).abs().max() < 1e-5
+    unmerge_adapters(model)
+    assert all((m.weight - weights[n]).abs().max() < 1e-6 for n, m in lora_layers(model).items())
+    assert (logits(model) - unmerged).abs().max() < 1e-5
+
+
+def test_a_bf16_base_keeps_fp32_adapters_and_close_logits(llama: Path) -> None:
+    fp32, bf16 = base(llama), base(llama)
+    LoRA(rank=4, targets="attention").convert(fp32)
+    LoRA(rank=4, targets="attention", base_dtype="bf16").convert(bf16)
+    bf16.load_state_dict(fp32.state_dict())  # the same adapters (the base rounded to bf16)
+    randomize([layer.lora_b.weight for layer in lora_layers(fp32).values()])
+    randomize([layer.lora_b.weight for layer in lora_layers(bf16).values()])
+    layer = bf16.get_submodule("blocks.0.attn.q")
+    assert layer.weight.dtype == torch.bfloat16 and layer.lora_a.weight.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in adapter_parameters(bf16).values())
+    out = logits(bf16)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, logits(fp32), rtol=0, atol=0.05)
+
+
+def test_gpt_gets_adapters_on_its_fused_qkv_and_peft_format_refuses_it(
+    tiny_checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    model = base(tiny_checkpoint("gpt2"))
+    converter = LoRA(rank=2, targets="attention")
+    converter.convert(model)
+    assert converter.record()["targets"] == ["attn.qkv", "attn.proj"]
+    assert len(lora_layers(model)) == 4  # two blocks
+    with pytest.raises(ConfigError, match="Llama family"):
+        save_peft_adapter(model, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["lora.rank=0"], "lora.rank must be at least 1, got 0; set --lora.rank"),
+        (["lora.targets=attn.q;v"], "lora.targets must be attention, all-linear or module-name"),
+        (["lora.base_dtype=fp16"], "lora.base_dtype must be one of fp32, bf16, got 'fp16'"),
+    ],
+)
+def test_the_config_refuses_bad_values_in_one_line(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle) as refused:
+        load_config("pretrained-text", overrides)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_target_the_model_lacks_is_refused_in_one_line(llama: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'attn\.qkv' matches no linear layer") as refused:
+        LoRA(targets="attn.q,attn.qkv").convert(base(llama))
+    assert "attn.q, attn.v, " in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_hone_adapter_loads_in_peft_with_the_same_logits(llama: Path, tmp_path: Path) -> None:
+    model = base(llama)
+    LoRA(rank=4, alpha=12, targets="attn.q,attn.v,mlp.down").convert(model)
+    randomize([layer.lora_b.weight for layer in lora_layers(model).values()])
+    save_peft_adapter(model, tmp_path / "adapter", base_model=str(llama))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(llama, dtype=torch.float32)
+    theirs = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
+    assert sorted(theirs.peft_config["default"].target_modules) == ["down_proj", "q_proj", "v_proj"]
+    assert (logits(theirs) - logits(model)).abs().max() < 1e-5
+
+
+def test_a_peft_adapter_loads_in_hone_with_the_same_logits(
+    tiny_checkpoint: Callable[[str], Path], tmp_path: Path
+) -> None:
+    folder = tiny_checkpoint("qwen2")  # q/k/v biases, grouped-query attention, a tied head
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    config = peft.LoraConfig(
+        r=4, lora_alpha=8, task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj"],
+    )  # fmt: skip
+    theirs = peft.get_peft_model(hf, config).eval()
+    randomize([p for n, p in theirs.named_parameters() if "lora_B" in n], seed=1)
+    theirs.save_pretrained(tmp_path / "adapter")
+    model = base(folder)
+    converter = load_peft_adapter(model, tmp_path / "adapter")
+    assert converter.record() == {
+        "name": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.0, "base_dtype": "fp32",
+        "targets": ["attn.k", "attn.proj", "attn.q", "attn.v", "mlp.gate"],
+    }  # fmt: skip
+    assert (logits(model) - logits(theirs)).abs().max() < 1e-5
+
+
+# ----------------------------------------------------------------- a LoRA run
+@pytest.fixture(scope="module")
+def lora_overrides(llama: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """`hone train pretrained-text` from the tiny Llama with `[lora] enabled = true`: four
+    steps on a text file, adapter dropout on, a checkpoint every two."""
+    notes = tmp_path_factory.mktemp("text") / "notes.txt"
+    notes.write_text("\n".join(SENTENCES * 3) + "\n", encoding="utf-8")
+    return [
+        f"model.path={llama}", f"data.path={notes}", "model.block_size=32",
+        "lora.enabled=true", "lora.rank=4", "lora.dropout=0.1", "optim.lr=1e-2",
+        "schedule.warmup_steps=0", "train.max_steps=4", "train.checkpoint_every=2",
+        "train.batch_size=4", "train.eval_every=0", "train.eval_batches=2",
+        "train.sample_tokens=0", "train.precision=fp32", "train.threads=1",
+        "log.tensorboard=false", "log.progress=off", "log.stats_every=0",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(lora_overrides: list[str], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The finished trainer of that run."""
+    run_dir = tmp_path_factory.mktemp("lora") / "run"
+    trainer = hone.Trainer(config="pretrained-text", overrides=lora_overrides, run_dir=run_dir)
+    trainer.fit()
+    return trainer
+
+
+def test_training_moves_only_the_adapters(trained: Any, llama: Path) -> None:
+    adapters = adapter_parameters(trained.model)
+    held = {id(p) for group in trained.optimizer.param_groups for p in group["params"]}
+    assert held == {id(p) for p in adapters.values()} and len(adapters) == 2 * 4 * 2
+    start = base(llama).state_dict()
+    for name, tensor in trained.model.state_dict().items():
+        if "lora_" not in name:
+            assert torch.equal(tensor, start[name]), name  # bit-identical: frozen
+    assert all(adapters[n].abs().max() > 0 for n in adapters if "lora_b" in n)  # moved off zero
+
+
+def test_a_lora_run_reloads_with_its_adapters(trained: Any) -> None:
+    records = (trained.run_dir / "converters.json").read_text()
+    assert '"name": "lora"' in records and '"attn.proj"' in records
+    loaded = hone.load_run(trained.run_dir, device="cpu")
+    assert sorted(lora_layers(loaded.model)) == sorted(lora_layers(trained.model))
+    assert (logits(loaded.model) - logits(trained.model.eval())).abs().max() < 1e-5
+
+
+def test_resuming_a_lora_run_ends_with_the_same_adapters(
+    trained: Any, lora_overrides: list[str], tmp_path: Path
+) -> None:
+    """The checkpoints hold the whole model (frozen weights too) and the adapters' optimizer
+    state: the run resumed from step 2 retraces steps 3 and 4 exactly, dropout included."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained.run_dir, copy)
+    resumed = hone.Trainer(
+        config="pretrained-text",
+        overrides=lora_overrides,
+        run_dir=copy,
+        resume=copy / "checkpoints" / "step-0000002",
+    )
+    resumed.fit()
+    ours, theirs = adapter_parameters(resumed.model), adapter_parameters(trained.model)
+    assert all(torch.equal(ours[name], theirs[name]) for name in theirs)
