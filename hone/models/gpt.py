@@ -391,21 +391,27 @@ class GPT(nn.Module):
         return self.lm_head(self.norm(x))  # (B, T, V)
 
 
-@MODELS.register("gpt")
-def gpt(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
-    """The GPT for a token stream with `spec.vocab_size` symbols (or `model.vocab_size`)."""
+def language_model_vocab(family: str, own_vocab_size: int, spec: ModelSpec) -> int:
+    """The vocabulary of language-model family `family` (model.name) for data of `spec`:
+    `model.vocab_size`, or the data's when 0; refused for data that is not a token stream."""
     if spec.task != "lm":
         raise ConfigError(
-            f"model.name = 'gpt' needs a token data set (shakespeare, text, tokens), but the data's "
-            f"task is {spec.task}; set --data.name=shakespeare or pick another model"
+            f"model.name = '{family}' needs a token data set (shakespeare, text, tokens), but "
+            f"the data's task is {spec.task}; set --data.name=shakespeare or pick another model"
         )
-    own: GPTConfig = cfg.arch
-    own.validate()  # also for configs built in Python, which no loader has checked
-    vocab_size = own.vocab_size or spec.vocab_size
+    vocab_size = own_vocab_size or spec.vocab_size
     if vocab_size < spec.vocab_size:
         raise ConfigError(
             f"model.vocab_size must be at least {spec.vocab_size} (the data's vocabulary: the "
-            f"tokenizer's, or the largest token id + 1), got {own.vocab_size}; "
+            f"tokenizer's, or the largest token id + 1), got {own_vocab_size}; "
             "set --model.vocab_size=0 to take it from the data"
         )
-    return GPT(own, vocab_size)
+    return vocab_size
+
+
+@MODELS.register("gpt")
+def gpt(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
+    """The GPT for a token stream with `spec.vocab_size` symbols (or `model.vocab_size`)."""
+    own: GPTConfig = cfg.arch
+    own.validate()  # also for configs built in Python, which no loader has checked
+    return GPT(own, language_model_vocab("gpt", own.vocab_size, spec))

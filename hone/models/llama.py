@@ -28,7 +28,7 @@ from hone.models.base import MODELS, ModelSpec
 # The GPT's cache holds whatever heads a layer writes (here the G key/value heads, which is
 # what makes grouped-query attention's cache H / G times smaller), and its rotation is the
 # same "rotate half" convention the Llama checkpoints were trained with.
-from hone.models.gpt import KVCache, _apply_rope, document_mask
+from hone.models.gpt import KVCache, _apply_rope, document_mask, language_model_vocab
 from hone.models.lm_loss import lm_head_loss
 
 
@@ -363,17 +363,6 @@ class Llama(nn.Module):
 @MODELS.register("llama")
 def llama(cfg: ModelConfig, spec: ModelSpec) -> nn.Module:
     """The Llama for a token stream with `spec.vocab_size` symbols (or `model.vocab_size`)."""
-    if spec.task != "lm":
-        raise ConfigError(
-            f"model.name = 'llama' needs a token data set (shakespeare, text, tokens), but the "
-            f"data's task is {spec.task}; set --data.name=shakespeare or pick another model"
-        )
     own: LlamaConfig = cfg.arch
     own.validate()  # also for configs built in Python, which no loader has checked
-    vocab_size = own.vocab_size or spec.vocab_size
-    if vocab_size < spec.vocab_size:
-        raise ConfigError(
-            f"model.vocab_size must be at least {spec.vocab_size} (the data's vocabulary), got "
-            f"{own.vocab_size}; set --model.vocab_size=0 to take it from the data"
-        )
-    return Llama(own, vocab_size)
+    return Llama(own, language_model_vocab("llama", own.vocab_size, spec))
