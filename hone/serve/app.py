@@ -81,8 +81,11 @@ def create_app(
     served: ServedModel | None = None,
     on_fatal: Callable[[str], None] | None = None,
 ) -> Gate:
-    """The ASGI app for `settings.run`; the model loads in the background after start-up
-    (/ready answers 503 until it has). `on_fatal` is told when loading fails."""
+    """The ASGI app for `settings.run`. One worker loads the model in the background after
+    start-up (/health answers at once, /ready answers 503 until loaded). With `--workers N` on
+    one shared socket, each worker loads before it accepts a connection, so that no request
+    reaches a worker still loading while another answers /ready. `on_fatal` is told when
+    loading fails."""
     served = served or ServedModel(settings)
     state = ServerState()
     metrics = ServerMetrics()
@@ -90,9 +93,14 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loader = asyncio.get_running_loop().create_task(load())
+        loader = None
+        if settings.workers > 1:
+            await load()
+        else:
+            loader = asyncio.get_running_loop().create_task(load())
         yield
-        loader.cancel()
+        if loader is not None:
+            loader.cancel()
         if batcher is not None:
             await batcher.stop()
         served.close()

@@ -203,4 +203,9 @@ def _wait(workers: list[Any], stopping: list[int], forward: Any) -> list[int]:
             if w.exitcode not in (None, 0) and not stopping:
                 log.error("hone serve: worker %s exited with %s; stopping", w.name, w.exitcode)
                 forward(signal.SIGTERM, None)
-    return [abs(w.exitcode or 0) for w in workers]
+    # A worker still starting (importing, loading) when the drain's SIGTERM came dies of that
+    # signal before uvicorn handles it: it held no request, so that is a clean stop.
+    return [
+        0 if len(stopping) == 1 and w.exitcode == -signal.SIGTERM else abs(w.exitcode or 0)
+        for w in workers
+    ]
