@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hone.hardware import OVERRIDE_ENV
+from tests import forking
 
 ROOT = Path(__file__).resolve().parents[1]
 # A character GPT that trains in a second or two: for tests that need a finished LM run.
@@ -50,16 +51,11 @@ def _no_native_bf16() -> Iterator[None]:
 def run_hone(
     *args: str, cwd: Path | None = None, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m hone ARGS` in a subprocess and capture its output."""
+    """Run `hone ARGS` as its own process and capture its output: a fork of a server that has
+    imported torch and hone already (tests/forking.py), which saves each call the imports."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "hone", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
+    logs = Path(tempfile.gettempdir()) / f"hone-test-logs-{os.getpid()}"
+    return forking.run(list(args), cwd or Path.cwd(), full_env, logs, timeout)
 
 
 @pytest.fixture

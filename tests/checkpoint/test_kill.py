@@ -2,7 +2,8 @@
 SIGTERM and SIGINT. Each killed run is resumed and must end bit-identical to a run never
 stopped (computed in this process with the same config, on one thread like the children).
 
-Subprocesses are started a few at a time: most of their cost is importing torch.
+The `hone train` processes are forks of a server that has imported torch (tests/forking.py),
+started a few at a time.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +23,7 @@ from hone.config import Config, to_toml
 from hone.engine import Trainer
 from hone.engine.cv import cross_validate
 from hone.track.run import read_metrics
+from tests import forking
 from tests.checkpoint.helpers import (
     LINREG,
     MLP,
@@ -39,15 +40,11 @@ ROOT = Path(__file__).resolve().parents[2]
 POLL_SECONDS = 0.005
 
 
-def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start(args: list[str], env: dict[str, str] | None = None) -> forking.Forked:
+    """`hone train ARGS`, a real process (a fork of a server that has imported torch)."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "hone", "train", *args],
-        env=full_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    logs = Path(tempfile.gettempdir()) / f"hone-test-logs-{os.getpid()}"
+    return forking.Forked(["train", *args], Path.cwd(), full_env, logs)
 
 
 def logged_steps(run_dir: Path) -> int:
@@ -59,10 +56,10 @@ def logged_steps(run_dir: Path) -> int:
     return count
 
 
-def wait_until(proc: subprocess.Popen[str], condition, timeout: float = 120) -> None:
+def wait_until(proc: forking.Forked, condition, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert proc.poll() is None, f"exited early ({proc.returncode}): {proc.stderr.read()}"
+        assert proc.poll() is None, f"exited early ({proc.returncode}): {proc.stderr_text()}"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(POLL_SECONDS)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 
 from hone.config import load_config
 from hone.engine import Trainer
+from tests import forking
 from tests.conftest import ROOT, TINY_GPT_RUN
 
 QUIET = ["log.tensorboard=false", "log.progress=off", "train.checkpoint_every=0"]
@@ -38,7 +38,8 @@ def serve_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 class Server:
-    """`hone serve RUN --port 0 FLAGS` in a subprocess; `url` once it listens."""
+    """`hone serve RUN --port 0 FLAGS` in its own process (a fork, tests/forking.py); `url`
+    once it listens."""
 
     def __init__(self, run: Path, *flags: str, env: dict[str, str] | None = None) -> None:
         self.lines: list[str] = []
@@ -47,26 +48,32 @@ class Server:
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         if "HONE_API_KEY" not in (env or {}):  # a key from the caller's shell: not here
             full_env.pop("HONE_API_KEY", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hone", "serve", str(run), "--port", "0", "--threads", "1",
-             "--log-level", "warning", *flags],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=full_env,
-        )  # fmt: skip
+        argv = ["serve", str(run), "--port", "0", "--threads", "1", "--log-level", "warning"]
+        logs = Path(tempfile.gettempdir()) / f"hone-test-logs-{os.getpid()}"
+        self.proc = forking.Forked([*argv, *flags], Path.cwd(), full_env, logs)
         threading.Thread(target=self._read, daemon=True).start()
         if not self._listening.wait(120) or not self.url:
             self.proc.kill()
             raise AssertionError(f"hone serve did not start: {self.output}")
 
     def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if not self.url and " on http://" in line:
-                self.url = line.split(" on ", 1)[1].split(" ", 1)[0]
-                self._listening.set()
+        """Follow the server's stderr (a file) line by line until it exits."""
+        with open(self.proc.err, "a+") as stderr:  # created if the server has not yet
+            stderr.seek(0)
+            pending = ""
+            while True:
+                exited = self.proc.poll() is not None
+                pending += stderr.read()
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    self.lines.append(line + "\n")
+                    if not self.url and " on http://" in line:
+                        self.url = line.split(" on ", 1)[1].split(" ", 1)[0]
+                        self._listening.set()
+                if exited:
+                    break
+                time.sleep(0.02)
+        self.lines.append(pending)
         self._listening.set()  # it exited
 
     @property
