@@ -1,16 +1,19 @@
 """Hugging Face checkpoints (issue 26): hone's models against transformers', side by side.
 
-Three benches, each alternating hone and transformers in fresh subprocesses (peak RSS is a
-process's own; 2 torch threads on both sides), printing each side's numbers and the ratio:
+Three benches, 2 torch threads on both sides, printing each side's numbers and the ratio:
 
   memory      load a random checkpoint of Qwen2.5-0.5B's shape (bf16, ~1 GB, saved once by
-              transformers' save_pretrained): peak RSS over the RSS after imports, against
-              the weights' bytes; again after a forward of 8 tokens (every weight read)
+              transformers' save_pretrained), each side in fresh subprocesses alternated:
+              peak RSS over the RSS after imports, against the weights' bytes; again after a
+              forward of 8 tokens (every weight read). hone twice: load_pretrained, and the
+              checkpoint's view loaded as a run (LoadedRun, what `hone sample|eval|serve
+              CHECKPOINT` do); the view's one-time writing too
   train-step  forward + backward of a SmolLM2-135M-shaped Llama (random, fp32) at batch
-              4 x 256: tokens/s of the fastest step and peak RSS; hone's chunked loss (what
-              the language task trains with) and its plain logits path
+              4 x 256. Peak RSS of fresh subprocesses alternated: hone's chunked loss (what
+              the language task trains with), its plain logits path, transformers. Speed in
+              one process, the two sides' steps alternated (same data, no optimizer)
   generate    greedy decoding at batch 1 with the key/value cache, hone's `generate` against
-              transformers' `generate`, the same weights in one process: tokens/s
+              transformers' `generate`, the same weights in one process, alternated: tokens/s
 
 Run: `.venv/bin/python bench/pretrained.py memory|train-step|generate [--rounds N]`.
 """
@@ -23,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +103,9 @@ def worker_memory(side: str) -> dict[str, Any]:
 
     if side == "hone":
         from hone.pretrained.weights import load_pretrained
+    elif side in ("hone-view", "hone-view-write"):
+        from hone.engine.inference import LoadedRun
+        from hone.pretrained.view import checkpoint_view
     else:
         import transformers
     torch.set_num_threads(THREADS)
@@ -106,6 +113,11 @@ def worker_memory(side: str) -> dict[str, Any]:
     start = time.perf_counter()
     if side == "hone":
         model, _, _ = load_pretrained(CHECKPOINT)
+    elif side == "hone-view-write":  # what the first `hone sample CHECKPOINT` does first
+        checkpoint_view(CHECKPOINT)
+        return {"baseline": baseline, "write_peak": rss_bytes("VmHWM") - baseline}
+    elif side == "hone-view":  # `hone sample|eval|serve CHECKPOINT`: the view as a run
+        model = LoadedRun.load(CHECKPOINT, "cpu").model
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(CHECKPOINT, dtype="auto")
     seconds = time.perf_counter() - start
@@ -122,38 +134,70 @@ def worker_memory(side: str) -> dict[str, Any]:
     }
 
 
-def worker_train(side: str, steps: int, batch: int, tokens: int) -> dict[str, Any]:
-    import torch
+def train_step(side: str, model: Any, data: Any) -> Any:
+    """A function running one forward + backward of `model` on `data` (B, T + 1) as `side`
+    trains: hone through the language task's path (the model takes the targets: chunked
+    loss), hone-plain through (B, T, V) logits and F.cross_entropy, transformers through its
+    own loss over its logits (labels are shifted inside)."""
     import torch.nn.functional as F
+
+    x, y = data[:, :-1], data[:, 1:]
+    V = SMOLLM2_135M["vocab_size"]
+
+    def step() -> float:
+        if side == "hone":
+            loss = model(x, targets=y)
+        elif side == "hone-plain":
+            loss = F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1))
+        else:
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return step
+
+
+def worker_train_memory(side: str, batch: int, tokens: int) -> dict[str, Any]:
+    """Peak RSS of a process that builds `side`'s model and runs two steps."""
+    import torch
 
     if side == "transformers":
         import transformers  # noqa: F401  (imported before the baseline, as hone is)
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
+    baseline = rss_bytes()
     model = (hone_llama if side.startswith("hone") else hf_llama)(SMOLLM2_135M).train()
-    V = SMOLLM2_135M["vocab_size"]
-    data = torch.randint(0, V, (batch, tokens + 1))
-    x, y = data[:, :-1], data[:, 1:]
+    step = train_step(
+        side, model, torch.randint(0, SMOLLM2_135M["vocab_size"], (batch, tokens + 1))
+    )
+    step()
+    step()
+    return {"peak": rss_bytes("VmHWM"), "baseline": baseline}
 
-    def step() -> float:
-        if side == "hone":  # the language task's path: the model takes the targets
-            loss = model(x, targets=y)
-        elif side == "hone-plain":  # the plain path: (B, T, V) logits, then F.cross_entropy
-            loss = F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1))
-        else:  # transformers' own loss over its logits (labels are shifted inside)
-            loss = model(input_ids=data[:, :-1], labels=data[:, :-1]).loss
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        return float(loss)
 
-    step()  # warm-up
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
+def worker_train_speed(rounds: int, batch: int, tokens: int, layers: int) -> dict[str, Any]:
+    """Seconds of each side's steps, the sides alternated step by step in one process (the
+    machine's load then weighs on both alike), same data, same threads, no optimizer."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    config = {**SMOLLM2_135M, "num_hidden_layers": layers or SMOLLM2_135M["num_hidden_layers"]}
+    data = torch.randint(0, config["vocab_size"], (batch, tokens + 1))
+    sides = {
+        "hone": train_step("hone", hone_llama(config).train(), data),
+        "transformers": train_step("transformers", hf_llama(config).train(), data),
+    }
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
+    for step in sides.values():  # warm-up
         step()
-        times.append(time.perf_counter() - start)
-    # the fastest step: on a shared machine the slower ones measure the other jobs
-    return {"tokens_per_second": batch * tokens / min(times), "peak": rss_bytes("VmHWM")}
+    for i in range(rounds):
+        for side in list(sides) if i % 2 == 0 else list(sides)[::-1]:
+            start = time.perf_counter()
+            sides[side]()
+            seconds[side].append(time.perf_counter() - start)
+    return seconds
 
 
 def worker_generate(prompt_tokens: int, new_tokens: int, rounds: int) -> dict[str, Any]:
@@ -215,7 +259,16 @@ def in_subprocess(*args: str) -> dict[str, Any]:
 
 
 def save_checkpoint() -> None:
-    """A random Qwen2.5-0.5B-shaped checkpoint in bf16, written by transformers."""
+    """A random Qwen2.5-0.5B-shaped checkpoint in bf16, written by transformers, with a
+    token-per-word tokenizer (the view of a checkpoint needs one; its ids do not matter)."""
+    if not (CHECKPOINT / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        words = {"<unk>": 0, **{f"w{i}": i + 1 for i in range(255)}}
+        tokenizer = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()  # type: ignore[assignment]
+        CHECKPOINT.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(str(CHECKPOINT / "tokenizer.json"))
     if (CHECKPOINT / "model.safetensors").is_file():
         return
     import torch
@@ -236,10 +289,17 @@ def bench_memory(rounds: int) -> None:
     in_subprocess("save")
     weights = (CHECKPOINT / "model.safetensors").stat().st_size
     print(f"checkpoint {CHECKPOINT}: {mib(weights)} of bf16 weights (file size)")
-    results: dict[str, list[dict[str, Any]]] = {"hone": [], "transformers": []}
-    for i in range(rounds):
-        for side in ("hone", "transformers") if i % 2 == 0 else ("transformers", "hone"):
-            results[side].append(in_subprocess("memory", side))
+    with tempfile.TemporaryDirectory() as cache:  # a view of its own, written afresh
+        os.environ["HONE_CACHE_DIR"] = cache
+        written = in_subprocess("memory", "hone-view-write")["write_peak"]
+        print(
+            f"   hone view: written once, peak +{mib(written)} ({written / weights:.2f}x weights)"
+        )
+        results: dict[str, list[dict[str, Any]]] = {"hone": [], "hone-view": [], "transformers": []}
+        order = list(results)
+        for i in range(rounds):
+            for side in order if i % 2 == 0 else order[::-1]:
+                results[side].append(in_subprocess("memory", side))
     for side, runs in results.items():
         load = statistics.median(r["load_peak"] for r in runs)
         fwd = statistics.median(r["forward_peak"] for r in runs)
@@ -251,23 +311,33 @@ def bench_memory(rounds: int) -> None:
         )
 
 
-def bench_train(rounds: int, steps: int) -> None:
+def bench_train(rounds: int, layers: int) -> None:
+    tokens = 4 * 256
     results: dict[str, list[dict[str, Any]]] = {"hone": [], "hone-plain": [], "transformers": []}
     order = list(results)
     for i in range(rounds):
         for side in order if i % 2 == 0 else order[::-1]:
-            results[side].append(in_subprocess("train", side, str(steps)))
-    summary = {}
+            results[side].append(in_subprocess("train-memory", side))
+    peaks = {side: statistics.median(r["peak"] for r in runs) for side, runs in results.items()}
     for side, runs in results.items():
-        speed = statistics.median(r["tokens_per_second"] for r in runs)
-        peak = statistics.median(r["peak"] for r in runs)
-        summary[side] = (speed, peak)
-        per_round = ", ".join(f"{r['tokens_per_second']:.0f}" for r in runs)
-        print(f"{side:>12}: {speed:.0f} tokens/s (rounds {per_round}), peak RSS {mib(peak)}")
-    hf_speed, hf_peak = summary["transformers"]
-    for side in ("hone", "hone-plain"):
-        speed, peak = summary[side]
-        print(f"{side}/transformers: speed {speed / hf_speed:.2f}x, peak RSS {peak / hf_peak:.2f}x")
+        each = ", ".join(mib(r["peak"]) for r in runs)
+        print(
+            f"{side:>12}: peak RSS {mib(peaks[side])} ({each}; after imports "
+            f"{mib(runs[0]['baseline'])}), {peaks[side] / peaks['transformers']:.2f}x transformers"
+        )
+    r = in_subprocess("train-speed", str(rounds), str(layers))
+    shape = f"{layers} layers" if layers else "all layers"
+    for side in ("hone", "transformers"):
+        each = ", ".join(f"{tokens / x:.0f}" for x in r[side])
+        best = tokens / min(r[side])
+        print(f"{side:>12}: {best:.0f} tokens/s fastest step ({shape}; steps {each})")
+    per_round = [t / h for h, t in zip(r["hone"], r["transformers"], strict=True)]
+    fastest = min(r["transformers"]) / min(r["hone"])
+    print(
+        f"hone/transformers speed: {fastest:.2f}x (fastest steps), per-round ratios "
+        f"min {min(per_round):.2f}x median {statistics.median(per_round):.2f}x "
+        f"max {max(per_round):.2f}x"
+    )
 
 
 def bench_generate(rounds: int, prompt_tokens: int, new_tokens: int) -> None:
@@ -290,8 +360,11 @@ def main() -> None:
             result: dict[str, Any] = {}
         elif kind == "memory":
             result = worker_memory(args[0])
-        elif kind == "train":
-            result = worker_train(args[0], int(args[1]), batch=4, tokens=256)
+        elif kind == "train-memory":
+            result = worker_train_memory(args[0], batch=4, tokens=256)
+        elif kind == "train-speed":
+            seconds = worker_train_speed(int(args[0]), batch=4, tokens=256, layers=int(args[1]))
+            result = dict(seconds)
         else:
             result = worker_generate(*map(int, args))
         print(json.dumps(result))
@@ -299,14 +372,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench", choices=["memory", "train-step", "generate"])
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two sides")
-    parser.add_argument("--steps", type=int, default=3, help="train-step: timed steps a round")
+    parser.add_argument(
+        "--layers", type=int, default=0, help="train-step speed: blocks (0: all 30)"
+    )
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
     args = parser.parse_args()
     if args.bench == "memory":
         bench_memory(args.rounds)
     elif args.bench == "train-step":
-        bench_train(args.rounds, args.steps)
+        bench_train(args.rounds, args.layers)
     else:
         bench_generate(args.rounds, args.prompt_tokens, args.new_tokens)
 

@@ -23,10 +23,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hone.config import Config
 from hone.engine import int8  # noqa: F401  (registers the int8 converter)
 from hone.engine.runtime import resolve_device
 from hone.errors import ConfigError
 from hone.finetune import lora  # noqa: F401  (registers the lora converter)
+from hone.models import ModelSpec, build_model
 from hone.models.converters import ModelConverter, converter_from_record, read_records
 from hone.registry import Registry
 from hone.run_files import RunFiles
@@ -204,3 +206,26 @@ class OnnxModule(nn.Module):
             shared = zero is not None and zero.size == 1
             nonzero += int(np.count_nonzero(array != zero if shared else array))
         return total, nonzero
+
+
+def load_on_meta(
+    cfg: Config, spec: ModelSpec, files: RunFiles, device: str, read_only: bool
+) -> tuple[nn.Module, torch.device, str] | None:
+    """(model, device, precision) of a run without converters, its model built on the meta
+    device (no memory, no random initialization) and handed the weights file's tensors as
+    they are: loading costs the weights' bytes once, not a random model's and a copy. The
+    weights keep the file's dtype (a bf16 checkpoint's view stays bf16). A `read_only` file
+    (a checkpoint's view, written once) is memory-mapped. None for a model whose buffers no
+    file holds and that cannot recompute them (`reset_buffers`): it loads the usual way."""
+    from hone.pretrained.weights import assign_weights, read_safetensors
+
+    with torch.device("meta"):
+        model = build_model(cfg.model, spec)
+    if not hasattr(model, "reset_buffers"):
+        return None
+    dev = resolve_device(device)
+    state = read_safetensors(files.model, dev, mapped=read_only)
+    unexpected = set(state) - set(model.state_dict())
+    assert not unexpected, sorted(unexpected)
+    assign_weights(model, state)  # asserts that every tensor got one
+    return model, dev, cfg.train.precision

@@ -22,10 +22,10 @@ from torch import nn
 from hone.config import Config, load_config
 from hone.data import Preprocessor
 from hone.data.base import Tokenizer
-from hone.engine.backends import BACKENDS, Backend, BuiltModel, recorded_converters
+from hone.engine.backends import BACKENDS, Backend, BuiltModel, load_on_meta, recorded_converters
 from hone.engine.completion import Completion, TextStream, _first_stop, _shown_length
 from hone.engine.manifest import verify_manifest
-from hone.engine.precision import Precision, resolve_precision
+from hone.engine.precision import Precision, inference_precision
 from hone.engine.tasks import TASKS, Task, evaluate
 from hone.errors import ConfigError
 from hone.metrics import METRICS
@@ -55,15 +55,6 @@ def run_files(run: str | Path) -> RunFiles:
             f"{run} has no {files.model.name}: the run did not finish; resume it with `hone train --resume {run}`"
         )
     return files
-
-
-def inference_precision(name: str, device: torch.device) -> Precision:
-    """The precision a run trained in, on `device` ('auto' resolved for this device, as the
-    trainer does); fp16 (CUDA only) runs in fp32 elsewhere."""
-    name, reason = resolve_precision(name, device)
-    if name == "fp16" and device.type != "cuda":
-        return Precision("fp32", device, f"trained in fp16, which needs CUDA: fp32 on {device}")
-    return Precision(name, device, reason)
 
 
 def spec_from_info(info: dict[str, Any], cfg: Config) -> ModelSpec:
@@ -118,10 +109,19 @@ class LoadedRun:
         converters = recorded_converters(files)
         chosen = chosen.choose(converters)
         chosen.check(files, converters)  # e.g. a missing graph, before building anything
-        # The architecture first, the recorded converters re-applied, then the weights.
-        model, _ = convert_model(build_model(cfg.model, spec), converters)
-        built = BuiltModel(files, model, converters, cfg.train.precision, task.context_length(spec))
-        model, dev, precision = chosen.load(built, device)
+        mapped = None
+        if not converters and chosen.name == "torch":
+            from hone.pretrained.view import is_checkpoint
+
+            mapped = load_on_meta(cfg, spec, files, device, read_only=is_checkpoint(run))
+        if mapped is not None:
+            model, dev, precision = mapped
+        else:
+            # The architecture first, the recorded converters re-applied, then the weights.
+            model, _ = convert_model(build_model(cfg.model, spec), converters)
+            context = task.context_length(spec)
+            built = BuiltModel(files, model, converters, cfg.train.precision, context)
+            model, dev, precision = chosen.load(built, device)
         model.eval()
         tokenizer, preprocessor = task.input_readers(files, info)
         return cls(
@@ -171,9 +171,11 @@ class LoadedRun:
         loss_fn = task.loss(self.cfg.loss)
         # The run's own metrics (train.metrics) where this process has them registered.
         extra = {n: METRICS[n] for n in t.metrics if n in METRICS and METRICS[n].fn is not None}
+        model_loss = self.task.model_loss(self.model, self.cfg.loss)  # no logits, if it can
         return evaluate(
-            self.model, batches, loss_fn, self.task, self.device, self.precision.autocast, extra
-        )
+            self.model, batches, loss_fn, self.task, self.device, self.precision.autocast, extra,
+            model_loss,
+        )  # fmt: skip
 
     def _batches(self, data: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of data handed to `evaluate`, read as training reads the same kind of

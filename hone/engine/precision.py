@@ -124,3 +124,12 @@ class Precision:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+
+
+def inference_precision(name: str, device: torch.device) -> Precision:
+    """The precision a run trained in, on `device` ('auto' resolved for this device, as the
+    trainer does); fp16 (CUDA only) runs in fp32 elsewhere."""
+    name, reason = resolve_precision(name, device)
+    if name == "fp16" and device.type != "cuda":
+        return Precision("fp32", device, f"trained in fp16, which needs CUDA: fp32 on {device}")
+    return Precision(name, device, reason)

@@ -20,7 +20,7 @@ from hone.engine.language_task import (
     LanguageModel,
     whole_split,
 )
-from hone.engine.task_base import Batch, BatchSource, Task
+from hone.engine.task_base import Batch, BatchSource, ModelLoss, Task
 from hone.errors import ConfigError
 from hone.metrics import Metric
 from hone.registry import Registry
@@ -155,9 +155,15 @@ def evaluate(
     device: torch.device,
     autocast: Any,
     extra: Mapping[str, Metric] | None = None,
+    model_loss: ModelLoss | None = None,
 ) -> dict[str, float]:
     """Mean loss per sample (per token for language models), the task's metric and the
-    `extra` (user) metrics, each computed once over the split's outputs and targets."""
+    `extra` (user) metrics, each computed once over the split's outputs and targets.
+
+    With `model_loss` (the task's Task.model_loss, for a task whose metric follows from the
+    loss) and no extra metrics, the model computes the loss from the targets and no outputs
+    exist: a language model's whole-split batch of 16k tokens would otherwise hold 3 GB of
+    logits with a 49k vocabulary."""
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -168,6 +174,11 @@ def evaluate(
     for x, y in batches:
         n = task.samples(y)  # where the batch was drawn (the CPU): counting waits for no device
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if model_loss is not None and not extra:
+            with autocast():
+                total_loss += model_loss(model, x, y).double() * n
+            count += n
+            continue
         with autocast():
             out = model(x)
         out = out.float()

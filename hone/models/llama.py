@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +27,8 @@ from hone.errors import ConfigError
 from hone.models.base import MODELS, ModelSpec
 
 # The GPT's cache holds whatever heads a layer writes (here the G key/value heads, which is
-# what makes grouped-query attention's cache H / G times smaller), and its rotation is the
-# same "rotate half" convention the Llama checkpoints were trained with.
-from hone.models.gpt import KVCache, _apply_rope, document_mask, language_model_vocab
+# what makes grouped-query attention's cache H / G times smaller).
+from hone.models.gpt import KVCache, document_mask, language_model_vocab
 from hone.models.lm_loss import lm_head_loss
 
 
@@ -118,8 +118,10 @@ def rope_frequencies(cfg: LlamaConfig) -> torch.Tensor:
     blends in between, so local (fast) rotations stay as trained.
     """
     D = cfg.head_width
+    # on the CPU even under a meta-device context (a model built there recomputes them)
+    steps = torch.arange(0, D, 2, dtype=torch.float32, device="cpu")
     # 1 / theta^(i/D) rather than theta^(-i/D): the checkpoints' own rounding, to the last bit
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
+    inv_freq = 1.0 / (cfg.rope_theta ** (steps / D))
     factor = cfg.rope_factor
     if cfg.rope_scaling == "linear":
         return inv_freq / factor
@@ -143,14 +145,80 @@ class RMSNorm(nn.RMSNorm):
     cast back before the gain multiplies it."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = F.rms_norm(x.float(), self.normalized_shape, None, self.eps).to(x.dtype)
-        return normed * self.weight if self.weight is not None else normed
+        if self.weight is not None and torch.is_grad_enabled():
+            out = _RMSNormFunction.apply(x, self.weight, self.eps)
+            assert isinstance(out, torch.Tensor)
+            return out
+        return _rms_norm(x, self.weight, self.eps)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float | None) -> torch.Tensor:
+    """F.rms_norm's own formula (to the last bit) with the statistics in fp32, spelled out:
+    F.rms_norm's own casts made 6% of the ops of a decoding step (SmolLM2-135M: 427 of the
+    6,891 aten ops a token)."""
+    x32 = x if x.dtype == torch.float32 else x.float()
+    eps = torch.finfo(torch.float32).eps if eps is None else eps
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True).add_(eps))
+    if normed.dtype != x.dtype:
+        normed = normed.to(x.dtype)
+    return normed * weight if weight is not None else normed
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """RMSNorm with a gain that keeps its input only for backward, not the normalized input
+    too: autograd's own keeps both (one (B, T, C) tensor more a norm, two a block: 135 MB at
+    SmolLM2-135M's 30 blocks and batch 4 x 256). Backward recomputes the statistics, a
+    reduction over C that costs nothing next to the matmuls."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float | None
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.eps = eps
+        return _rms_norm(x, weight, eps)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        eps = torch.finfo(torch.float32).eps if ctx.eps is None else ctx.eps
+        x32 = x.float()
+        rstd = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)  # (..., 1)
+        normed = x32 * rstd  # (..., C) what the gain multiplied, before its cast
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            product = grad * normed.to(x.dtype)
+            grad_weight = product.reshape(-1, product.size(-1)).sum(0).to(weight.dtype)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            g = (grad * weight).float()  # d loss / d normed
+            # d normed / d x = rstd (I - normed normed^T / C)
+            grad_x = (rstd * (g - normed * (g * normed).mean(dim=-1, keepdim=True))).to(x.dtype)
+        return grad_x, grad_weight, None
 
 
 def _causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
     """(T, S), True where the last T of S tokens may attend: query S - T + i sees keys <= it.
     Built per call, not kept as a buffer: one for a 128k context would take 16 GB."""
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)
+
+
+def _rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (first half, second half) of each head's channels, the checkpoints'
+    "rotate half" convention: x (B, T, heads, D) by the angles whose cos and sin are `rope`
+    (2, T, 1, D), or each row's own (2, B, T, 1, D), both halves alike (`_rope_tables`).
+    x cos + (-x2, x1) sin is (x1 cos - x2 sin, x2 cos + x1 sin) to the last bit, in fewer
+    ops than the halves apart: they count when decoding runs a token at a time."""
+    cos, sin = rope.to(x.dtype).unbind(0)
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def _rope_tables(angles: torch.Tensor) -> torch.Tensor:
+    """cos and sin of `angles` (T, D/2), or (B, T, D/2) per row, for `_rotate`: (2, T, 1, D)
+    or (2, B, T, 1, D), once a forward rather than once a layer."""
+    angles = torch.cat([angles, angles], dim=-1).unsqueeze(-2)
+    return torch.stack([angles.cos(), angles.sin()])
 
 
 class Attention(nn.Module):
@@ -177,14 +245,16 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, T, C) at positions start .. start + T - 1, whose rotary cos and sin are
-        `rope` (2, T, D/2); start is the number of tokens the cache holds (0 without one).
-        Packed rows (no cache) come with each token's own `rope` (2, B, 1, T, D/2) and their
+        `rope` (2, T, 1, D); start is the number of tokens the cache holds (0 without one).
+        Packed rows (no cache) come with each token's own `rope` (2, B, T, 1, D) and their
         `document_mask` (B, 1, T, T)."""
         B, T, _ = x.shape
-        q = self.q_norm(self.q(x).view(B, T, self.H, self.D)).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_norm(self.k(x).view(B, T, self.G, self.D)).transpose(1, 2)  # (B, G, T, D)
+        # Rotated before the heads move to dim 1, so q stays (B, T, H, D) in memory: SDPA's
+        # output then follows that layout, and the reshape for proj below is a view instead
+        # of a (B, T, C) copy that proj would keep for backward.
+        q = _rotate(self.q_norm(self.q(x).view(B, T, self.H, self.D)), rope).transpose(1, 2)
+        k = _rotate(self.k_norm(self.k(x).view(B, T, self.G, self.D)), rope).transpose(1, 2)
         v = self.v(x).view(B, T, self.G, self.D).transpose(1, 2)  # (B, G, T, D)
-        q, k = _apply_rope(q, rope), _apply_rope(k, rope)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, G, S, D): every token so far
         S = k.size(-2)
@@ -227,7 +297,50 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down(F.silu(self.gate(x)) * self.up(x)))  # (B, T, F) inside
+        gate, up = self.gate(x), self.up(x)  # (B, T, F) each
+        down = self.down
+        if type(down) is nn.Linear and down.bias is None and torch.is_grad_enabled():
+            out = _SwiGLUDown.apply(gate, up, down.weight)  # a converter's down runs as is
+            assert isinstance(out, torch.Tensor)
+            return self.dropout(out)
+        return self.dropout(down(F.silu(gate) * up))
+
+
+class _SwiGLUDown(torch.autograd.Function):
+    """down(silu(gate) * up) that keeps gate and up for backward, and recomputes the rest:
+    autograd's own keeps silu(gate) and the product too, four (B, T, F) tensors a block
+    instead of two (SmolLM2-135M, batch 4 x 256: 360 MB less over its 30 blocks). The
+    recomputation is three elementwise passes, no matmul."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(gate, up, weight)
+        hidden = F.silu(gate) * up  # (B, T, F)
+        # in the dtype autocast gave gate and up (the weight's cast is what autocast does)
+        with torch.autocast(gate.device.type, enabled=False):
+            return F.linear(hidden, weight.to(hidden.dtype))  # (B, T, C)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        gate, up, weight = ctx.saved_tensors
+        sigmoid = torch.sigmoid(gate)
+        silu = gate * sigmoid
+        grad = grad.to(gate.dtype)
+        grad_weight = None
+        if ctx.needs_input_grad[2]:
+            hidden = silu * up
+            grad_weight = grad.reshape(-1, grad.size(-1)).t() @ hidden.reshape(-1, up.size(-1))
+            grad_weight = grad_weight.to(weight.dtype)  # (C, F)
+        grad_hidden = grad @ weight.to(gate.dtype)  # (B, T, F)
+        grad_up = grad_hidden * silu
+        del silu
+        # d silu(g) / dg = sigmoid(g) (1 + g (1 - sigmoid(g))), in place: backward's peak
+        # is when it starts, every activation still held
+        slope = torch.sub(1, sigmoid).mul_(gate).add_(1).mul_(sigmoid)
+        grad_gate = grad_hidden.mul_(up).mul_(slope)
+        return grad_gate, grad_up, grad_weight
 
 
 class Block(nn.Module):
@@ -336,19 +449,22 @@ class Llama(nn.Module):
             f"sequence of {start + T} tokens exceeds block_size {self.block_size}"
         )
         mask = None
+        if cache is not None:  # a slot cache's rows each sit at their own positions
+            assert positions is None, "packed examples are trained, not decoded"
+            positions, mask = cache.placement(T)  # (B, T), (B, 1, T, S); or None, None
         if positions is None:
             steps = torch.arange(start, start + T, device=idx.device, dtype=torch.float32)
             angles = steps[:, None] * self.rope_inv_freq[None, :]  # (T, D/2)
-            rope = torch.stack([angles.cos(), angles.sin()])  # (2, T, D/2)
+            rope = _rope_tables(angles)  # (2, T, 1, D)
         else:
-            assert cache is None, "packed examples are trained, not decoded"
             angles = positions.float()[..., None] * self.rope_inv_freq  # (B, T, D/2)
-            rope = torch.stack([angles.cos(), angles.sin()]).unsqueeze(2)  # (2, B, 1, T, D/2)
-            mask = document_mask(positions)  # (B, 1, T, T)
+            rope = _rope_tables(angles)  # (2, B, T, 1, D)
+            if mask is None:
+                mask = document_mask(positions)  # (B, 1, T, T)
         x = self.dropout(self.token_embedding(idx))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
             if cache is not None:
-                x = block(x, rope, cache, layer)
+                x = block(x, rope, cache, layer, mask)
             elif self.activation_checkpointing and self.training:
                 x = checkpoint(block, x, rope, None, 0, mask, use_reentrant=False)
             else:

@@ -85,17 +85,22 @@ class _HeadCrossEntropy(torch.autograd.Function):
                 y = targets[start : start + chunk].clamp(min=0)  # (K,): ignored rows pick 0
                 keep = kept[start : start + chunk]
                 logits = F.linear(h, w).float()  # (K, V): the only chunk-sized tensor
-                lse = logits.logsumexp(dim=-1)  # (K,)
                 target_logit = logits.gather(1, y[:, None]).squeeze(1)
-                rows = lse - (1 - smooth) * target_logit  # (K,) each token's loss
+                rows = -(1 - smooth) * target_logit  # (K,) each token's loss, less its lse
                 if smooth:
                     rows = rows - smooth * logits.mean(dim=-1)
+                # log-sum-exp in place (logsumexp would take a second (K, V) buffer, at the
+                # step's memory peak), its exponentials kept for the softmax below
+                top = logits.amax(dim=-1, keepdim=True)  # (K, 1)
+                exps = logits.sub_(top).exp_()  # (K, V)
+                sums = exps.sum(dim=-1)  # (K,)
+                rows = rows + sums.log() + top.squeeze(1)
                 total += rows.masked_fill(~keep, 0).sum()
                 if grad_hidden is None and grad_weight is None:
                     continue
                 # d loss / d logits = (softmax - (1 - s) onehot - s / V) / count, 0 if ignored
-                grad = logits.sub_(lse[:, None]).exp_()
-                grad.scatter_add_(1, y[:, None], torch.full_like(lse, smooth - 1)[:, None])
+                grad = exps.div_(sums[:, None])
+                grad.scatter_add_(1, y[:, None], torch.full_like(sums, smooth - 1)[:, None])
                 if smooth:
                     grad.sub_(smooth / V)
                 grad.mul_((keep / count)[:, None])
@@ -108,16 +113,21 @@ class _HeadCrossEntropy(torch.autograd.Function):
                     else:
                         grad_weight += grad.t() @ h
         ctx.save_for_backward(grad_hidden, grad_weight)
-        ctx.weight_dtype = weight.dtype
+        ctx.weight_dtype, ctx.spent = weight.dtype, False
         return total / count
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        # Scaled in place: a (V, C) product would be one more 113 MB buffer (SmolLM2-135M)
+        # at the moment of the step when memory peaks, every activation still held. So the
+        # saved gradients are spent: a second backward through the same graph is refused.
+        assert not ctx.spent, "backward through the chunked loss runs once (no retain_graph)"
+        ctx.spent = True
         grad_hidden, grad_weight = ctx.saved_tensors
         if grad_hidden is not None:
-            grad_hidden = grad_hidden * grad_loss.to(grad_hidden.dtype)
+            grad_hidden = grad_hidden.mul_(grad_loss.to(grad_hidden.dtype))
         if grad_weight is not None:
-            grad_weight = (grad_weight * grad_loss).to(ctx.weight_dtype)
+            grad_weight = grad_weight.mul_(grad_loss).to(ctx.weight_dtype)
         return grad_hidden, grad_weight, None, None, None
 
 

@@ -71,11 +71,11 @@ def _key(folder: Path) -> str:
 def _write_view(path: str, folder: Path, files: RunFiles, final: RunFiles) -> None:
     """Write the view of checkpoint `folder` (named `path` by the user) into `files`, whose
     folder will be renamed to `final`'s."""
-    from safetensors.torch import save_model
+    import torch
 
     from hone.config import Config, DataConfig, ModelConfig, to_toml
     from hone.data.text.tokenizers import load_tokenizer
-    from hone.pretrained.weights import load_pretrained
+    from hone.pretrained.weights import load_pretrained, write_safetensors
 
     model, family, arch = load_pretrained(folder)
     tokenizer = load_tokenizer(str(folder))
@@ -93,4 +93,8 @@ def _write_view(path: str, folder: Path, files: RunFiles, final: RunFiles) -> No
     files.config.write_text(to_toml(cfg))
     info = {"task": "lm", "vocab_size": arch.vocab_size, "context_length": arch.block_size}
     files.data_info.write_text(json.dumps(info, indent=2) + "\n")
-    save_model(model, str(files.model))
+    # each tensor once (a tied head is the embedding), written from the mapped checkpoint
+    unique: dict[int, tuple[str, torch.Tensor]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        unique.setdefault(id(tensor), (name, tensor.detach()))
+    write_safetensors(dict(unique.values()), files.model, metadata={"format": "pt"})

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from hone.config import ModelConfig
@@ -195,15 +194,96 @@ def load_pretrained(
                     tensor = tensor.t().contiguous()
                 state[name] = tensor.to(device=device, dtype=dtype or tensor.dtype)
     _check_names(folder, family, expected, state, unexpected, tied)
+    assign_weights(model, state)
+    return model.eval(), family, arch
+
+
+def assign_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give `model`, built on the meta device, the tensors of `state` as its own (no copy):
+    a parameter shared by several modules (a tied head) takes the one tensor of its group
+    that `state` holds, as safetensors' save_model wrote it once; the buffers no file holds
+    are recomputed (`reset_buffers`)."""
+    groups: dict[int, list[str]] = {}  # parameters shared by several modules, by identity
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    shared = [names for names in groups.values() if len(names) > 1]
     model.load_state_dict(state, assign=True, strict=False)
-    if tied:  # assign replaced the embedding's parameter: point the head at the new one
-        model.get_submodule("lm_head").weight = model.get_parameter("token_embedding.weight")
+    for names in shared:  # assign gave each name its own Parameter: tie them again
+        held = next(n for n in names if n in state)
+        param = model.get_parameter(held)
+        for name in names:
+            module, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(module), attr, param)
     reset_buffers = getattr(model, "reset_buffers", None)
     if reset_buffers is not None:
         reset_buffers()
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     assert not left, f"tensors left on the meta device: {left}"
-    return model.eval(), family, arch
+
+
+def read_safetensors(
+    path: str | Path, device: str | torch.device = "cpu", mapped: bool = True
+) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, on `device`. `mapped`: views of the file mapped
+    into memory, read when first used and shared with every process that maps it (a file
+    that is never rewritten in place: rewriting it under a mapping faults its readers).
+    Otherwise each tensor is read into memory of its own, one at a time: the file's bytes
+    once, never a second copy."""
+    if mapped:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: f.get_tensor(name).to(device) for name in f.keys()}
+    tensors = {}
+    with open(path, "rb") as f:
+        header_bytes = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_bytes))
+        header.pop("__metadata__", None)
+        for name, entry in header.items():
+            start, end = entry["data_offsets"]
+            tensor = torch.empty(entry["shape"], dtype=_SAFETENSORS_DTYPES[entry["dtype"]])
+            assert tensor.numel() * tensor.element_size() == end - start, name
+            if end > start:
+                f.seek(8 + header_bytes + start)
+                f.readinto(tensor.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
+            tensors[name] = tensor.to(device)
+    return tensors
+
+
+def write_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write `tensors` (on the CPU) as a safetensors file, one tensor at a time from its own
+    memory: safetensors' save_file first makes a bytes copy of every tensor (a 1 GB model
+    then costs 2 GB, its mapped weights and their copy)."""
+    names = {dtype: name for name, dtype in _SAFETENSORS_DTYPES.items()}
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        entry = {"dtype": names[tensor.dtype], "shape": list(tensor.shape)}
+        header[name] = {**entry, "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the format's alignment of the data that follows
+    with open(path, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for tensor in tensors.values():
+            if tensor.numel():
+                f.write(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 def _check_names(
@@ -273,8 +353,7 @@ def save_pretrained_files(
         name = (
             WEIGHTS if len(shards) == 1 else f"model-{number:05d}-of-{len(shards):05d}.safetensors"
         )
-        shard = {key: tensor.contiguous() for key, tensor in shard.items()}  # one shard's copies
-        save_file(shard, str(folder / name), metadata={"format": "pt"})
+        write_safetensors(shard, folder / name, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(shard, name))
         written.append(folder / name)
     if len(shards) > 1:

@@ -12,7 +12,7 @@ from hone.checkpoint import flatten, unflatten
 from hone.config import TrainConfig, load_config
 from hone.engine import Precision, Trainer
 from hone.engine import precision as precision_module
-from hone.engine.inference import inference_precision
+from hone.engine.precision import inference_precision
 from hone.errors import ConfigError
 from hone.hardware import OVERRIDE_ENV
 from hone.track import throughput

@@ -8,13 +8,20 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hone.config import ModelConfig
 from hone.errors import ConfigError
 from hone.models import ModelSpec, build_model
 from hone.models.generate import generate
-from hone.models.llama import Llama, LlamaConfig, rope_frequencies
+from hone.models.llama import (
+    Llama,
+    LlamaConfig,
+    _RMSNormFunction,
+    _SwiGLUDown,
+    rope_frequencies,
+)
 
 VOCAB = 40
 
@@ -66,6 +73,72 @@ def test_activation_checkpointing_gives_the_same_gradients() -> None:
         model(idx).square().mean().backward()
         grads.append([p.grad for p in model.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
+def test_the_lean_norm_and_mlp_give_autograds_gradients() -> None:
+    """The RMSNorm and SwiGLU that keep less for backward (hone.models.llama) against
+    autograd through the plain formulas, in fp32 and under bf16 autocast."""
+    g = torch.Generator().manual_seed(5)
+    x, gain = torch.randn(3, 5, 8, generator=g), torch.randn(8, generator=g) + 1
+    gate, up = torch.randn(3, 5, 16, generator=g), torch.randn(3, 5, 16, generator=g)
+    down = torch.randn(8, 16, generator=g)
+
+    def norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        out = _RMSNormFunction.apply(x, gain, 1e-5)
+        assert isinstance(out, torch.Tensor)
+        return out
+
+    def plain_norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.float(), (8,), None, 1e-5).to(x.dtype) * gain
+
+    def mlp(gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        out = _SwiGLUDown.apply(gate, up, down)
+        assert isinstance(out, torch.Tensor)
+        return out
+
+    def plain_mlp(gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.silu(gate) * up, down)
+
+    # (the norm takes its statistics in fp32 whatever the input's dtype: no float64 check)
+    assert torch.autograd.gradcheck(
+        mlp, tuple(t.double().requires_grad_() for t in (gate, up, down))
+    )
+    for dtype, atol in ((torch.float32, 1e-5), (torch.bfloat16, 3e-2)):
+        for ours, theirs, inputs in (
+            (norm, plain_norm, (x, gain)),
+            (mlp, plain_mlp, (gate, up, down)),
+        ):
+            results = []
+            for fn in (ours, theirs):
+                leaves = [t.clone().requires_grad_() for t in inputs]
+                with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                    out = fn(*leaves)
+                out.float().square().sum().backward()
+                results.append([out.float(), *(t.grad for t in leaves)])
+            for a, b in zip(*results, strict=True):
+                assert a is not None and b is not None and a.dtype == b.dtype
+                assert torch.allclose(a.float(), b.float(), atol=atol, rtol=atol), (dtype, fn)
+
+
+def test_a_block_keeps_two_mlp_wide_tensors_for_backward() -> None:
+    """gate and up, not silu(gate) and the product too; and no copy of attention's output."""
+    model = tiny().train()
+    width, C = model.config.mlp_width, model.config.n_embd
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept: dict[int, tuple[int, ...]] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in params:
+            kept[t.untyped_storage().data_ptr()] = tuple(t.shape)
+        return t
+
+    idx = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(6))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(idx, targets=idx)
+    assert sum(shape[-1] == width for shape in kept.values()) == 2 * len(model.blocks)
+    # per block: its input, the normed input, q, attention's output, the mid-block stream
+    # and its normed copy; then the head's input
+    assert sum(shape[-1] == C for shape in kept.values()) == 6 * len(model.blocks) + 1
 
 
 def test_sizes_flops_and_tied_head() -> None:

@@ -102,3 +102,29 @@ def test_the_language_task_trains_through_the_model_loss_of_hone_models_only() -
     torch.testing.assert_close(model_loss(gpt, idx, idx), plain)
     custom = nn.Sequential(nn.Embedding(VOCAB, 8), nn.Linear(8, VOCAB))  # a user's model
     assert task.model_loss(custom, LossConfig(name="cross_entropy")) is None
+
+
+def test_evaluation_takes_the_loss_from_the_model_without_logits() -> None:
+    """hone.engine.tasks.evaluate with the task's model_loss: the same loss and perplexity,
+    and the model never returns the (B, T, V) logits."""
+    from contextlib import nullcontext
+
+    from hone.config import LossConfig
+    from hone.engine.language_task import LanguageModel
+    from hone.engine.tasks import evaluate
+
+    task, model = LanguageModel(), tiny("llama")
+    cfg = LossConfig(name="cross_entropy")
+    g = torch.Generator().manual_seed(7)
+    batches = [(torch.randint(0, VOCAB, (3, 16), generator=g),) * 2 for _ in range(2)]
+    batches = [(x, y.masked_fill(y % 5 == 0, -100)) for x, y in batches]  # ignored targets
+    cpu = torch.device("cpu")
+    plain = evaluate(model, batches, task.loss(cfg), task, cpu, nullcontext)
+    outputs: list[torch.Tensor] = []
+    hook = model.register_forward_hook(lambda module, args, out: outputs.append(out))
+    lean = evaluate(
+        model, batches, task.loss(cfg), task, cpu, nullcontext, None, task.model_loss(model, cfg)
+    )
+    hook.remove()
+    assert lean == pytest.approx(plain, rel=1e-6)
+    assert all(out.dim() == 0 for out in outputs)  # the loss, never logits
