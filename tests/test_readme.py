@@ -24,19 +24,16 @@ What the test adds, each in one place:
   gets a free port in place of the written one, in every later line of the section too, so
   that sections can run side by side.
 - A command runs once, however often the docs repeat it; what it writes is then GIVEN.
-- `FORK_SERVER`: a plain `hone ...` line (no pipe, redirection or variable) and a python
-  block run in a child forked from a process that has already imported torch and hone, so
-  that each does not pay the 3 to 5 CPU seconds of those imports again.
+- A plain `hone ...` line (no pipe, redirection or variable) and a python block run as forks
+  of a process that has already imported torch and hone (tests/forking.py), so that each
+  does not pay the 3 to 5 CPU seconds of those imports again.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
 import re
-import resource
-import select
 import shlex
 import shutil
 import signal
@@ -50,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests import forking
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -90,6 +89,13 @@ NOT_RUN: dict[str, str] = {
     "for a person: tests/pretrained/test_chat_api.py chats with a tiny local checkpoint",
     "hone serve hf:HuggingFaceTB/SmolLM2-135M-Instruct": "downloads SmolLM2-135M-Instruct: "
     "tests/pretrained/test_chat_api.py serves chats from a tiny local checkpoint",
+    "hone train smollm2-135m-lora --run-dir runs/chat": "downloads SmolLM2-135M-Instruct: "
+    "GIVEN trains runs/chat from a tiny random chat checkpoint instead",
+    "hone train smollm2-135m-lora --data.path=my-train.jsonl": "downloads "
+    "SmolLM2-135M-Instruct and reads your files: tests/finetune/test_learning.py trains on "
+    "the example task from a tiny local checkpoint",
+    "hone tune smollm2-135m-lora": "downloads SmolLM2-135M-Instruct: "
+    "tests/finetune/test_learning.py tunes rank, alpha and lr on a tiny local checkpoint",
     'from openai import OpenAI client = OpenAI(base_url="http://localhost:8000/v1"': (
         "a client of the chat server above, which is not started"
     ),
@@ -141,6 +147,16 @@ GIVEN: list[dict[str, list[str]]] = [
             "--model.block_size=32 --train.batch_size=4 --run-dir runs/smol",
         ],
         "smol-notes": ["hone export runs/smol --format hf --output smol-notes"],
+    },
+    {
+        # README's and docs/finetune.md's runs/chat fine-tunes SmolLM2-135M-Instruct, a
+        # download: here LoRA on a tiny random chat checkpoint, on the example task.
+        "runs/chat": [
+            f"python {ROOT}/examples/finetune/tiny_checkpoint.py tiny-chat",
+            "hone train smollm2-135m-lora --model.path=tiny-chat --model.block_size=128 "
+            f"--data.path={ROOT}/examples/finetune/train.jsonl "
+            f"--data.val_path={ROOT}/examples/finetune/val.jsonl --run-dir runs/chat",
+        ],
     },
 ]
 # new.csv for `hone predict`: rows of 64 pixels, as the digits runs take them (the README's 0).
@@ -268,77 +284,6 @@ def sections() -> list[Section]:
 
 # --- Running commands ---------------------------------------------------------------------
 
-# Imports what every command imports (torch, scikit-learn, and torch's compiler stack, which
-# torch.optim loads; ONNX and matplotlib for many), then forks a child per request, which runs `hone.cli.main(argv)` (what
-# the `hone` script runs) or a script, in its folder, and exits as that process would.
-FORK_SERVER = """
-import json, os, runpy, sys
-import matplotlib.pyplot, onnxscript, sklearn.datasets, torch._dynamo, hone.engine
-from hone.cli import main
-
-while line := sys.stdin.readline():
-    request = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        os.chdir(request["cwd"])
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        for fd, name in ((1, "out"), (2, "err")):
-            os.dup2(os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-        if "script" in request:
-            sys.argv = [request["script"]]
-            runpy.run_path(request["script"], run_name="__main__")
-            sys.exit(0)
-        sys.argv = ["hone", *request["argv"]]
-        sys.exit(main(request["argv"]))
-    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
-"""
-
-
-class Forker:
-    """A FORK_SERVER process; started again when a command outlasts its timeout."""
-
-    def __init__(self, env: dict[str, str], folder: Path) -> None:
-        self.env, self.folder = env, folder  # not the repository: `python -c` imports from "."
-        self.process = self._start()
-
-    def _start(self) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-c", FORK_SERVER],
-            cwd=self.folder,
-            env=self.env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # a timeout ends the server, the command and its workers
-        )
-
-    def run(self, cwd: Path, **request: str | list[str]) -> subprocess.CompletedProcess[str]:
-        """`argv=[...]` of `hone`, or `script=NAME` in `cwd`."""
-        out, err = cwd / f".stdout-{self.process.pid}", cwd / f".stderr-{self.process.pid}"
-        request.update(cwd=str(cwd), out=str(out), err=str(err))
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        if select.select([self.process.stdout], [], [], COMMAND_TIMEOUT_SECONDS)[0]:
-            code = int(self.process.stdout.readline() or 1)
-        else:
-            self.close(kill=True)
-            self.process, code = self._start(), -9
-        said = [path.read_text() if path.exists() else "" for path in (out, err)]
-        return subprocess.CompletedProcess(request, code, *said)
-
-    def close(self, kill: bool = False) -> None:
-        if not kill:
-            assert self.process.stdin is not None
-            self.process.stdin.close()  # the server's loop ends
-            try:
-                self.process.wait(timeout=30)
-                return
-            except subprocess.TimeoutExpired:
-                pass
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -352,10 +297,17 @@ class Shell:
 
     folder: Path
     env: dict[str, str]
-    forker: Forker
     seconds: dict[str, float] = field(default_factory=dict)
     ports: dict[str, str] = field(default_factory=dict)
     servers: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
+
+    def fork(self, argv: list[str], script: str = "") -> subprocess.CompletedProcess[str]:
+        """`hone ARGV` or the python `script` in the folder, as a fork (tests/forking.py)."""
+        logs = self.folder.parent / ".fork-logs"  # beside the folder: `ls` there sees none
+        try:
+            return forking.run(argv, self.folder, self.env, logs, COMMAND_TIMEOUT_SECONDS, script)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(argv, -9, "", "timed out")
 
     def substitute(self, text: str) -> str:
         for written, port in self.ports.items():
@@ -371,9 +323,9 @@ class Shell:
         if command.python:
             script = self.folder / f".block-{command.line}.py"
             script.write_text(self.substitute(command.text))
-            done = self.forker.run(self.folder, script=script.name)
+            done = self.fork([], script=script.name)
         elif re.fullmatch(r"hone [^|<>&;$`\\]*", code):
-            done = self.forker.run(self.folder, argv=shlex.split(code)[1:])
+            done = self.fork(shlex.split(code)[1:])
         else:
             done = subprocess.run(
                 ["bash", "-o", "pipefail", "-c", self.substitute(command.text)],
@@ -464,9 +416,7 @@ def run_commands(commands: list[Command], shell: Shell) -> list[str]:
     return failures
 
 
-def run_section(
-    section: Section, folder: Path, stock: Path, env: dict[str, str], forkers: queue.Queue[Forker]
-) -> list[str]:
+def run_section(section: Section, folder: Path, stock: Path, env: dict[str, str]) -> list[str]:
     """Copy in what the section takes as given, then run its commands."""
     folder.mkdir(parents=True)
     text = "\n".join(c.text for c in section.commands)
@@ -480,29 +430,16 @@ def run_section(
                 shutil.copytree(source, folder / name)
             else:
                 shutil.copy(source, folder / name)
-    shell = Shell(folder, env, forkers.get())
-    try:
-        failures = run_commands(section.commands, shell)
-    finally:
-        forkers.put(shell.forker)
+    shell = Shell(folder, env)
+    failures = run_commands(section.commands, shell)
     (folder / "seconds.json").write_text(json.dumps(shell.seconds))
     return failures
 
 
-def make_given(
-    chain: dict[str, list[str]], folder: Path, env: dict[str, str], forkers: queue.Queue[Forker]
-) -> list[str]:
+def make_given(chain: dict[str, list[str]], folder: Path, env: dict[str, str]) -> list[str]:
     lines = [line for commands in chain.values() for line in commands]
-    shell = Shell(folder, env, forkers.get())
-    try:
-        return run_commands([Command("GIVEN", i, "", line) for i, line in enumerate(lines)], shell)
-    finally:
-        forkers.put(shell.forker)
-
-
-def _children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    shell = Shell(folder, env)
+    return run_commands([Command("GIVEN", i, "", line) for i, line in enumerate(lines)], shell)
 
 
 SECTIONS = sections()
@@ -523,36 +460,29 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
         # operation spin against each other (docs/federated.md measured 19x).
         "OMP_NUM_THREADS": "1",
     }
-    started, cpu_started = time.perf_counter(), _children_cpu_seconds()
+    started = time.perf_counter()
     workers = max(2, min(4, os.cpu_count() or 1))
-    forkers: queue.Queue[Forker] = queue.Queue()
-    for _ in range(workers):
-        forkers.put(Forker(env, root))
     stock = root / "stock"
     stock.mkdir()
     for name, text in GIVEN_FILES.items():
         (stock / name).write_text(text)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            chains = [pool.submit(make_given, chain, stock, env, forkers) for chain in GIVEN]
-            failed = [failure for chain in chains for failure in chain.result()]
-            assert not failed, "what the docs take as given:\n" + "\n".join(failed)
-            given_seconds = time.perf_counter() - started
-            futures = {
-                s.name: pool.submit(run_section, s, root / f"section-{i}", stock, env, forkers)
-                for i, s in enumerate(SECTIONS)
-            }
-            failures = {name: future.result() for name, future in futures.items()}
-    finally:
-        while not forkers.empty():
-            forkers.get().close()
+    with ThreadPoolExecutor(workers) as pool:
+        chains = [pool.submit(make_given, chain, stock, env) for chain in GIVEN]
+        failed = [failure for chain in chains for failure in chain.result()]
+        assert not failed, "what the docs take as given:\n" + "\n".join(failed)
+        given_seconds = time.perf_counter() - started
+        futures = {
+            s.name: pool.submit(run_section, s, root / f"section-{i}", stock, env)
+            for i, s in enumerate(SECTIONS)
+        }
+        failures = {name: future.result() for name, future in futures.items()}
     seconds: dict[str, float] = {}
     for path in root.glob("section-*/seconds.json"):
         seconds.update(json.loads(path.read_text()))
-    wall, cpu = time.perf_counter() - started, _children_cpu_seconds() - cpu_started
+    wall = time.perf_counter() - started
     print(
         f"\nREADME and docs: {wall:.1f} s ({given_seconds:.1f} s making what they take as "
-        f"given), {cpu:.1f} CPU seconds; the slowest commands:"
+        f"given); the slowest commands:"
     )
     slowest = sorted(seconds.items(), key=lambda item: -item[1])[:8]
     print("\n".join(f"{s:6.1f} s  {where}" for where, s in slowest))

@@ -24,7 +24,16 @@ from hone.checkpoint.format import (
     step_dir_name,
     verify,
 )
-from hone.checkpoint.io import FullStateIO, StateIO, load_optimizer, save_optimizer
+from hone.checkpoint.io import (
+    FullStateIO,
+    StateIO,
+    frozen_base,
+    load_optimizer,
+    load_weights,
+    save_optimizer,
+    save_weights,
+    saved_frozen_base,
+)
 from hone.checkpoint.manager import Checkpoint, CheckpointManager
 from hone.checkpoint.resume import (
     RESUME_OVERRIDABLE,
@@ -51,9 +60,11 @@ __all__ = [
     "check_resumable_change",
     "describe",
     "flatten",
+    "frozen_base",
     "grad_norm",
     "is_finite",
     "load_optimizer",
+    "load_weights",
     "parse_step",
     "plan_resume",
     "poison",
@@ -61,6 +72,8 @@ __all__ = [
     "resume_config",
     "rng_state",
     "save_optimizer",
+    "save_weights",
+    "saved_frozen_base",
     "set_rng_state",
     "step_dir_name",
     "truncate_metrics",

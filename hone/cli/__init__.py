@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         runs,
         serve,
     )
+    from hone.cli import eval as eval_command  # not `eval`: Python's builtin
 
     parser = _Parser(
         prog="hone",
@@ -160,19 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_flag(keys, "the keys, defaults and help")
     keys.set_defaults(run=commands.config_keys)
 
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a finished run",
-        description="Evaluate a finished run on a split of its data, or of the data that "
-        "--data.* overrides name (--data.name=npz --data.path=FILE): the only overrides it "
-        "takes, and the way to evaluate a run trained on data handed in from Python.",
-    )
-    p.add_argument("run_dir", help=_RUN_HELP)
-    p.add_argument("--split", default="val", help="val, test or train")
-    p.add_argument("--device", default="auto")
-    _add_backend_flag(p)
-    add_json_flag(p, "the metrics")
-    p.set_defaults(run=commands.eval_run)
+    eval_command.add_parser(sub, _RUN_HELP, _add_backend_flag)
 
     p = sub.add_parser("predict", help="predict a CSV file with a finished run")
     p.add_argument("run_dir")

@@ -148,22 +148,6 @@ def config_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_metrics(result: dict[str, Any]) -> None:
-    for key, value in result.items():
-        print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
-
-
-def eval_run(args: argparse.Namespace) -> int:
-    from hone.engine.inference import evaluate_run
-
-    metrics = evaluate_run(args.run_dir, args.split, args.device, args.overrides, args.backend)
-    if args.json:
-        print_json(metrics)
-    else:
-        _print_metrics(metrics)
-    return 0
-
-
 def predict(args: argparse.Namespace) -> int:
     from hone.engine.predict import predict_csv
 

@@ -85,6 +85,8 @@ def render(report: dict[str, Any]) -> None:
     title = f"hone doctor {report['run']} ({report['steps']} steps)"
     if not report["statistics"]:
         title += ", no training statistics (log.stats_every=0): loss-based findings only"
+    if report.get("adapters"):
+        title += "; LoRA adapters on a frozen model: the statistics are the adapters'"
     console.print(f"[bold]{title}[/]")
     if not findings:
         console.print("[green]healthy[/]: no finding")

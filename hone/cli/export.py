@@ -1,5 +1,5 @@
-"""`hone export RUN --format onnx|safetensors|hf`: parse, run hone.export, print what was
-written."""
+"""`hone export RUN --format onnx|safetensors|hf|peft`: parse, run hone.export, print what
+was written."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def add_parser(sub: Any) -> None:
     """Add `export` to the `hone` subcommands (`sub` is argparse's subparsers object)."""
     p = sub.add_parser(
         "export",
-        help="export a run: an ONNX graph checked against PyTorch, a safetensors bundle, or a "
-        "Hugging Face checkpoint",
+        help="export a run: an ONNX graph checked against PyTorch, a safetensors bundle, a "
+        "Hugging Face checkpoint, or LoRA adapters in PEFT's format",
         description=(
             "onnx: the model as an ONNX graph (dynamic batch, and sequence length for language "
             "models), checked against PyTorch on random and real inputs; exit 1 and nothing "
@@ -25,7 +25,10 @@ def add_parser(sub: Any) -> None:
             "bundle (weights, config, preprocessing or tokenizer, manifest) that predict, "
             "sample and serve load without the run. hf: a Hugging Face checkpoint folder "
             "(config.json, safetensors weights, tokenizer) that transformers loads, of a "
-            "language model trained from a checkpoint or of a llama or GPT-2 shaped gpt run."
+            "language model trained from a checkpoint or of a llama or GPT-2 shaped gpt run; "
+            "a LoRA run with --merge (the adapters folded into the base weights). peft: a LoRA "
+            "run's adapters alone (adapter_config.json, adapter_model.safetensors), which "
+            "peft.PeftModel.from_pretrained loads on the base checkpoint."
         ),
     )
     p.add_argument(
@@ -33,11 +36,16 @@ def add_parser(sub: Any) -> None:
         help="a run directory written by `hone train`, a bundle, or a Hugging Face checkpoint "
         "(a folder, or hf:ORG/NAME)",
     )
-    p.add_argument("--format", required=True, choices=["onnx", "safetensors", "hf"])
+    p.add_argument("--format", required=True, choices=["onnx", "safetensors", "hf", "peft"])
     p.add_argument(
         "--output",
-        help="file (onnx) or folder (safetensors, hf); default RUN/model.onnx, RUN/bundle; "
-        "hf: required",
+        help="file (onnx) or folder (safetensors, hf, peft); default RUN/model.onnx, "
+        "RUN/bundle; hf and peft: required",
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="hf: fold a LoRA run's adapters into the base weights (in the base's dtype)",
     )
     p.add_argument(
         "--max-shard-size",
@@ -64,8 +72,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{given[0]} applies to --format onnx only; drop it")
     if args.format != "hf" and args.max_shard_size is not None:
         raise ConfigError("--max-shard-size applies to --format hf only; drop it")
+    if args.format != "hf" and args.merge:
+        raise ConfigError("--merge applies to --format hf only; drop it")
     if args.format == "hf":
         return _export_hf(args)
+    if args.format == "peft":
+        return _export_peft(args)
     if args.output is None and is_checkpoint(args.run_dir):  # its run folder is in the cache
         raise ConfigError(
             f"{args.run_dir} is a Hugging Face checkpoint; name the file to write with --output"
@@ -105,11 +117,26 @@ def _export_hf(args: argparse.Namespace) -> int:
     size = (
         DEFAULT_MAX_SHARD_BYTES if args.max_shard_size is None else parse_size(args.max_shard_size)
     )
-    written = export_hf(args.run_dir, args.output, size)
+    written = export_hf(args.run_dir, args.output, size, merge=args.merge)
     if args.json:
         print_json({"format": args.format, **dataclasses.asdict(written)})
         return 0
     print(f"wrote {written.path} ({', '.join(written.files)})")
     if written.tokenizer:
         print(f"hone: {written.tokenizer}", file=sys.stderr)
+    return 0
+
+
+def _export_peft(args: argparse.Namespace) -> int:
+    from hone.export.peft import export_peft
+
+    if args.output is None:
+        raise ConfigError("--format peft needs --output DIR, the folder of the adapter to write")
+    files = export_peft(args.run_dir, args.output)
+    if args.json:
+        print_json(
+            {"format": args.format, "path": str(args.output), "files": [f.name for f in files]}
+        )
+        return 0
+    print(f"wrote {args.output} ({', '.join(f.name for f in files)})")
     return 0

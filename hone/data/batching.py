@@ -274,6 +274,9 @@ class ExampleBatcher:
         self.epoch = 0
         self.position = 0  # batches of this epoch already consumed
         self._order: torch.Tensor | None = None
+        # Real tokens (no padding) of the global batches drawn so far, for tokens/s: a row
+        # of examples padded to the longest would count its padding as work done.
+        self.real_tokens = 0
 
     def next_step(self) -> list[Batch]:
         """The micro-batches this rank computes for the next optimizer step."""
@@ -286,6 +289,7 @@ class ExampleBatcher:
         start = self.position * self.batch_size
         order = self._order[start : start + self.batch_size]
         self.position += 1
+        self.real_tokens += sum(self.rows[i].shape[1] for i in order.tolist())
         # A global batch is grad_accum micro-batches, each cut into world_size rank shards.
         mine = order.view(self.grad_accum, self.world_size, self.micro)[:, self.rank]
         return [

@@ -101,6 +101,13 @@ class Strategy:
         packed /= self.ctx.world_size
         return packed[0].to(loss_sum.dtype), float(packed[1])
 
+    def sum_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        """The sum of `value` (a tensor on this rank's device) over ranks, on every rank;
+        `value` itself is left as it is."""
+        total = value.detach().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
     def mean_over_ranks(self, value: float) -> float:
         """The mean of `value` over ranks, the same number on every rank."""
         packed = torch.tensor([value], dtype=torch.float64, device=self.device)

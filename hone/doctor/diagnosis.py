@@ -28,5 +28,6 @@ def diagnose(run_dir: str | Path) -> dict[str, Any]:
         "healthy": not any(f.severity == "error" for f in found),
         "steps": evidence.steps,
         "statistics": bool(evidence.layers),
+        "adapters": evidence.adapters,
         "findings": [f.to_json() for f in found],
     }

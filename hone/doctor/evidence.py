@@ -64,6 +64,17 @@ class Evidence:
         return float(self.get("optim.lr"))
 
     @property
+    def adapters(self) -> bool:
+        """LoRA adapters trained on a frozen model ([lora] enabled): the statistics' gradients
+        and updates are the adapters', the frozen layers' are zero."""
+        return bool(self.get("lora.enabled", False))
+
+    @property
+    def from_checkpoint(self) -> bool:
+        """The run started from a pretrained checkpoint's weights, not from an init."""
+        return self.get("model.name") == "pretrained"
+
+    @property
     def base_lr(self) -> float:
         """The configured lr of the first parameter group, the one whose lr is logged."""
         return float(self.get("optim.muon_lr", self.lr) if self.optimizer == "muon" else self.lr)

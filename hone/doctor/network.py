@@ -23,6 +23,8 @@ from hone.run_records import number
 
 
 def bad_initialization(e: Evidence, shape: LossShape | None) -> Finding | None:
+    if e.from_checkpoint:  # its first loss is the checkpoint's on new data, not an init's
+        return None
     initial, uniform = number(e.run.get("initial_loss")), number(e.run.get("uniform_loss"))
     reference = number(e.run.get("zero_loss")) if e.run.get("zero_loss") else uniform
     reference = max(reference, uniform) if math.isfinite(uniform) else reference
@@ -68,7 +70,9 @@ def bad_initialization(e: Evidence, shape: LossShape | None) -> Finding | None:
 
 
 def vanishing_gradients(e: Evidence, shape: LossShape | None) -> Finding | None:
-    if e.param_layers() < 3:
+    # LoRA: the ratio is between adapters, whose A has no gradient until B leaves zero; it
+    # says nothing of the depth, and a model.init would change nothing.
+    if e.param_layers() < 3 or e.adapters:
         return None
     ratios = [r for r in e.series("first_last_grad_ratio") if r > 0]
     ratio = median(ratios)
@@ -103,7 +107,9 @@ def vanishing_gradients(e: Evidence, shape: LossShape | None) -> Finding | None:
 
 
 def exploding_gradients(e: Evidence, shape: LossShape | None) -> Finding | None:
-    if e.param_layers() < 3:
+    # LoRA: the ratio is between adapters, whose A has no gradient until B leaves zero; it
+    # says nothing of the depth, and a model.init would change nothing.
+    if e.param_layers() < 3 or e.adapters:
         return None  # one or two layers: a large gradient is a large loss, not an explosion
     ratio = median([r for r in e.series("first_last_grad_ratio") if r > 0])
     if not math.isfinite(ratio) or ratio < 10:

@@ -23,6 +23,7 @@ from torch import nn
 from hone.checkpoint import (
     Checkpoint,
     CheckpointManager,
+    FullStateIO,
     StateIO,
     TrainingInterrupted,
     describe,
@@ -126,6 +127,7 @@ class Checkpointing:
         io: StateIO | None = None,
         distributed: bool = False,
         device: torch.device | None = None,
+        frozen_base: dict[str, Any] | None = None,
     ) -> None:
         self.files, self.train, self.model, self.optimizer = files, train, model, optimizer
         self.states, self.guard, self.emit = states, guard, emit
@@ -138,7 +140,9 @@ class Checkpointing:
             monitor=train.monitor,
             mode=direction(train.monitor),
             is_main=is_main,
-            io=io,  # a sharded strategy brings its own way to save model and optimizer state
+            # a sharded strategy brings its own way to save model and optimizer state; a run
+            # on a frozen base (LoRA on a checkpoint) saves the parameters that train alone
+            io=io or FullStateIO(is_main, frozen_base),
             barrier=torch.distributed.barrier if distributed else (lambda: None),
         )
         self.monitor_value: Callable[[], float | None] = lambda: None

@@ -100,17 +100,25 @@ class LanguageModel(Task):
         # per token that has a target: prompts and padding of examples count for nothing
         return int((y != IGNORE_INDEX).sum())
 
-    def accumulation_weights(self, batches: list[Batch]) -> torch.Tensor | None:
+    def accumulation_weights(
+        self, batches: list[Batch], strategy: Strategy | None = None
+    ) -> torch.Tensor | None:
         """Each micro-batch's share of the step's loss, its share of the step's target tokens:
         the sum of the K weighted means is then the mean over every token of the step, as
         one batch K times larger gives (a plain 1/K would weigh a micro-batch of few answer
         tokens as much as one of many). Tensors, not numbers: nothing waits for a device.
-        Several processes average their gradients, each its own tokens' mean: exact for
-        windows (every rank as many tokens), close for examples."""
-        if len(batches) == 1:
+
+        Under several processes the step's tokens are every rank's: the count is summed over
+        ranks (one all-reduce of a number per step), and the shares are scaled by the world
+        size W, which the ranks' averaging of gradients divides out again, so the gradient is
+        the mean over every answer token of the global batch, as in one process."""
+        if len(batches) == 1 and strategy is None:
             return None
         counts = torch.stack([(y != IGNORE_INDEX).sum() for _, y in batches])  # (K,)
-        return counts / counts.sum().clamp(min=1)
+        total = counts.sum()
+        if strategy is None:
+            return counts / total.clamp(min=1)
+        return counts / (strategy.sum_over_ranks(total).clamp(min=1) / strategy.ctx.world_size)
 
     def eval_batch_size(self, train: TrainConfig) -> int:
         # Training-sized batches of windows: under several processes every rank then averages

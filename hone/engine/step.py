@@ -48,7 +48,7 @@ class Stepper:
         teacher: nn.Module | None = None,
         post_step: Iterable[Callable[[nn.Module], None]] = (),
         model_loss: ModelLoss | None = None,
-        weights: Callable[[list[Batch]], torch.Tensor | None] | None = None,
+        weights: Callable[[list[Batch], Strategy | None], torch.Tensor | None] | None = None,
     ) -> None:
         self.cfg, self.model, self.forward, self.train_module = cfg, model, forward, train_module
         self.loss_fn, self.optimizer, self.schedule, self.kind = loss_fn, optimizer, schedule, kind
@@ -95,7 +95,7 @@ class Stepper:
             return self._closure_step(batches, faults)
         autocast, precision, device = self._autocast, self.precision, self.device
         scale = 1.0 / len(batches)
-        weights = self.weights(batches) if self.weights is not None else None
+        weights = self.weights(batches, self.strategy) if self.weights is not None else None
         total: torch.Tensor | None = None
         for i, (x, y) in enumerate(batches):
             if x.device != device or y.device != device:  # cheaper to ask than to call .to

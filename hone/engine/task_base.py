@@ -120,9 +120,12 @@ class Task:
         """How many loss terms a batch with targets `y` averages over."""
         return len(y)
 
-    def accumulation_weights(self, batches: list[Batch]) -> torch.Tensor | None:
-        """The weight (K,) of each of a step's K micro-batch mean losses in the step's loss;
-        None: 1/K each, right when every micro-batch averages as many loss terms."""
+    def accumulation_weights(
+        self, batches: list[Batch], strategy: Strategy | None = None
+    ) -> torch.Tensor | None:
+        """The weight (K,) of each of this process's K micro-batch mean losses in the step's
+        loss (under a `strategy`, whose ranks average their gradients: in this rank's share
+        of it); None: 1/K each, right when every micro-batch averages as many loss terms."""
         return None
 
     def loss(self, cfg: LossConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hone.checkpoint import StopSignals
+from hone.checkpoint import StopSignals, frozen_base, save_weights
 from hone.data.base import Data
 from hone.data.loaders import LoaderData
 from hone.distributed.context import DistContext
@@ -133,7 +133,7 @@ class Trainer:
         self.checkpointing = Checkpointing(
             self.files, t, self.model, self.optimizer, {}, self.stepper.guard, self.emit,
             self.dist.is_main, getattr(self.strategy, "checkpoint_io", None),
-            self.strategy is not None, self.device,
+            self.strategy is not None, self.device, frozen_base(self.converters),
         )  # fmt: skip
         # Before the log opens metrics.jsonl: resuming cuts it back to the checkpoint.
         resume_from = self.checkpointing.prepare(resume)
@@ -163,7 +163,7 @@ class Trainer:
             self.model, self.device, self.precision.name, t.peak_flops, self.dist.world_size
         )
         self._agreed_seconds = 0.0  # train_seconds averaged over ranks at the last log step
-        self._mark = 0  # a loader's sample count at the last log step
+        self._mark = self._token_mark = 0  # a loader's samples, real tokens: at the last log
         if resume_from is not None:  # last: everything it restores must be built
             self.checkpointing.restore(resume_from)
 
@@ -302,7 +302,9 @@ class Trainer:
             "samples_per_second": samples / seconds if seconds > 0 else 0.0,
         }
         if tokens_per_sample := self.task.tokens_per_sample(self.spec):
-            tokens = samples * tokens_per_sample
+            drawn = getattr(self.batcher, "real_tokens", None)  # examples: without padding
+            tokens = samples * tokens_per_sample if drawn is None else drawn - self._token_mark
+            self._token_mark = drawn or 0
             event.update(self.throughput.rates(tokens / seconds if seconds > 0 else 0.0))
         self.state.samples_seen += samples
         self.emit(event)
@@ -319,7 +321,7 @@ class Trainer:
         )  # fmt: skip
         result = evaluate(
             self.model, batches, self.eval_loss_fn, self.task, self.device,
-            self.precision.autocast, self.user_metrics,
+            self.precision.autocast, self.user_metrics, self.stepper.model_loss,
         )  # fmt: skip
         if self.strategy:
             result = self.task.reduce_over_ranks(result, self.strategy)
@@ -357,9 +359,7 @@ class Trainer:
         if self.strategy:  # every rank takes part (FSDP gathers shards); rank 0 writes one file
             self.strategy.save_model(self.model, self.files.model)
         elif self.dist.is_main:
-            from safetensors.torch import save_model
-
-            save_model(self.model, str(self.files.model))
+            save_weights(self.model, self.files.model, frozen_base(self.converters))
         if self.dist.is_main:
             self.task.save_input_files(self.data, self.files)
             self.log.write_json(self.files.data_info.name, self.task.info(self.data, self.spec))

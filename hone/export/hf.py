@@ -7,8 +7,14 @@ tokenizer's files. The weights go out under the Hugging Face names of the archit
 (hone.pretrained.weights), in the dtype the run stored them in.
 
 Which runs: one trained from a pretrained checkpoint (`model.name = "pretrained"`), a
-checkpoint itself, and hone's own `llama` and GPT-2 shaped `gpt` runs. A char or byte
-tokenizer has no Hugging Face form: the model is written without one, and said so.
+checkpoint itself, and hone's own `llama` and GPT-2 shaped `gpt` runs (`HF_ARCHITECTURES`:
+each model family names its Hugging Face architecture). A char or byte tokenizer has no
+Hugging Face form: the model is written without one, and said so.
+
+A LoRA run (hone.finetune.lora) is written with `merge=True` (`--merge`): each adapter's
+update folded into its base weight (in fp32, rounded once to the base's dtype), the model
+then of the base's architecture again. `export_peft` (`--format peft`) writes the adapters
+alone, in PEFT's format, for `peft.PeftModel.from_pretrained` on the base checkpoint.
 """
 
 from __future__ import annotations
@@ -17,20 +23,27 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
+from torch.nn.utils import skip_init
 
 from hone.engine.backends import recorded_converters
 from hone.engine.inference import LoadedRun, run_files
 from hone.errors import ConfigError
+from hone.finetune.lora import LoRA, LoRALinear, lora_layers
+from hone.registry import Registry
 from hone.run_files import staging_folder
 
 if TYPE_CHECKING:
     from hone.models.gpt import GPTConfig
     from hone.models.llama import LlamaConfig
+
+    Architecture = tuple[str, LlamaConfig | GPTConfig]
 
 # Tokenizers with a Hugging Face form: a pretrained checkpoint's, hone's byte-level BPE.
 HF_TOKENIZERS = ("pretrained", "bpe")
@@ -65,17 +78,29 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2) or ""])
 
 
-def export_hf(run: str | Path, output: str | Path, max_shard_bytes: int) -> HFExport:
-    """Write the Hugging Face checkpoint of `run` (a run, bundle or checkpoint) to `output`.
-    An earlier export there is replaced; any other existing folder is refused."""
+def export_hf(
+    run: str | Path, output: str | Path, max_shard_bytes: int, merge: bool = False
+) -> HFExport:
+    """Write the Hugging Face checkpoint of `run` (a run, bundle or checkpoint) to `output`;
+    a LoRA run's adapters merged into the base weights when `merge` (refused without). An
+    earlier export there is replaced; any other existing folder is refused."""
     from hone.pretrained.weights import save_pretrained_files
 
     converters = recorded_converters(run_files(run))
-    if converters:  # pruned, quantized: no longer the architecture config.json describes
+    lora = [c for c in converters if c.name == LoRA.name]
+    others = [c for c in converters if c.name != LoRA.name]
+    if others:  # pruned, quantized: no longer the architecture config.json describes
         raise ConfigError(
-            f"{run} holds a model changed by {converters[-1].name}, which Hugging Face's "
+            f"{run} holds a model changed by {others[-1].name}, which Hugging Face's "
             "architectures cannot describe; export the run it was made from"
         )
+    if lora and not merge:
+        raise ConfigError(
+            f"{run} trained LoRA adapters on a frozen base; pass --merge to fold them into the "
+            "base weights, or write the adapters alone with --format peft"
+        )
+    if merge and not lora:
+        raise ConfigError(f"--merge folds LoRA adapters into the base, and {run} has none; drop it")
     loaded = LoadedRun.load(run, "cpu", backend="torch")
     family, arch = _architecture(loaded)
     target = Path(output)
@@ -84,7 +109,10 @@ def export_hf(run: str | Path, output: str | Path, max_shard_bytes: int) -> HFEx
             f"--output {target} exists and is not a checkpoint hone exported; pass a new folder"
         )
     assert loaded.files is not None
-    model = loaded.model.to(_stored_dtype(loaded.files.model)).eval()
+    if lora:
+        model = merged_model(loaded.model).eval()
+    else:
+        model = loaded.model.to(_stored_dtype(loaded.files.model)).eval()
     tokenizer = loaded.tokenizer
     kind = getattr(tokenizer, "kind", None)
     eos = list(getattr(tokenizer, "eos_ids", ()))
@@ -114,28 +142,81 @@ def export_hf(run: str | Path, output: str | Path, max_shard_bytes: int) -> HFEx
     return result
 
 
-def _architecture(loaded: LoadedRun) -> tuple[str, LlamaConfig | GPTConfig]:
-    """The hone family and architecture config of the run's model, which hone.pretrained
-    maps to a Hugging Face config; other models are refused in one line."""
+@torch.no_grad()
+def merged_model(model: nn.Module) -> nn.Module:
+    """`model` with each LoRA layer replaced by a plain nn.Linear whose weight is the base's
+    plus the adapters' update, computed in fp32 and rounded once, and every tensor in the
+    base's dtype (that of the weights outside the LoRA layers: the checkpoint's, or
+    model.dtype); the model is changed in place and returned."""
+    layers = lora_layers(model)
+    inside = {id(p) for layer in layers.values() for p in layer.parameters()}
+    dtype = next(p.dtype for p in model.parameters() if id(p) not in inside)
+    for name, layer in layers.items():
+        linear = _merged_linear(layer, dtype)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, linear)
+    return model.to(dtype)
+
+
+def _merged_linear(layer: LoRALinear, dtype: torch.dtype) -> nn.Linear:
+    weight = layer.weight.float()
+    if not layer.merged:
+        weight = weight + layer.delta()
+    # skip_init: no random weights drawn (and the global RNG left alone), they are set below
+    linear = skip_init(
+        nn.Linear, layer.in_features, layer.out_features, bias=layer.bias is not None
+    )
+    linear.weight = nn.Parameter(weight.to(dtype), requires_grad=False)
+    if layer.bias is not None:
+        linear.bias = nn.Parameter(layer.bias.detach().to(dtype), requires_grad=False)
+    return linear
+
+
+# model.name -> (the run -> its hone family and architecture config, which
+# hone.pretrained.architectures maps to a Hugging Face config)
+HF_ARCHITECTURES: Registry[Callable[[LoadedRun], Architecture]] = Registry(
+    "Hugging Face architecture", "model.name"
+)
+
+
+@HF_ARCHITECTURES.register("pretrained")
+def _checkpoint_architecture(loaded: LoadedRun) -> Architecture:
+    """The checkpoint's architecture, which the run kept."""
+    from hone.pretrained.architectures import hone_arch
+    from hone.pretrained.source import CONFIG_FILE, resolve_checkpoint
+
+    folder = resolve_checkpoint(loaded.cfg.model.path)
+    return hone_arch(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
+
+
+def _own_architecture(family: str) -> Callable[[LoadedRun], Architecture]:
+    """hone's own model `family` (llama, GPT-2 shaped gpt): its arch config is the run's."""
+
+    def architecture(loaded: LoadedRun) -> Architecture:
+        return family, loaded.cfg.model.arch
+
+    return architecture
+
+
+HF_ARCHITECTURES.add("llama", _own_architecture("llama"))
+HF_ARCHITECTURES.add("gpt", _own_architecture("gpt"))
+
+
+def _architecture(loaded: LoadedRun) -> Architecture:
+    """The hone family and architecture config of the run's model; a model without a
+    Hugging Face architecture is refused in one line."""
     if not loaded.task.generates_text:
         raise ConfigError(
             f"--format hf writes language models, and this run is a {loaded.task.name} model; "
             "use --format onnx or safetensors"
         )
     name = loaded.cfg.model.name
-    if name == "pretrained":  # the checkpoint's architecture, which the run kept
-        from hone.pretrained.architectures import hone_arch
-        from hone.pretrained.source import CONFIG_FILE, resolve_checkpoint
-
-        folder = resolve_checkpoint(loaded.cfg.model.path)
-        return hone_arch(json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")))
-    if name not in ("llama", "gpt"):
+    if name not in HF_ARCHITECTURES:
         raise ConfigError(
             f"model.name = {name!r} has no Hugging Face architecture; --format hf writes "
-            "llama, gpt (GPT-2 shaped) and pretrained runs"
+            f"{', '.join(HF_ARCHITECTURES.names())} runs"
         )
-    arch: LlamaConfig | GPTConfig = loaded.cfg.model.arch
-    return name, arch
+    return HF_ARCHITECTURES.get(name)(loaded)
 
 
 def _stored_dtype(path: Path) -> torch.dtype:

@@ -12,10 +12,13 @@ and loading the run re-applies it before the run's weights load. It freezes ever
 of the model before adding the adapters, so the optimizer, which takes the parameters that
 require gradients (hone.optim.base), holds the adapters only, and so does its state.
 
-The run's checkpoints and model.safetensors still hold every weight (the engine saves the
-model's whole state dict): resuming and loading stay exact with no second code path, at the
-cost of the frozen weights' bytes on disk per checkpoint. `save_peft_adapter`
-(hone.finetune.peft_format) writes the adapters alone.
+On a pretrained checkpoint (`[model] name = "pretrained"`) the converter records a
+reference to that base (hone.finetune.frozen_base: its path and the sha256 of its files), and
+the run's checkpoints and model.safetensors hold the adapters alone (hone.checkpoint.io's
+`save_weights`): loading the run rebuilds the base from its config, checks it against the
+reference, and loads the adapters on top (`load_weights`). On any other model (built from
+seeded random weights) they hold every weight, as a full run's do. `save_peft_adapter`
+(hone.finetune.peft_format) writes the adapters in PEFT's format.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from hone.models.converters import CONVERTERS, ModelConverter
 if TYPE_CHECKING:
     from hone.config import Config
     from hone.finetune.settings import LoRAConfig
+    from hone.run_files import RunFiles
 
 # [lora] base_dtype -> the dtype the frozen base weights are held in (None: as built).
 # bf16 halves their memory and costs little time: each forward casts the weights to the
@@ -92,7 +96,17 @@ class LoRALinear(nn.Module):
         if self.merged:
             return y
         h = self.lora_a(self.dropout(x.to(self.lora_a.weight.dtype)))  # (..., r)
-        return y + (self.lora_b(h) * self.scale).to(y.dtype)
+        if h.dtype != y.dtype:  # a bf16 model outside autocast: the update in fp32, rounded once
+            return y + (self.lora_b(h) * self.scale).to(y.dtype)
+        # y + scale * h B^T in one addmm: the update is added inside the matmul, without the
+        # (..., out) product and scaled copy that a separate multiply and add would make.
+        out = torch.addmm(
+            y.reshape(-1, self.out_features),
+            h.reshape(-1, self.rank),
+            self.lora_b.weight.t(),
+            alpha=self.scale,
+        )
+        return out.view(y.shape)
 
     def delta(self) -> torch.Tensor:
         """The update the adapters add to the weight: scale * B A, (out, in) in fp32."""
@@ -173,6 +187,8 @@ class LoRA(ModelConverter):
     """Freeze the model and add LoRA adapters to the linear layers whose names end in one of
     `targets` (a preset of hone.finetune.settings.PRESETS, comma-separated suffixes, or a
     list of suffixes); each preset or suffix must match at least one linear layer.
+    `frozen_base`: the reference to the pretrained checkpoint the frozen weights are
+    (hone.finetune.frozen_base), when the run saves its adapters alone.
 
     Converting a model whose targets are LoRA layers already leaves those as they are (a
     loaded LoRA run handed to the trainer again keeps its adapters)."""
@@ -186,6 +202,7 @@ class LoRA(ModelConverter):
         dropout: float = 0.0,
         targets: str | list[str] = "attention",
         base_dtype: str = "fp32",
+        frozen_base: dict[str, Any] | None = None,
     ) -> None:
         if rank < 1:
             raise ConfigError(f"lora.rank must be at least 1, got {rank}; set --lora.rank=8")
@@ -195,14 +212,15 @@ class LoRA(ModelConverter):
                 "set --lora.base_dtype=fp32"
             )
         self.rank, self.alpha, self.dropout, self.base_dtype = rank, alpha, dropout, base_dtype
+        self.frozen_base = frozen_base
         # Each item the user named, with the suffixes it stands for (a preset: several).
         items = targets.split(",") if isinstance(targets, str) else list(targets)
         self.items = [(item.strip(), target_suffixes(item.strip())) for item in items]
         self.targets = target_suffixes(targets)  # narrowed to the matching ones by convert
 
     @classmethod
-    def from_config(cls, cfg: LoRAConfig) -> LoRA:
-        return cls(cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.base_dtype)
+    def from_config(cls, cfg: LoRAConfig, frozen_base: dict[str, Any] | None = None) -> LoRA:
+        return cls(cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.base_dtype, frozen_base)
 
     def _modules(self, model: nn.Module) -> list[str]:
         """The names of the linear layers the targets match; one line for an item that
@@ -243,7 +261,19 @@ class LoRA(ModelConverter):
             "dropout": self.dropout,
             "targets": self.targets,
             "base_dtype": self.base_dtype,
+            **({"frozen_base": self.frozen_base} if self.frozen_base is not None else {}),
         }
+
+    def load_weights(self, model: nn.Module, files: RunFiles) -> nn.Module | None:
+        """The run's adapters on the base the model was built with, checked to be the one
+        they were trained on; None (the run's full weights load) for a model saved whole."""
+        from hone.checkpoint import load_weights, saved_frozen_base
+        from hone.finetune.frozen_base import base_reference
+
+        if self.frozen_base is None or saved_frozen_base(files.model) is None:
+            return None
+        load_weights(model, files.model, base_reference(self.frozen_base["path"]))
+        return model
 
 
 CONVERTERS.add("lora", LoRA)
@@ -254,5 +284,10 @@ def with_config_adapters(cfg: Config, converters: Iterable[ModelConverter]) -> l
     them is LoRA already (hone compress hands a loaded LoRA run's own, record-only)."""
     converters = list(converters)
     if cfg.lora.enabled and not any(c.name == LoRA.name for c in converters):
-        converters.append(LoRA.from_config(cfg.lora))
+        frozen_base = None
+        if cfg.model.name == "pretrained":  # the base is a checkpoint: saved adapters alone
+            from hone.finetune.frozen_base import base_reference
+
+            frozen_base = base_reference(cfg.model.path)
+        converters.append(LoRA.from_config(cfg.lora, frozen_base))
     return converters

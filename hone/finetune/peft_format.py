@@ -91,10 +91,13 @@ def _target_modules(names: NameMap, layers: list[str], model: nn.Module) -> list
     return leaves if covered == set(layers) else sorted(hf.values())
 
 
-def save_peft_adapter(model: nn.Module, folder: str | Path, base_model: str = "") -> list[Path]:
+def save_peft_adapter(
+    model: nn.Module, folder: str | Path, base_model: str = "", revision: str | None = None
+) -> list[Path]:
     """Write the LoRA adapters of `model` (converted by `LoRA`) into `folder` as PEFT does:
     adapter_config.json and adapter_model.safetensors (fp32). `base_model`: the checkpoint
-    they adapt (a Hub id or folder), PEFT's base_model_name_or_path. Returns the files."""
+    they adapt (a Hub id or folder), PEFT's base_model_name_or_path; `revision`: the Hub
+    revision of it. Returns the files."""
     names = _name_map(model)
     layers = lora_layers(model)
     if not layers:
@@ -113,6 +116,7 @@ def save_peft_adapter(model: nn.Module, folder: str | Path, base_model: str = ""
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
         "base_model_name_or_path": base_model or None,
+        "revision": revision,
         "r": first.rank,
         "lora_alpha": int(first.alpha) if float(first.alpha).is_integer() else first.alpha,
         "lora_dropout": dropout,

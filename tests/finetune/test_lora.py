@@ -208,8 +208,9 @@ def test_a_lora_run_reloads_with_its_adapters(trained: Any) -> None:
 def test_resuming_a_lora_run_ends_with_the_same_adapters(
     trained: Any, lora_overrides: list[str], tmp_path: Path
 ) -> None:
-    """The checkpoints hold the whole model (frozen weights too) and the adapters' optimizer
-    state: the run resumed from step 2 retraces steps 3 and 4 exactly, dropout included."""
+    """The checkpoints hold the adapters and their optimizer state (the frozen base is
+    rebuilt from the checkpoint the run names): the run resumed from step 2 retraces steps 3
+    and 4 exactly, dropout included."""
     copy = tmp_path / "run"
     shutil.copytree(trained.run_dir, copy)
     resumed = hone.Trainer(

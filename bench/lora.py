@@ -1,0 +1,300 @@
+"""LoRA fine-tuning (issue 27): hone against transformers + PEFT, and packing against padding.
+
+Two benches, every measurement in a fresh subprocess (peak RSS is a process's own), 2 torch
+threads, the sides alternating round by round; each prints its numbers and the ratios:
+
+  peft     a training step (forward, backward, AdamW on the adapters) of a random model of
+           SmolLM2-135M's config (written once by transformers' save_pretrained, fp32) at
+           batch 4 x 256, rank-16 adapters (alpha 32, no dropout) on every linear layer but
+           the head: hone (load_pretrained + the LoRA converter, the loss from the targets as
+           the language task trains) against transformers + PEFT (get_peft_model, the loss
+           from `labels`), in fp32 and under bf16 autocast. Tokens/s of the fastest step and
+           peak RSS (VmHWM). Also hone with the base held in bf16 (lora.base_dtype) and with
+           activation checkpointing (train.activation_checkpointing), as extra rows.
+  packing  `hone train` on chat data (prompt/completion records of 20 to 256 tokens, a
+           word-level tokenizer: one token a word) from the same checkpoint, 4 rows of 256
+           a step, padded rows against packed ones (data.pack): the real tokens a second
+           the run logs (padding not counted, hone.data.batching.ExampleBatcher.real_tokens).
+
+Run: `.venv/bin/python bench/lora.py peft|packing [--rounds N] [--steps N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+THREADS = 2
+FOLDER = Path(os.environ.get("HONE_BENCH_DIR", "/tmp/hone-bench")) / "smollm2-135m-lora"
+BATCH, TOKENS, RANK, ALPHA = 4, 256, 16, 32
+
+# SmolLM2-135M's config.json (HuggingFaceTB/SmolLM2-135M), random weights: speed and memory
+# do not depend on their values.
+SMOLLM2_135M = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "vocab_size": 49152,
+    "max_position_embeddings": 8192,
+    "rope_theta": 100000.0,
+    "rms_norm_eps": 1e-5,
+    "initializer_range": 0.041666666666666664,
+    "tie_word_embeddings": True,
+    "hidden_act": "silu",
+    "attention_bias": False,
+    "mlp_bias": False,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+}
+WORDS = 2000  # the word-level tokenizer's vocabulary (the model's is larger: fine)
+
+
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident set (VmRSS) or its peak so far (VmHWM), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(field)
+
+
+# ----------------------------------------------------------------------------- workers
+def worker_save() -> dict[str, Any]:
+    """The random checkpoint (fp32) with a word-level tokenizer, written once."""
+    if (FOLDER / "model.safetensors").is_file():
+        return {}
+    import tokenizers
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.AutoConfig.for_model(**SMOLLM2_135M)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(FOLDER)
+    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, **{f"w{i}": i + 3 for i in range(WORDS)}}
+    words = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    words.decoder = tokenizers.decoders.WordPiece()  # joins with spaces
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=words, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.save_pretrained(FOLDER)
+    return {}
+
+
+def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, Any]:
+    """Tokens/s of the fastest of `steps` training steps (after one warm-up) and peak RSS."""
+    import torch
+
+    if side == "peft":
+        import peft
+        import transformers
+    else:
+        from hone.finetune.lora import LoRA, adapter_parameters
+        from hone.pretrained.weights import load_pretrained
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    if side == "peft":
+        base = transformers.AutoModelForCausalLM.from_pretrained(FOLDER, dtype=torch.float32)
+        config = peft.LoraConfig(
+            r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )  # fmt: skip
+        model = peft.get_peft_model(base, config)
+        params = [p for p in model.parameters() if p.requires_grad]
+    else:
+        model, _, _ = load_pretrained(FOLDER)
+        base_dtype = "bf16" if extra == "bf16-base" else "fp32"
+        LoRA(RANK, ALPHA, 0.0, "all-linear", base_dtype).convert(model)
+        model.activation_checkpointing = extra == "checkpointing"
+        params = list(adapter_parameters(model).values())
+    model.train()
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    data = torch.randint(0, SMOLLM2_135M["vocab_size"], (BATCH, TOKENS + 1))
+    x, y = data[:, :-1], data[:, 1:]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step() -> float:
+        with autocast:
+            if side == "peft":  # transformers shifts the labels itself
+                loss = model(input_ids=x, labels=data[:, :-1]).loss
+            else:  # the language task's path: the model takes the targets
+                loss = model(x, targets=y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    step()  # warm-up: the allocator, the kernels, AdamW's state
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    # the fastest step: on a shared machine the slower ones measure the other jobs
+    return {"tokens_per_second": BATCH * TOKENS / min(times), "peak": rss_bytes("VmHWM")}
+
+
+def chat_records(path: Path, count: int) -> None:
+    """`count` prompt/completion records of 20 to 256 words (tokens) in all, uniformly."""
+    rng = random.Random(0)
+    lines = []
+    for _ in range(count):
+        total = rng.randint(20, 255)  # + the EOS: at most 256 tokens
+        prompt_words = rng.randint(1, total // 2)
+        words = [f"w{rng.randrange(WORDS)}" for _ in range(total)]
+        record = {
+            "prompt": " ".join(words[:prompt_words]),
+            "completion": " " + " ".join(words[prompt_words:]),
+        }
+        lines.append(json.dumps(record))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def worker_packing(pack: str, steps: int) -> dict[str, Any]:
+    """`hone train` with padded or packed rows: the median of the real tokens/s it logs
+    (the first step left out), and the share of padding in its rows."""
+    import tempfile
+
+    import hone
+    from hone.track.run import read_metrics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        records = Path(tmp) / "chat.jsonl"
+        chat_records(records, 400)
+        overrides = [
+            "model.name=pretrained", f"model.path={FOLDER}", f"model.block_size={TOKENS}",
+            "data.name=chat", f"data.path={records}", "data.val_fraction=0",
+            f"data.pack={pack}", "lora.enabled=true", f"lora.rank={RANK}", f"lora.alpha={ALPHA}",
+            "lora.targets=all-linear", f"train.batch_size={BATCH}", f"train.max_steps={steps}",
+            "train.max_epochs=0", "train.eval_every=0", "train.sample_tokens=0",
+            "train.precision=fp32", f"train.threads={THREADS}", "log.every=1",
+            "log.tensorboard=false", "log.progress=off", "log.stats_every=0",
+        ]  # fmt: skip
+        trainer = hone.Trainer(config=None, overrides=overrides, run_dir=Path(tmp) / "run")
+        trainer.fit()
+        events = read_metrics(Path(tmp) / "run")
+        rates = [e["tokens_per_second"] for e in events if e["split"] == "train"]
+        rows = trainer.data.train  # type: ignore[union-attr]  (the examples, unpacked)
+    real = sum(r.shape[1] for r in rows)
+    return {
+        "tokens_per_second": statistics.median(rates[1:] or rates),
+        "examples": len(rows),
+        "mean_tokens": real / len(rows),
+    }
+
+
+# ----------------------------------------------------------------------------- driver
+def in_subprocess(*args: str) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, __file__, "_worker", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if out.returncode:
+        sys.exit(f"worker {args} failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+SIDES = {
+    "hone": ("hone", ""),
+    "peft": ("peft", ""),
+    "hone-bf16-base": ("hone", "bf16-base"),
+    "hone-checkpointing": ("hone", "checkpointing"),
+}
+
+
+def bench_peft(rounds: int, steps: int, precisions: list[str], names: list[str]) -> None:
+    in_subprocess("save")
+    sides = [SIDES[name] for name in names]
+    for precision in precisions:
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {s: [] for s in sides}
+        for i in range(rounds):
+            for side, extra in sides if i % 2 == 0 else sides[::-1]:
+                run = in_subprocess("step", side, precision, str(steps), extra or "-")
+                results[(side, extra)].append(run)
+                print(f"  {precision} {side} {extra}: {run}", flush=True)
+        speed = {
+            s: statistics.median(r["tokens_per_second"] for r in rs) for s, rs in results.items()
+        }
+        peak = {s: statistics.median(r["peak"] for r in rs) for s, rs in results.items()}
+        theirs = ("peft", "")
+        print(f"{precision}:")
+        for s in sides:
+            rates = ", ".join(f"{r['tokens_per_second']:.0f}" for r in results[s])
+            name = " ".join(p for p in s if p)
+            print(
+                f"  {name:>20}: {speed[s]:.0f} tokens/s (rounds {rates}), peak RSS "
+                f"{mib(peak[s])}; vs peft: speed {speed[s] / speed[theirs]:.2f}x, peak "
+                f"{peak[s] / peak[theirs]:.2f}x"
+            )
+
+
+def bench_packing(rounds: int, steps: int) -> None:
+    in_subprocess("save")
+    results: dict[str, list[dict[str, Any]]] = {"false": [], "true": []}
+    for i in range(rounds):
+        for pack in ("false", "true") if i % 2 == 0 else ("true", "false"):
+            run = in_subprocess("packing", pack, str(steps))
+            results[pack].append(run)
+            print(f"  pack={pack}: {run}", flush=True)
+    speed = {p: statistics.median(r["tokens_per_second"] for r in rs) for p, rs in results.items()}
+    for pack, runs in results.items():
+        print(
+            f"pack={pack}: {speed[pack]:.0f} real tokens/s ({runs[0]['examples']} examples of "
+            f"{runs[0]['mean_tokens']:.0f} tokens on average)"
+        )
+    print(f"packed / padded: {speed['true'] / speed['false']:.2f}x real tokens/s")
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["_worker"]:
+        kind, *args = sys.argv[2:]
+        if kind == "save":
+            result = worker_save()
+        elif kind == "step":
+            side, precision, steps, extra = args
+            result = worker_step(side, precision, int(steps), "" if extra == "-" else extra)
+        else:
+            result = worker_packing(args[0], int(args[1]))
+        print(json.dumps(result))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bench", choices=["peft", "packing"])
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the sides")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps a run")
+    parser.add_argument(
+        "--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"]
+    )
+    parser.add_argument(
+        "--sides", nargs="+", default=list(SIDES), choices=list(SIDES), help="peft: what runs"
+    )
+    args = parser.parse_args()
+    if args.bench == "peft":
+        bench_peft(args.rounds, args.steps, args.precision, args.sides)
+    else:
+        bench_packing(args.rounds, args.steps)
+
+
+if __name__ == "__main__":
+    main()
