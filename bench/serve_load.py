@@ -1,15 +1,24 @@
-"""Load on `hone serve` over loopback: requests/s and p50/p99 latency at several concurrencies.
+"""Load on `hone serve` over loopback: requests/s, generated tokens/s and p50/p99 latency at
+several concurrencies.
 
-For mlp-digits (one digit image per request) and the char GPT (completions of 64 tokens),
-against three servers started one after the other on this machine:
-  - `hone serve` as shipped (micro-batching: --max-batch 32, --max-wait-ms 5),
-  - `hone serve --max-batch 1 --max-wait-ms 0` (every request its own model call),
-  - a plain FastAPI endpoint that calls `LoadedRun.predict` / `LoadedRun.sample` once per
-    request (a `def` route: FastAPI runs it in its thread pool, as most hand-written
-    endpoints do).
+Models (--models): mlp-digits (one digit image per /v1/predict request), the char GPT
+(gpt-shakespeare-char trained --gpt-steps steps) and a SmolLM2-135M-shaped Llama (random
+weights, a 512-token context, written by transformers), both asked for completions of 64
+tokens (/v1/completions, temperature 1, seed 1).
+Servers, each started afresh for every row (no request left over from the last one):
+  - mlp: `hone serve` (micro-batching), `--max-batch 1 --max-wait-ms 0`, and a plain FastAPI
+    endpoint that calls `LoadedRun.predict` once per request;
+  - language models: `hone serve` (continuous batching), `hone serve --batch-invariant`,
+    and, with --before TREE, `hone serve` from another source tree (e.g. today's commit:
+    `git archive HEAD | tar -x -C /tmp/before`).
 The load comes from wrk (Debian's `wrk`: one C thread, one connection per concurrent client,
 the same request body throughout), so client and server share the 2 cores; the ratios
-between servers are what to read. Bounded: --mlp-seconds / --gpt-seconds per row.
+between servers in one run are what to read. Bounded: --mlp-seconds / --gpt-seconds /
+--smollm-seconds per row.
+
+`--mismatch` instead measures, in one process, how often a completion's text at temperature 0
+differs when 64 prompts run together from when each runs alone (default and batch-invariant
+modes).
 
 Run: `apt-get install wrk`, then `.venv/bin/python bench/serve_load.py` (writes
 bench/results/serve_load.json and .png)
@@ -25,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -70,8 +80,9 @@ def plain_server(run: str, port: int) -> None:
 
 # ---------------------------------------------------------------- servers and load
 class Started:
-    def __init__(self, command: list[str]) -> None:
-        self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    def __init__(self, command: list[str], cwd: Path = ROOT) -> None:
+        env = {**os.environ, "PYTHONPATH": str(cwd)}
+        self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env)
         assert self.proc.stderr is not None
         self.url = ""
         for line in self.proc.stderr:
@@ -79,6 +90,8 @@ class Started:
                 self.url = line.split(" on ", 1)[1].split()[0]
                 break
         assert self.url, "the server did not start"
+        # Read on, so that a server that logs never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr or ()], daemon=True).start()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -133,33 +146,97 @@ def _wrk(url: str, body: dict[str, Any], concurrency: int, seconds: float) -> di
     }
 
 
+MAX_TOKENS = 64
+
+
 def _body(kind: str) -> dict[str, Any]:
     if kind == "mlp":
         from sklearn.datasets import load_digits
 
         return {"inputs": [load_digits().data[0].tolist()]}
-    return {"prompt": PROMPT, "max_tokens": 64, "seed": 1}
+    return {"prompt": PROMPT, "max_tokens": MAX_TOKENS, "seed": 1}
 
 
-def _train(workdir: Path, gpt_steps: int) -> dict[str, str]:
+def _train(workdir: Path, kinds: list[str], gpt_steps: int) -> dict[str, str]:
     hone = [sys.executable, "-m", "hone", "train"]
-    runs = {"mlp": str(workdir / "mlp"), "gpt": str(workdir / "gpt")}
-    subprocess.run([*hone, "mlp-digits", "--run-dir", runs["mlp"], *[f"--{o}" for o in QUIET]], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
-    subprocess.run(
-        [*hone, "gpt-shakespeare-char", "--run-dir", runs["gpt"], f"--train.max_steps={gpt_steps}",
-         "--train.max_seconds=0", "--train.eval_every=0", "--train.sample_tokens=0",
-         *[f"--{o}" for o in QUIET]],
-        check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    runs = {k: str(workdir / k) for k in kinds}
+    if "mlp" in kinds:
+        subprocess.run([*hone, "mlp-digits", "--run-dir", runs["mlp"], *[f"--{o}" for o in QUIET]], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
+    if "gpt" in kinds:
+        subprocess.run(
+            [*hone, "gpt-shakespeare-char", "--run-dir", runs["gpt"], f"--train.max_steps={gpt_steps}",
+             "--train.max_seconds=0", "--train.eval_every=0", "--train.sample_tokens=0",
+             *[f"--{o}" for o in QUIET]],
+            check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    if "smollm" in kinds:
+        smollm_checkpoint(Path(runs["smollm"]))
     return runs
+
+
+# SmolLM2-135M's sizes (bench/pretrained.py), with a 512-token context: each sequence's
+# key/value slot then takes 24 MB in fp32, 64 of them 1.5 GB.
+SMOLLM2_135M = {
+    "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+    "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
+    "max_position_embeddings": 512, "rope_theta": 100000.0, "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": True, "bos_token_id": 0, "eos_token_id": 1,
+}  # fmt: skip
+
+
+def smollm_checkpoint(folder: Path) -> None:
+    """A random SmolLM2-135M-shaped Llama and a small byte-level BPE, as transformers saves them."""
+    import tokenizers
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(**SMOLLM2_135M))
+    model.save_pretrained(folder)
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE())
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=2000, special_tokens=["<s>", "</s>"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )  # fmt: skip
+    text = (ROOT / "README.md").read_text()
+    bpe.train_from_iterator(text.splitlines(), trainer)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>")  # fmt: skip
+    fast.save_pretrained(folder)
+
+
+def _servers(kind: str, run: str, before: str | None) -> dict[str, tuple[list[str], Path]]:
+    """name -> (command, working directory) of each server to load for `kind`."""
+    serve = [sys.executable, "-m", "hone", "serve", "--port", "0", "--log-level", "warning"]
+    if kind == "mlp":
+        return {
+            "hone serve": ([*serve, run], ROOT),
+            "hone serve, unbatched": ([*serve, run, "--max-batch", "1", "--max-wait-ms", "0"], ROOT),
+            "plain FastAPI": ([sys.executable, __file__, "--plain-server", run, "--port", str(_free_port())], ROOT),
+        }  # fmt: skip
+    # 64 slots for 64 clients (the SmolLM-shaped model's default budget, its weights' size,
+    # holds 22 of its 512-token slots).
+    slots = ["--kv-cache-mb", "1600"] if kind == "smollm" else []
+    servers = {}
+    if before:
+        servers["before (one at a time)"] = ([*serve, run], Path(before))
+    servers["hone serve"] = ([*serve, run, *slots], ROOT)
+    servers["hone serve --batch-invariant"] = ([*serve, run, *slots, "--batch-invariant"], ROOT)
+    return servers
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="gpt,smollm", help="of mlp, gpt, smollm")
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--mlp-seconds", type=float, default=8.0, help="per row")
-    parser.add_argument("--gpt-seconds", type=float, default=15.0, help="per row")
+    parser.add_argument("--gpt-seconds", type=float, default=10.0, help="per row")
+    parser.add_argument("--smollm-seconds", type=float, default=30.0, help="per row")
     parser.add_argument("--gpt-steps", type=int, default=100)
+    parser.add_argument("--before", help="a source tree whose `hone serve` to load too")
+    parser.add_argument("--mismatch", action="store_true", help="measure text mismatches")
+    parser.add_argument("--mismatch-prompts", default="gpt=64,smollm=16", help="per model")
     parser.add_argument("--plain-server", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -170,46 +247,98 @@ def main() -> None:
     from rich.table import Table
 
     console = Console(stderr=True)
+    kinds = args.models.split(",")
+    args.mismatch_prompts = {
+        k: int(n) for k, n in (item.split("=") for item in args.mismatch_prompts.split(","))
+    }
     levels = [int(c) for c in args.concurrency.split(",")]
+    seconds = {"mlp": args.mlp_seconds, "gpt": args.gpt_seconds, "smollm": args.smollm_seconds}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        with console.status("training mlp-digits and the char GPT"):
-            runs = _train(Path(tmp), args.gpt_steps)
-        serve = [sys.executable, "-m", "hone", "serve", "--port", "0", "--log-level", "warning"]
-        for kind, route, seconds in (
-            ("mlp", "/v1/predict", args.mlp_seconds),
-            ("gpt", "/v1/completions", args.gpt_seconds),
-        ):
-            servers = {
-                "hone serve": [*serve, runs[kind]],
-                "hone serve, unbatched": [*serve, runs[kind], "--max-batch", "1", "--max-wait-ms", "0"],
-                "plain FastAPI": [sys.executable, __file__, "--plain-server", runs[kind], "--port", str(_free_port())],
-            }  # fmt: skip
-            if kind == "gpt":  # generation is never batched: the two hone rows would be one
-                del servers["hone serve, unbatched"]
-            for name, command in servers.items():
-                server = Started(command)
-                try:
-                    for c in levels:
-                        with console.status(f"{kind}: {name}, concurrency {c}"):
-                            _wrk(server.url + route, _body(kind), c, 1)  # warm-up
-                            result = _wrk(server.url + route, _body(kind), c, seconds)
-                        rows.append({"model": kind, "server": name, "concurrency": c, **result})
-                        console.log(rows[-1])
-                finally:
-                    server.stop()
+        os.environ.setdefault("HONE_CACHE_DIR", str(Path(tmp) / "cache"))
+        with console.status(f"preparing {', '.join(kinds)}"):
+            runs = _train(Path(tmp), kinds, args.gpt_steps)
+        if args.mismatch:
+            for kind in kinds:
+                for exact in (False, True):
+                    result = mismatches(runs[kind], exact, console, args.mismatch_prompts[kind])
+                    console.print({"model": kind, **result})
+            return
+        for kind in kinds:
+            route = "/v1/predict" if kind == "mlp" else "/v1/completions"
+            for name, (command, cwd) in _servers(kind, runs[kind], args.before).items():
+                for c in levels:
+                    with console.status(f"{kind}: {name}, concurrency {c}"):
+                        server = Started(command, cwd)  # afresh: nothing left from the last row
+                        try:
+                            httpx.post(server.url + route, json=_body(kind), timeout=120)  # warm-up
+                            result = _wrk(server.url + route, _body(kind), c, seconds[kind])
+                        finally:
+                            server.stop()
+                    if kind != "mlp":
+                        result["tokens_per_second"] = result["requests_per_second"] * MAX_TOKENS
+                    rows.append({"model": kind, "server": name, "concurrency": c, **result})
+                    console.log(rows[-1])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "serve_load.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = Table(title="hone serve under load (loopback, this machine)")
-    for col in ("model", "server", "concurrency", "req/s", "p50 ms", "p99 ms", "errors"):
+    for col in ("model", "server", "concurrency", "req/s", "tokens/s", "p50 ms", "p99 ms", "errors"):  # fmt: skip
         table.add_column(col)
     for r in rows:
         table.add_row(
-            r["model"], r["server"], str(r["concurrency"]), f"{r['requests_per_second']:.0f}",
-            f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", str(r["errors"]),
+            r["model"], r["server"], str(r["concurrency"]), f"{r['requests_per_second']:.1f}",
+            f"{r.get('tokens_per_second', 0):.0f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
+            str(r["errors"]),
         )  # fmt: skip
     Console().print(table)
     _plot(rows, levels)
+
+
+def mismatches(run: str, exact: bool, console: Any, num_prompts: int = 64) -> dict[str, Any]:
+    """How many of `num_prompts` greedy completions differ between running alone and running
+    all at once, through the scheduler (in this process, 1 torch thread, as many slots as
+    prompts); and how many of the first 8 lone ones differ from `hone sample`'s."""
+    import asyncio
+
+    import torch
+
+    from hone.engine.inference import LoadedRun
+    from hone.serve.generation import BatchedGeneration
+    from hone.serve.scheduler import Scheduler, SchedulerConfig
+
+    torch.set_num_threads(1)
+    loaded = LoadedRun.load(run, "cpu")
+    words = [w for w in (ROOT / "README.md").read_text().split() if w.isascii() and w.isalpha()]
+    prompts = [" ".join(words[i * 3 : i * 3 + 1 + i % 5]) for i in range(num_prompts)]
+    config = SchedulerConfig(kv_cache_mb=4000, max_seqs=num_prompts, batch_invariant=exact)
+    scheduler = Scheduler(loaded, config)
+    scheduler.start()
+
+    async def one(prompt: str) -> str:
+        seq = scheduler.submit(prompt, MAX_TOKENS, 0.0, None, None, 0, [])
+        return await BatchedGeneration(scheduler, seq).text()
+
+    async def measure() -> tuple[list[str], list[str], float, float]:
+        started = time.perf_counter()
+        alone = [await one(p) for p in prompts]
+        alone_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        together = await asyncio.gather(*[one(p) for p in prompts])
+        return alone, list(together), alone_seconds, time.perf_counter() - started
+
+    with console.status(f"mismatches: {run}, batch_invariant={exact}"):
+        alone, together, alone_seconds, together_seconds = asyncio.run(measure())
+        sampled = [loaded.sample(p, MAX_TOKENS, 0.0) for p in prompts[:8]]
+    scheduler.stop()
+    return {
+        "batch_invariant": exact,
+        "prompts": num_prompts,
+        "differ_together_vs_alone": sum(a != t for a, t in zip(alone, together, strict=True)),
+        "differ_alone_vs_hone_sample": sum(a != s for a, s in zip(alone, sampled, strict=False)),
+        "of_hone_sample": len(sampled),
+        "alone_seconds": round(alone_seconds, 2),
+        "together_seconds": round(together_seconds, 2),
+    }
 
 
 def _plot(rows: list[dict[str, Any]], levels: list[int]) -> None:
@@ -218,15 +347,19 @@ def _plot(rows: list[dict[str, Any]], levels: list[int]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, kind, title in zip(axes, ("mlp", "gpt"), ("mlp-digits predict", "char GPT, 64 tokens"), strict=True):  # fmt: skip
+    titles = {"mlp": "mlp-digits predict", "gpt": "char GPT, 64 tokens", "smollm": "SmolLM2-135M-shaped, 64 tokens"}  # fmt: skip
+    kinds = [k for k in titles if any(r["model"] == k for r in rows)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        title = titles[kind]
         for server in dict.fromkeys(r["server"] for r in rows if r["model"] == kind):
             ours = [r for r in rows if r["model"] == kind and r["server"] == server]
-            ax.plot([r["concurrency"] for r in ours], [r["requests_per_second"] for r in ours], marker="o", label=server)  # fmt: skip
+            ys = [r.get("tokens_per_second", r["requests_per_second"]) for r in ours]
+            ax.plot([r["concurrency"] for r in ours], ys, marker="o", label=server)
         ax.set_xscale("log", base=2)
         ax.set_xticks(levels, [str(c) for c in levels])
         ax.set_xlabel("concurrent clients")
-        ax.set_ylabel("requests / s")
+        ax.set_ylabel("requests / s" if kind == "mlp" else "generated tokens / s")
         ax.set_title(title)
         ax.legend()
     fig.tight_layout()

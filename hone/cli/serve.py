@@ -75,6 +75,31 @@ def add_parser(sub: Any) -> None:
         "--max-streams", type=int, default=defaults.max_streams, help="concurrent streams (429)"
     )
     p.add_argument(
+        "--kv-cache-mb",
+        type=float,
+        default=defaults.kv_cache_mb,
+        help="memory for the key/value slots of running completions (0: the weights' size, "
+        "at least 64 MiB); more requests wait in the queue",
+    )
+    p.add_argument(
+        "--max-seqs",
+        type=int,
+        default=defaults.max_seqs,
+        help="completions decoded together in one batch at most",
+    )
+    p.add_argument(
+        "--prefill-chunk",
+        type=int,
+        default=defaults.prefill_chunk,
+        help="prompt tokens fed per decoding step (a long prompt stalls the others no more)",
+    )
+    p.add_argument(
+        "--batch-invariant",
+        action="store_true",
+        help="run every decoding step at one shape, so that a completion's text never "
+        "depends on the others running (slower when few run)",
+    )
+    p.add_argument(
         "--timeout", type=float, default=defaults.timeout_s, help="seconds per request (504)"
     )
     p.add_argument(
@@ -105,6 +130,10 @@ def serve(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         max_prompt_chars=args.max_prompt_chars,
         max_streams=args.max_streams,
+        kv_cache_mb=args.kv_cache_mb,
+        max_seqs=args.max_seqs,
+        prefill_chunk=args.prefill_chunk,
+        batch_invariant=args.batch_invariant,
         timeout_s=args.timeout,
         grace_s=args.grace,
         threads=args.threads,

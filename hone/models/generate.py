@@ -35,6 +35,17 @@ def sample_next(
     assert temperature >= 0, temperature
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
+    probs = sampling_probs(logits, temperature, top_k, top_p)
+    if generator is not None:  # a generator samples on its own device
+        probs = probs.to(generator.device)
+    return torch.multinomial(probs, 1, generator=generator).to(logits.device)
+
+
+def sampling_probs(
+    logits: torch.Tensor, temperature: float, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
+    """The probabilities (B, V) that `sample_next` draws from, for temperature > 0; row by
+    row, so a server draws each row of a batch with its request's own generator."""
     # A temperature below float32's smallest normal number would be divided by as 0.
     temperature = max(temperature, torch.finfo(logits.dtype).tiny)
     scaled = logits / temperature
@@ -55,9 +66,7 @@ def sample_next(
         drop_sorted[:, 0] = False  # also when top_p is below float32's smallest number
         drop = torch.empty_like(probs, dtype=torch.bool).scatter_(-1, order, drop_sorted)
         probs = logits.masked_fill(drop, float("-inf")).softmax(dim=-1)
-    if generator is not None:  # a generator samples on its own device
-        probs = probs.to(generator.device)
-    return torch.multinomial(probs, 1, generator=generator).to(logits.device)
+    return probs
 
 
 @torch.no_grad()

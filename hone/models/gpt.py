@@ -157,6 +157,11 @@ class KVCache:
     def advance(self, num_tokens: int) -> None:
         self.length += num_tokens
 
+    def placement(self, num_tokens: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Per-row positions and key mask of the next tokens: none here, they follow `length`
+        (a hone.models.slot_cache.SlotCache gives each row its own)."""
+        return None, None
+
     def reset(self) -> None:
         """Forget every token (the buffers are kept for the next sequence of the same batch)."""
         self.length = 0
@@ -370,6 +375,8 @@ class GPT(nn.Module):
         )
         assert positions is None or cache is None, "packed examples are trained, not decoded"
         mask = None if positions is None else document_mask(positions)  # (B, 1, T, T)
+        if cache is not None:  # a slot cache's rows each sit at their own positions
+            positions, mask = cache.placement(T)  # (B, T), (B, 1, T, S); or None, None
         x = self.token_embedding(idx)  # (B, T, C)
         if self.pos_embedding is not None:  # (T, C) broadcast, or (B, T, C) for packed rows
             if positions is None:
@@ -379,7 +386,7 @@ class GPT(nn.Module):
         x = self.dropout(x)
         for layer, block in enumerate(self.blocks):
             if cache is not None:
-                x = block(x, cache, layer)
+                x = block(x, cache, layer, positions, mask)
             elif self.activation_checkpointing and self.training:
                 x = checkpoint(block, x, None, 0, positions, mask, use_reentrant=False)
             else:

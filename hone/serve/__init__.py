@@ -1,7 +1,7 @@
 """`hone serve`: a trained model behind a safe, fast HTTP API.
 
-FastAPI routes (app), micro-batching of predictions (batching), token-by-token generation
-(generation), the door every request passes (gate: key, body limit, drain, metrics),
+FastAPI routes (app), micro-batching of predictions (batching), continuous batching of
+completions (scheduler) and their pieces as the event loop awaits them (generation), the door every request passes (gate: key, body limit, drain, metrics),
 Prometheus metrics (metrics), the loaded model (model), and uvicorn with a graceful drain
 (server). Python users call `serve(ServeSettings(run=...))` or mount `create_app(...)`.
 """

@@ -30,9 +30,11 @@ from hone.errors import UserError
 from hone.serve import chat, schemas
 from hone.serve.batching import MicroBatcher, QueueFull
 from hone.serve.gate import RETRY_AFTER_SECONDS, ApiError, Gate, ServerState, error_body
-from hone.serve.generation import CompletionForm, Generation, ResponseForm
+from hone.serve.generation import BatchedGeneration, CompletionForm, Generation, ResponseForm
 from hone.serve.metrics import ServerMetrics
 from hone.serve.model import ServedModel, finite, now
+from hone.serve.scheduler import QueueFull as SchedulerFull
+from hone.serve.scheduler import Scheduler, SchedulerConfig
 from hone.serve.settings import ServeSettings
 
 log = logging.getLogger("hone.serve")
@@ -90,6 +92,7 @@ def create_app(
     state = ServerState()
     metrics = ServerMetrics()
     batcher: MicroBatcher | None = None
+    scheduler: Scheduler | None = None  # a language model's continuous batching
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,12 +106,21 @@ def create_app(
             loader.cancel()
         if batcher is not None:
             await batcher.stop()
+        if scheduler is not None:
+            scheduler.stop()
         served.close()
 
     async def load() -> None:
-        nonlocal batcher
+        nonlocal batcher, scheduler
         try:
             await asyncio.get_running_loop().run_in_executor(served.executor, served.load)
+            loaded = served.loaded
+            assert loaded is not None
+            if served.generates_text and Scheduler.supports(loaded):
+                scheduler = await asyncio.get_running_loop().run_in_executor(
+                    served.executor, lambda: Scheduler(loaded, scheduler_config(), metrics)
+                )
+                scheduler.start()
         except Exception as e:  # reported, and the server told to stop
             state.status, state.detail = "failed", str(e)
             message = str(e) if isinstance(e, UserError) else f"cannot load {settings.run}: {e}"
@@ -138,6 +150,12 @@ def create_app(
         lifespan=lifespan,
     )
     _error_handlers(app)
+
+    def scheduler_config() -> SchedulerConfig:
+        return SchedulerConfig(
+            settings.kv_cache_mb, settings.max_seqs, settings.max_queue,
+            settings.batch_invariant, settings.prefill_chunk,
+        )  # fmt: skip
 
     def ready() -> None:
         if state.status != "ready":
@@ -191,7 +209,7 @@ def create_app(
         }
 
         @app.post("/v1/completions", response_model=schemas.CompletionResponse, responses=generated)
-        async def completions(body: request_model) -> Any:  # type: ignore[valid-type]
+        async def completions(body: request_model, request: Request) -> Any:  # type: ignore[valid-type]
             """OpenAI-compatible completions; the same seed gives the same text."""
             ready()
             req: Any = body
@@ -203,7 +221,7 @@ def create_app(
                     422, "prompt: not valid Unicode (a lone surrogate)", param="prompt"
                 ) from None
             form = CompletionForm(served.name, now())
-            return await generate(req, req.prompt, req.max_tokens, form)
+            return await generate(req, req.prompt, req.max_tokens, form, request)
 
         # In the schema only for a model with a chat template; another answers 400 saying so.
         @app.post(
@@ -212,7 +230,7 @@ def create_app(
             responses=generated,
             include_in_schema=served.chats,
         )
-        async def chat_completions(body: chat_model) -> Any:  # type: ignore[valid-type]
+        async def chat_completions(body: chat_model, request: Request) -> Any:  # type: ignore[valid-type]
             """OpenAI-compatible chat completions: the messages written by the model's chat
             template, completed as /v1/completions completes a prompt."""
             ready()
@@ -221,7 +239,8 @@ def create_app(
             assert served.loaded is not None
             ids = chat.prompt_ids(served.loaded.tokenizer, req, settings, served.name)
             max_tokens = req.max_completion_tokens or req.max_tokens or settings.max_tokens
-            return await generate(req, ids, max_tokens, chat.ChatForm(served.name, now(), req))
+            form = chat.ChatForm(served.name, now(), req)
+            return await generate(req, ids, max_tokens, form, request)
 
         def served_model(name: str | None) -> None:
             if name not in (None, served.name):
@@ -229,36 +248,62 @@ def create_app(
                     404, f"model {name!r} is not served here; use {served.name!r}", param="model"
                 )
 
-        async def generate(req: Any, prompt: str | list[int], max_tokens: int, form: ResponseForm) -> Any:  # fmt: skip
+        async def generate(req: Any, prompt: str | list[int], max_tokens: int, form: ResponseForm, request: Request) -> Any:  # fmt: skip
             """The answer to a validated request for `max_tokens` after `prompt`, whole or
             streamed, written by `form`."""
             seed = req.seed if req.seed is not None else secrets.randbelow(2**63)
             stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+            top_k, top_p = req.top_k or None, req.top_p if req.top_p < 1 else None
             assert served.loaded is not None
-            generation = Generation(
-                served.loaded, served.executor, prompt, max_tokens, req.temperature,
-                req.top_k or None, req.top_p if req.top_p < 1 else None, seed, stop,
-            )  # fmt: skip
+            generation: Generation | BatchedGeneration
+            if req.stream and state.streams >= settings.max_streams:
+                raise too_many_streams()
+            if scheduler is not None:
+                try:
+                    sequence = scheduler.submit(
+                        prompt, max_tokens, req.temperature, top_k, top_p, seed, stop, req.stream
+                    )
+                except SchedulerFull:
+                    raise ApiError(
+                        503,
+                        f"{settings.max_queue} completions are waiting (--max-queue); retry shortly",
+                        "unavailable_error",
+                        headers={"Retry-After": RETRY_AFTER_SECONDS},
+                    ) from None
+                generation = BatchedGeneration(scheduler, sequence)
+            else:
+                generation = Generation(
+                    served.loaded, served.executor, prompt, max_tokens, req.temperature,
+                    top_k, top_p, seed, stop,
+                )  # fmt: skip
             deadline = time.monotonic() + settings.timeout_s
             if req.stream:
                 return await stream(generation, deadline, form)
             try:
-                text = await asyncio.wait_for(generation.text(), settings.timeout_s)
+                text = await asyncio.wait_for(
+                    _unless_disconnected(request, generation.text()), settings.timeout_s
+                )
             except TimeoutError:
                 raise ApiError(504, _timeout_message(settings), "timeout_error") from None
+            except ClientGone:  # no one reads the answer; the slot is free
+                return Response(status_code=499)
             finally:
                 generation.close()
             metrics.observe_generation(generation.completion_tokens, generation.seconds)
             return form.response(text, generation.finish_reason, generation.usage())
 
-        async def stream(generation: Generation, deadline: float, form: ResponseForm) -> Response:
+        def too_many_streams() -> ApiError:
+            return ApiError(
+                429,
+                f"{settings.max_streams} streams are running (--max-streams); retry shortly",
+                "rate_limit_error",
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            )
+
+        async def stream(generation: Generation | BatchedGeneration, deadline: float, form: ResponseForm) -> Response:  # fmt: skip
             if state.streams >= settings.max_streams:
-                raise ApiError(
-                    429,
-                    f"{settings.max_streams} streams are running (--max-streams); retry shortly",
-                    "rate_limit_error",
-                    headers={"Retry-After": RETRY_AFTER_SECONDS},
-                )
+                generation.close()
+                raise too_many_streams()
             state.streams += 1
             metrics.streams.inc()
             try:  # the first piece before the status: a prompt the model cannot read is a 422
@@ -275,7 +320,10 @@ def create_app(
             )
 
         async def events(
-            generation: Generation, first: str | None, deadline: float, form: ResponseForm
+            generation: Generation | BatchedGeneration,
+            first: str | None,
+            deadline: float,
+            form: ResponseForm,
         ) -> AsyncIterator[str]:
             def event(data: dict[str, Any]) -> str:
                 return f"data: {json.dumps(data)}\n\n"
@@ -342,6 +390,24 @@ def create_app(
             return JSONResponse(result)
 
     return Gate(app, state, metrics, {r.path for r in app.routes}, settings.api_key, settings.max_body_bytes)  # type: ignore[attr-defined]  # fmt: skip
+
+
+class ClientGone(Exception):
+    """The client of a request closed its connection before the answer."""
+
+
+async def _unless_disconnected(request: Request, work: Any) -> Any:
+    """`await work`, unless the client hangs up first (ClientGone; the work is cancelled)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientGone
+    finally:
+        task.cancel()
 
 
 def _timeout_message(settings: ServeSettings) -> str:

@@ -1,10 +1,10 @@
-"""One completion, generated a token at a time in the model's thread.
+"""One completion as the event loop awaits it, piece by piece.
 
-`LoadedRun.stream` yields text pieces; each piece is computed in the model thread, and the
-event loop runs in between, so concurrent completions take turns token by token and a slow
-one cannot starve a short one. Generation steps are not batched across requests: a batch
-changes the floating-point reductions of each row, and the same seed must give the same text
-as `hone sample` and as the streamed call.
+`BatchedGeneration`: the scheduler (hone.serve.scheduler) generates it in one batch with the
+other running completions, and hands its pieces over through an asyncio queue; hone's GPT
+and the Llama family are served so. `Generation`: a model that decodes through no key/value
+cache (an ONNX graph) runs `LoadedRun.stream` in the model thread, one completion's chunk of
+tokens at a time, taking turns with the others.
 
 A `ResponseForm` writes the result in one API's shape, whole or streamed: `CompletionForm`
 for /v1/completions, `hone.serve.chat.ChatForm` for /v1/chat/completions.
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from hone.engine.inference import LoadedRun
+    from hone.serve.scheduler import Scheduler, Sequence
 
 # How long the model thread generates before handing what it has to the event loop.
 CHUNK_SECONDS = 0.02
@@ -100,6 +101,67 @@ class Generation:
     def usage(self) -> dict[str, Any]:
         assert self.stream.completion is not None, "generation has not finished"
         done = self.stream.completion
+        return {
+            "prompt_tokens": done.prompt_tokens,
+            "completion_tokens": done.completion_tokens,
+            "total_tokens": done.prompt_tokens + done.completion_tokens,
+        }
+
+
+class BatchedGeneration:
+    """The text pieces of one completion that the scheduler generates in a batch with the
+    others (hone.serve.scheduler); the same interface as Generation."""
+
+    def __init__(self, scheduler: Scheduler, sequence: Sequence) -> None:
+        self.scheduler, self.sequence = scheduler, sequence
+        self.started = time.perf_counter()
+        self.seconds = 0.0
+        self.done = False
+
+    async def next_piece(self) -> str | None:
+        """The next piece of text, or None once generation has finished."""
+        if self.done:
+            return None
+        item = await self.sequence.out.get()
+        parts: list[str] = []
+        while True:  # all the pieces that have arrived, as one
+            if item is None:
+                self.done = True
+                self.seconds = time.perf_counter() - self.started
+                break
+            if isinstance(item, BaseException):
+                self.done = True
+                raise item
+            parts.append(item)
+            if self.sequence.out.empty():
+                break
+            item = self.sequence.out.get_nowait()
+        return "".join(parts) if parts or not self.done else None
+
+    async def text(self) -> str:
+        parts = []
+        while (piece := await self.next_piece()) is not None:
+            parts.append(piece)
+        return "".join(parts)
+
+    def close(self) -> None:
+        """Stop generating (the client went away or the request timed out): the slot frees."""
+        if self.sequence.completion is None:
+            self.scheduler.cancel(self.sequence)
+
+    @property
+    def finish_reason(self) -> str:
+        assert self.sequence.completion is not None, "generation has not finished"
+        return self.sequence.completion.finish_reason
+
+    @property
+    def completion_tokens(self) -> int:
+        assert self.sequence.completion is not None, "generation has not finished"
+        return self.sequence.completion.completion_tokens
+
+    def usage(self) -> dict[str, Any]:
+        done = self.sequence.completion
+        assert done is not None, "generation has not finished"
         return {
             "prompt_tokens": done.prompt_tokens,
             "completion_tokens": done.completion_tokens,

@@ -8,6 +8,7 @@ PROMETHEUS_MULTIPROC_DIR, which the supervisor sets before any worker starts.
 from __future__ import annotations
 
 import os
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -65,7 +66,7 @@ class ServerMetrics:
         )
         self.queue_depth = Gauge(
             "hone_queue_depth",
-            "Predict requests waiting for the model",
+            "Requests waiting for the model: predict rows, or completions waiting for a slot",
             multiprocess_mode="livesum",
             registry=own,
         )
@@ -90,6 +91,75 @@ class ServerMetrics:
             buckets=TOKENS_PER_SECOND_BUCKETS,
             registry=own,
         )
+
+        # Continuous batching of completions (hone.serve.scheduler)
+        self.time_to_first_token = Histogram(
+            "hone_time_to_first_token_seconds",
+            "Time from a completion's arrival to its first generated token",
+            buckets=LATENCY_BUCKETS,
+            registry=own,
+        )
+        self.inter_token_latency = Histogram(
+            "hone_inter_token_latency_seconds",
+            "Time between two tokens of one completion",
+            buckets=LATENCY_BUCKETS,
+            registry=own,
+        )
+        self.decode_batch = Histogram(
+            "hone_decode_batch_size",
+            "Sequences advanced by one batched decoding step",
+            buckets=BATCH_BUCKETS,
+            registry=own,
+        )
+        self.running_sequences = Gauge(
+            "hone_running_sequences",
+            "Completions holding a slot (being prefilled or decoded)",
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self.batch_occupancy = Gauge(
+            "hone_batch_occupancy_ratio",
+            "Share of the slots held by running completions",
+            multiprocess_mode="liveall",
+            registry=own,
+        )
+        self.kv_cache_bytes = Gauge(
+            "hone_kv_cache_used_bytes",
+            "Bytes of the slots' key/value cache holding tokens of running completions",
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self.kv_cache_capacity = Gauge(
+            "hone_kv_cache_capacity_bytes",
+            "Bytes allocated for the slots' key/value cache (--kv-cache-mb)",
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self.generation_throughput = Gauge(
+            "hone_generated_tokens_per_second",
+            "Tokens generated per second by all completions, over the last second or more",
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self._window_tokens, self._window_start = 0, time.perf_counter()
+
+    def observe_scheduler(
+        self, waiting: int, running: int, num_slots: int, cache_bytes: int
+    ) -> None:
+        """The scheduler's state after admitting new sequences."""
+        self.queue_depth.set(waiting)
+        self.running_sequences.set(running)
+        self.batch_occupancy.set(running / num_slots)
+        self.kv_cache_bytes.set(cache_bytes)
+
+    def observe_step(self, num_tokens: int) -> None:
+        """A decoding step advanced `num_tokens` sequences by a token each."""
+        self.decode_batch.observe(num_tokens)
+        self._window_tokens += num_tokens
+        now = time.perf_counter()
+        if now - self._window_start >= 1.0:
+            self.generation_throughput.set(self._window_tokens / (now - self._window_start))
+            self._window_tokens, self._window_start = 0, now
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route=route, status=str(status)).inc()

@@ -46,7 +46,13 @@ class ServeSettings:
     max_body_bytes: int = 1_000_000
     max_tokens: int = 1024  # the largest `max_tokens` a completion may ask for
     max_prompt_chars: int = 8192
-    max_streams: int = 8  # concurrent streamed completions; more are answered 429
+    max_streams: int = 256  # concurrent streamed completions; more are answered 429
+    # Completions (hone.serve.scheduler): decoded together, each with a slot of the model's
+    # context in the key/value cache; beyond the slots they wait in the queue (--max-queue).
+    kv_cache_mb: float = 0.0  # the slots' memory; 0: the weights' size, at least 64 MiB
+    max_seqs: int = 64  # sequences decoded together at most
+    prefill_chunk: int = 128  # prompt tokens fed per step, so a long one stalls no one
+    batch_invariant: bool = False  # every step at one shape: a text never depends on others
     timeout_s: float = 60.0  # per request; 504 after it
     grace_s: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     threads: int = 0  # torch threads of each worker; 0 keeps torch's default
@@ -71,6 +77,8 @@ class ServeSettings:
             "--max-tokens": self.max_tokens,
             "--max-prompt-chars": self.max_prompt_chars,
             "--max-streams": self.max_streams,
+            "--max-seqs": self.max_seqs,
+            "--prefill-chunk": self.prefill_chunk,
         }
         for flag, value in positive.items():
             if value < 1:
@@ -83,6 +91,7 @@ class ServeSettings:
             ("--max-wait-ms", self.max_wait_ms),
             ("--timeout", self.timeout_s),
             ("--grace", self.grace_s),
+            ("--kv-cache-mb", self.kv_cache_mb),
         ):
             if seconds < 0:
                 raise ConfigError(f"{flag} must be at least 0, got {seconds}")
