@@ -26,7 +26,47 @@ if TYPE_CHECKING:
 CHUNK_SECONDS = 0.02
 
 
-class Generation:
+class _Pieces:
+    """What both kinds of generation give once their pieces are awaited: the whole text, and
+    the finished Completion's reason and token counts. Subclasses define `next_piece` and
+    `_completion` (None until generation has finished)."""
+
+    async def next_piece(self) -> str | None:
+        raise NotImplementedError
+
+    @property
+    def _completion(self) -> Any:
+        raise NotImplementedError
+
+    async def text(self) -> str:
+        parts = []
+        while (piece := await self.next_piece()) is not None:
+            parts.append(piece)
+        return "".join(parts)
+
+    def _done(self) -> Any:
+        done = self._completion
+        assert done is not None, "generation has not finished"
+        return done
+
+    @property
+    def finish_reason(self) -> str:
+        return str(self._done().finish_reason)
+
+    @property
+    def completion_tokens(self) -> int:
+        return int(self._done().completion_tokens)
+
+    def usage(self) -> dict[str, Any]:
+        done = self._done()
+        return {
+            "prompt_tokens": done.prompt_tokens,
+            "completion_tokens": done.completion_tokens,
+            "total_tokens": done.prompt_tokens + done.completion_tokens,
+        }
+
+
+class Generation(_Pieces):
     """The text pieces of one completion, awaited one by one."""
 
     def __init__(
@@ -78,37 +118,16 @@ class Generation:
             parts.append(piece)
         return "".join(parts)
 
-    async def text(self) -> str:
-        parts = []
-        while (piece := await self.next_piece()) is not None:
-            parts.append(piece)
-        return "".join(parts)
-
     def close(self) -> None:
         """Stop generating (the client went away or the request timed out)."""
         self.executor.submit(self.stream.close)
 
     @property
-    def finish_reason(self) -> str:
-        assert self.stream.completion is not None, "generation has not finished"
-        return self.stream.completion.finish_reason
-
-    @property
-    def completion_tokens(self) -> int:
-        assert self.stream.completion is not None, "generation has not finished"
-        return self.stream.completion.completion_tokens
-
-    def usage(self) -> dict[str, Any]:
-        assert self.stream.completion is not None, "generation has not finished"
-        done = self.stream.completion
-        return {
-            "prompt_tokens": done.prompt_tokens,
-            "completion_tokens": done.completion_tokens,
-            "total_tokens": done.prompt_tokens + done.completion_tokens,
-        }
+    def _completion(self) -> Any:
+        return self.stream.completion
 
 
-class BatchedGeneration:
+class BatchedGeneration(_Pieces):
     """The text pieces of one completion that the scheduler generates in a batch with the
     others (hone.serve.scheduler); the same interface as Generation."""
 
@@ -138,35 +157,14 @@ class BatchedGeneration:
             item = self.sequence.out.get_nowait()
         return "".join(parts) if parts or not self.done else None
 
-    async def text(self) -> str:
-        parts = []
-        while (piece := await self.next_piece()) is not None:
-            parts.append(piece)
-        return "".join(parts)
-
     def close(self) -> None:
         """Stop generating (the client went away or the request timed out): the slot frees."""
         if self.sequence.completion is None:
             self.scheduler.cancel(self.sequence)
 
     @property
-    def finish_reason(self) -> str:
-        assert self.sequence.completion is not None, "generation has not finished"
-        return self.sequence.completion.finish_reason
-
-    @property
-    def completion_tokens(self) -> int:
-        assert self.sequence.completion is not None, "generation has not finished"
-        return self.sequence.completion.completion_tokens
-
-    def usage(self) -> dict[str, Any]:
-        done = self.sequence.completion
-        assert done is not None, "generation has not finished"
-        return {
-            "prompt_tokens": done.prompt_tokens,
-            "completion_tokens": done.completion_tokens,
-            "total_tokens": done.prompt_tokens + done.completion_tokens,
-        }
+    def _completion(self) -> Any:
+        return self.sequence.completion
 
 
 class ResponseForm(Protocol):
