@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from hone.models.base import MODELS, ModelSpec
 # what makes grouped-query attention's cache H / G times smaller).
 from hone.models.gpt import KVCache, document_mask, language_model_vocab
 from hone.models.lm_loss import lm_head_loss
+from hone.models.recompute import recomputed
 
 
 @register_model_config("llama")
@@ -149,6 +151,10 @@ class RMSNorm(nn.RMSNorm):
             out = _RMSNormFunction.apply(x, self.weight, self.eps)
             assert isinstance(out, torch.Tensor)
             return out
+        return _rms_norm(x, self.weight, self.eps)
+
+    def remake(self, x: torch.Tensor) -> torch.Tensor:
+        """forward(x) again, to the bit, without autograd (for hone.models.recompute)."""
         return _rms_norm(x, self.weight, self.eps)
 
 
@@ -298,49 +304,13 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate(x), self.up(x)  # (B, T, F) each
-        down = self.down
-        if type(down) is nn.Linear and down.bias is None and torch.is_grad_enabled():
-            out = _SwiGLUDown.apply(gate, up, down.weight)  # a converter's down runs as is
-            assert isinstance(out, torch.Tensor)
-            return self.dropout(out)
-        return self.dropout(down(F.silu(gate) * up))
-
-
-class _SwiGLUDown(torch.autograd.Function):
-    """down(silu(gate) * up) that keeps gate and up for backward, and recomputes the rest:
-    autograd's own keeps silu(gate) and the product too, four (B, T, F) tensors a block
-    instead of two (SmolLM2-135M, batch 4 x 256: 360 MB less over its 30 blocks). The
-    recomputation is three elementwise passes, no matmul."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor
-    ) -> torch.Tensor:
-        ctx.save_for_backward(gate, up, weight)
-        hidden = F.silu(gate) * up  # (B, T, F)
-        # in the dtype autocast gave gate and up (the weight's cast is what autocast does)
-        with torch.autocast(gate.device.type, enabled=False):
-            return F.linear(hidden, weight.to(hidden.dtype))  # (B, T, C)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        gate, up, weight = ctx.saved_tensors
-        sigmoid = torch.sigmoid(gate)
-        silu = gate * sigmoid
-        grad = grad.to(gate.dtype)
-        grad_weight = None
-        if ctx.needs_input_grad[2]:
+        # Backward keeps gate and up only: silu(gate) (kept by the product) and the product
+        # (kept by down, a plain layer or an adapter) are made again from them.
+        silu = F.silu(gate)
+        with recomputed(silu, lambda: F.silu(gate)):
             hidden = silu * up
-            grad_weight = grad.reshape(-1, grad.size(-1)).t() @ hidden.reshape(-1, up.size(-1))
-            grad_weight = grad_weight.to(weight.dtype)  # (C, F)
-        grad_hidden = grad @ weight.to(gate.dtype)  # (B, T, F)
-        grad_up = grad_hidden * silu
-        del silu
-        # d silu(g) / dg = sigmoid(g) (1 + g (1 - sigmoid(g))), in place: backward's peak
-        # is when it starts, every activation still held
-        slope = torch.sub(1, sigmoid).mul_(gate).add_(1).mul_(sigmoid)
-        grad_gate = grad_hidden.mul_(up).mul_(slope)
-        return grad_gate, grad_up, grad_weight
+        with recomputed(hidden, lambda: F.silu(gate) * up):
+            return self.dropout(self.down(hidden))
 
 
 class Block(nn.Module):
@@ -359,8 +329,14 @@ class Block(nn.Module):
         layer: int = 0,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rope, cache, layer, mask)
-        return x + self.mlp(self.norm2(x))
+        # The normed inputs are kept for backward as their recipe (the norm's input is kept
+        # anyway): 4.5 MiB a block at SmolLM2-135M's width and batch 4 x 256.
+        normed = self.norm1(x)
+        with recomputed(normed, partial(self.norm1.remake, x)):
+            mid = x + self.attn(normed, rope, cache, layer, mask)
+        normed = self.norm2(mid)
+        with recomputed(normed, partial(self.norm2.remake, mid)):
+            return mid + self.mlp(normed)
 
 
 class Llama(nn.Module):

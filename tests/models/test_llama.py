@@ -4,7 +4,9 @@ name the flag."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import weakref
 
 import pytest
 import torch
@@ -13,15 +15,10 @@ from torch import nn
 
 from hone.config import ModelConfig
 from hone.errors import ConfigError
+from hone.finetune.lora import LoRA, lora_layers
 from hone.models import ModelSpec, build_model
 from hone.models.generate import generate
-from hone.models.llama import (
-    Llama,
-    LlamaConfig,
-    _RMSNormFunction,
-    _SwiGLUDown,
-    rope_frequencies,
-)
+from hone.models.llama import MLP, Llama, LlamaConfig, _RMSNormFunction, rope_frequencies
 
 VOCAB = 40
 
@@ -76,12 +73,12 @@ def test_activation_checkpointing_gives_the_same_gradients() -> None:
 
 
 def test_the_lean_norm_and_mlp_give_autograds_gradients() -> None:
-    """The RMSNorm and SwiGLU that keep less for backward (hone.models.llama) against
-    autograd through the plain formulas, in fp32 and under bf16 autocast."""
+    """The RMSNorm that keeps only its input, and the MLP whose silu(gate) and product are
+    made again in backward (hone.models.recompute), against autograd through the plain
+    formulas, in fp32 and under bf16 autocast."""
     g = torch.Generator().manual_seed(5)
     x, gain = torch.randn(3, 5, 8, generator=g), torch.randn(8, generator=g) + 1
-    gate, up = torch.randn(3, 5, 16, generator=g), torch.randn(3, 5, 16, generator=g)
-    down = torch.randn(8, 16, generator=g)
+    mlp = MLP(LlamaConfig(n_embd=8, intermediate_size=16))
 
     def norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
         out = _RMSNormFunction.apply(x, gain, 1e-5)
@@ -91,54 +88,69 @@ def test_the_lean_norm_and_mlp_give_autograds_gradients() -> None:
     def plain_norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x.float(), (8,), None, 1e-5).to(x.dtype) * gain
 
-    def mlp(gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-        out = _SwiGLUDown.apply(gate, up, down)
-        assert isinstance(out, torch.Tensor)
-        return out
+    def plain_mlp(x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        return mlp.down(F.silu(mlp.gate(x)) * mlp.up(x))
 
-    def plain_mlp(gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.silu(gate) * up, down)
-
-    # (the norm takes its statistics in fp32 whatever the input's dtype: no float64 check)
-    assert torch.autograd.gradcheck(
-        mlp, tuple(t.double().requires_grad_() for t in (gate, up, down))
-    )
     for dtype, atol in ((torch.float32, 1e-5), (torch.bfloat16, 3e-2)):
-        for ours, theirs, inputs in (
-            (norm, plain_norm, (x, gain)),
-            (mlp, plain_mlp, (gate, up, down)),
-        ):
+        for ours, theirs in ((norm, plain_norm), (lambda x, _: mlp(x), plain_mlp)):
             results = []
             for fn in (ours, theirs):
-                leaves = [t.clone().requires_grad_() for t in inputs]
+                leaves = [t.clone().requires_grad_() for t in (x, gain)]
+                mlp.zero_grad()
                 with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
                     out = fn(*leaves)
                 out.float().square().sum().backward()
-                results.append([out.float(), *(t.grad for t in leaves)])
+                grads = [t.grad for t in leaves] + [p.grad for p in mlp.parameters()]
+                results.append([out.float(), *(g for g in grads if g is not None)])
             for a, b in zip(*results, strict=True):
-                assert a is not None and b is not None and a.dtype == b.dtype
+                assert a.dtype == b.dtype
                 assert torch.allclose(a.float(), b.float(), atol=atol, rtol=atol), (dtype, fn)
 
 
-def test_a_block_keeps_two_mlp_wide_tensors_for_backward() -> None:
-    """gate and up, not silu(gate) and the product too; and no copy of attention's output."""
-    model = tiny().train()
-    width, C = model.config.mlp_width, model.config.n_embd
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    kept: dict[int, tuple[int, ...]] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.untyped_storage().data_ptr() not in params:
-            kept[t.untyped_storage().data_ptr()] = tuple(t.shape)
-        return t
-
+@pytest.mark.parametrize("adapters", [False, True])
+def test_a_block_keeps_neither_normed_inputs_nor_the_mlp_product(adapters: bool) -> None:
+    """The normed inputs and silu(gate) * up are made again in backward, not kept, for plain
+    layers and for LoRA's (whose A keeps its input), and the gradients are the very ones of
+    a model that keeps them (any outer saved-tensor hooks turn the recomputation off)."""
     idx = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(6))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(idx, targets=idx)
-    assert sum(shape[-1] == width for shape in kept.values()) == 2 * len(model.blocks)
-    # per block: its input, the normed input, q, attention's output, the mid-block stream
-    # and its normed copy; then the head's input
-    assert sum(shape[-1] == C for shape in kept.values()) == 6 * len(model.blocks) + 1
+    grads = []
+    for keep_all in (False, True):
+        model = tiny().train()
+        if adapters:
+            LoRA(4, 8, 0.0, "all-linear").convert(model)
+            for layer in lora_layers(model).values():  # B off zero: the adapters matter
+                nn.init.normal_(layer.lora_b.weight)
+        watched: dict[str, list[weakref.ref[torch.Tensor]]] = {"normed": [], "product": []}
+        watched["gate, up"] = []
+        for block in model.blocks:
+            for norm in (block.norm1, block.norm2):
+                norm.register_forward_hook(
+                    lambda m, i, out: watched["normed"].append(weakref.ref(out))
+                )
+            block.mlp.down.register_forward_pre_hook(
+                lambda m, i: watched["product"].append(weakref.ref(i[0]))
+            )
+            for layer in (block.mlp.gate, block.mlp.up):
+                layer.register_forward_hook(
+                    lambda m, i, out: watched["gate, up"].append(weakref.ref(out))
+                )
+        with contextlib.ExitStack() as stack:
+            if keep_all:
+                stack.enter_context(torch.autograd.graph.saved_tensors_hooks(id_, id_))
+            loss = model(idx, targets=idx)
+        alive = {name: sum(ref() is not None for ref in refs) for name, refs in watched.items()}
+        if not keep_all:
+            assert alive == {"normed": 0, "product": 0, "gate, up": 2 * len(model.blocks)}
+        else:
+            assert alive["normed"] == 2 * len(model.blocks) and alive["product"] > 0
+        loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+
+
+def id_(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def test_sizes_flops_and_tied_head() -> None:
