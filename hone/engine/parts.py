@@ -22,6 +22,7 @@ from hone.data.batching import ExampleBatcher
 from hone.data.loader_batcher import LoaderBatcher
 from hone.data.loaders import LoaderData
 from hone.distributed.context import DistContext
+from hone.engine.precision import resolve_precision
 from hone.engine.task_base import ModelLoss
 from hone.engine.tasks import Task, resolve_task, task_of
 from hone.errors import ConfigError
@@ -67,7 +68,8 @@ def build_parts(
     if model is None:
         model = build_model(cfg.model, spec)
     # [lora] enabled: adapters on the frozen model, after the converters handed in
-    converters = with_config_adapters(cfg, converters)
+    precision, _ = resolve_precision(cfg.train.precision, device)
+    converters = with_config_adapters(cfg, converters, precision)
     model, records = convert_model(model, converters)
     model = model.to(device)
     if hasattr(model, "activation_checkpointing"):

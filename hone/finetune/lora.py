@@ -40,14 +40,23 @@ if TYPE_CHECKING:
     from hone.finetune.settings import LoRAConfig
     from hone.run_files import RunFiles
 
-# [lora] base_dtype -> the dtype the frozen base weights are held in (None: as built).
-# bf16 halves their memory and costs little time: each forward casts the weights to the
-# input's dtype, a copy next to the matmuls. bench/lora_base_dtype.py on a 2-core AMD EPYC
-# (AVX2; no AVX512, no native bf16) shared with other jobs: Llama 512 wide, 4 blocks, rank
-# 8, 8 x 128 tokens, forward + backward in fp32: bf16 base / fp32 base = 0.95 to 1.10 over
-# six runs (1 and 2 threads, attention and all-linear), as noisy as the machine; no speed-up.
+# [lora] base_dtype -> the dtype the frozen base weights are held in (None: as built); "auto"
+# is resolved from the run's precision (`base_dtype_for`) before the converter is made.
+# bf16 halves their memory, at the cost of a cast to the input's dtype at each forward. On a
+# 2-core AMD EPYC (AVX2; no AVX512, no native bf16), SmolLM2-135M, rank 16 all-linear, batch
+# 4 x 256 in fp32 (bench/lora.py peft, idle machine): 0.86x the tokens/s of an fp32 base, and
+# a higher peak RSS for an fp32 checkpoint (its mapped pages stay beside the bf16 copies).
+# Under bf16 autocast the cast is the one autocast makes anyway: hence "auto".
 _BASE_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-assert set(_BASE_DTYPES) == set(BASE_DTYPES)
+assert set(_BASE_DTYPES) | {"auto"} == set(BASE_DTYPES)
+
+
+def base_dtype_for(base_dtype: str, precision: str) -> str:
+    """`[lora] base_dtype` for a run computing in `precision` (train.precision resolved):
+    "auto" is bf16 under bf16 autocast, fp32 otherwise; any other value is itself."""
+    if base_dtype != "auto":
+        return base_dtype
+    return "bf16" if precision == "bf16" else "fp32"
 
 
 class LoRALinear(nn.Module):
@@ -206,7 +215,7 @@ class LoRA(ModelConverter):
     ) -> None:
         if rank < 1:
             raise ConfigError(f"lora.rank must be at least 1, got {rank}; set --lora.rank=8")
-        if base_dtype not in _BASE_DTYPES:
+        if base_dtype not in _BASE_DTYPES:  # "auto" is resolved by base_dtype_for first
             raise ConfigError(
                 f"lora.base_dtype must be one of {', '.join(_BASE_DTYPES)}, got {base_dtype!r}; "
                 "set --lora.base_dtype=fp32"
@@ -219,8 +228,12 @@ class LoRA(ModelConverter):
         self.targets = target_suffixes(targets)  # narrowed to the matching ones by convert
 
     @classmethod
-    def from_config(cls, cfg: LoRAConfig, frozen_base: dict[str, Any] | None = None) -> LoRA:
-        return cls(cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, cfg.base_dtype, frozen_base)
+    def from_config(
+        cls, cfg: LoRAConfig, precision: str, frozen_base: dict[str, Any] | None = None
+    ) -> LoRA:
+        """The converter `[lora]` describes, for a run computing in `precision`."""
+        base_dtype = base_dtype_for(cfg.base_dtype, precision)
+        return cls(cfg.rank, cfg.alpha, cfg.dropout, cfg.targets, base_dtype, frozen_base)
 
     def _modules(self, model: nn.Module) -> list[str]:
         """The names of the linear layers the targets match; one line for an item that
@@ -279,9 +292,12 @@ class LoRA(ModelConverter):
 CONVERTERS.add("lora", LoRA)
 
 
-def with_config_adapters(cfg: Config, converters: Iterable[ModelConverter]) -> list[ModelConverter]:
+def with_config_adapters(
+    cfg: Config, converters: Iterable[ModelConverter], precision: str
+) -> list[ModelConverter]:
     """`converters`, and after them LoRA when the config's `[lora] enabled` and none of
-    them is LoRA already (hone compress hands a loaded LoRA run's own, record-only)."""
+    them is LoRA already (hone compress hands a loaded LoRA run's own, record-only), for a
+    run computing in `precision` (train.precision resolved)."""
     converters = list(converters)
     if cfg.lora.enabled and not any(c.name == LoRA.name for c in converters):
         frozen_base = None
@@ -289,5 +305,5 @@ def with_config_adapters(cfg: Config, converters: Iterable[ModelConverter]) -> l
             from hone.finetune.frozen_base import base_reference
 
             frozen_base = base_reference(cfg.model.path)
-        converters.append(LoRA.from_config(cfg.lora, frozen_base))
+        converters.append(LoRA.from_config(cfg.lora, precision, frozen_base))
     return converters

@@ -29,7 +29,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
         "mlp.gate", "mlp.up", "mlp.down", "mlp.fc", "mlp.proj",
     ),
 }  # fmt: skip
-BASE_DTYPES = ("fp32", "bf16")
+BASE_DTYPES = ("auto", "fp32", "bf16")
 _MODULE_NAME = re.compile(r"\w+(\.\w+)*")  # nn.Sequential's children are 0, 1, ...
 
 
@@ -70,9 +70,10 @@ class LoRAConfig:
         "module-name suffixes (attn.q,attn.v)",
     )
     base_dtype: str = opt(
-        "fp32",
-        "dtype the frozen base weights are held in (bf16 halves their memory; they compute "
-        "in the input's dtype)",
+        "auto",
+        "dtype the frozen base weights are held in: bf16 halves their memory, each forward "
+        "casts them to the input's dtype; auto is bf16 where the run computes in bf16 "
+        "(train.precision, autocast casts them anyway), else fp32",
         choices=list(BASE_DTYPES),
     )
 
