@@ -11,18 +11,20 @@ threads, the sides alternating round by round; each prints its numbers and the r
            from `labels`), in fp32 and under bf16 autocast. Tokens/s of the fastest step and
            peak RSS (VmHWM). Also hone with the base held in bf16 (lora.base_dtype) and with
            activation checkpointing (train.activation_checkpointing), as extra rows.
-  packing  `hone train` on chat data (prompt/completion records of 20 to 256 tokens, a
-           word-level tokenizer: one token a word) from the same checkpoint, 4 rows of 256
-           a step, padded rows against packed ones (data.pack): the real tokens a second
-           the run logs (padding not counted, hone.data.batching.ExampleBatcher.real_tokens).
+  packing  `hone train` on chat data (prompt/completion records of 20 to 256 tokens, spread
+           uniformly or log-uniformly: --lengths; a word-level tokenizer, one token a
+           word) from the same checkpoint, --batch rows of 256 a step, padded rows against
+           packed ones (data.pack): the real tokens a second the run logs (padding not
+           counted, hone.data.batching.ExampleBatcher.real_tokens).
 
-Run: `.venv/bin/python bench/lora.py peft|packing [--rounds N] [--steps N]`.
+Run: `.venv/bin/python bench/lora.py peft|packing [--rounds N] [--steps N] [--batch N]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -148,12 +150,17 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
     return {"tokens_per_second": BATCH * TOKENS / min(times), "peak": rss_bytes("VmHWM")}
 
 
-def chat_records(path: Path, count: int) -> None:
-    """`count` prompt/completion records of 20 to 256 words (tokens) in all, uniformly."""
+def chat_records(path: Path, count: int, lengths: str) -> None:
+    """`count` prompt/completion records of 20 to 256 words (tokens) in all: uniformly
+    (`uniform`), or log-uniformly (`long-tail`: as many of 20-40 tokens as of 128-256, the
+    shape of most chat and instruction sets, many short answers and a few long ones)."""
     rng = random.Random(0)
     lines = []
     for _ in range(count):
-        total = rng.randint(20, 255)  # + the EOS: at most 256 tokens
+        if lengths == "uniform":
+            total = rng.randint(20, 255)  # + the EOS: at most 256 tokens
+        else:
+            total = min(255, int(math.exp(rng.uniform(math.log(20), math.log(256)))))
         prompt_words = rng.randint(1, total // 2)
         words = [f"w{rng.randrange(WORDS)}" for _ in range(total)]
         record = {
@@ -164,7 +171,7 @@ def chat_records(path: Path, count: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def worker_packing(pack: str, steps: int) -> dict[str, Any]:
+def worker_packing(pack: str, steps: int, lengths: str, batch: int) -> dict[str, Any]:
     """`hone train` with padded or packed rows: the median of the real tokens/s it logs
     (the first step left out), and the share of padding in its rows."""
     import tempfile
@@ -174,12 +181,12 @@ def worker_packing(pack: str, steps: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         records = Path(tmp) / "chat.jsonl"
-        chat_records(records, 400)
+        chat_records(records, 400, lengths)
         overrides = [
             "model.name=pretrained", f"model.path={FOLDER}", f"model.block_size={TOKENS}",
             "data.name=chat", f"data.path={records}", "data.val_fraction=0",
             f"data.pack={pack}", "lora.enabled=true", f"lora.rank={RANK}", f"lora.alpha={ALPHA}",
-            "lora.targets=all-linear", f"train.batch_size={BATCH}", f"train.max_steps={steps}",
+            "lora.targets=all-linear", f"train.batch_size={batch}", f"train.max_steps={steps}",
             "train.max_epochs=0", "train.eval_every=0", "train.sample_tokens=0",
             "train.precision=fp32", f"train.threads={THREADS}", "log.every=1",
             "log.tensorboard=false", "log.progress=off", "log.stats_every=0",
@@ -250,21 +257,26 @@ def bench_peft(rounds: int, steps: int, precisions: list[str], names: list[str])
             )
 
 
-def bench_packing(rounds: int, steps: int) -> None:
+def bench_packing(rounds: int, steps: int, distributions: list[str], batch: int) -> None:
     in_subprocess("save")
-    results: dict[str, list[dict[str, Any]]] = {"false": [], "true": []}
-    for i in range(rounds):
-        for pack in ("false", "true") if i % 2 == 0 else ("true", "false"):
-            run = in_subprocess("packing", pack, str(steps))
-            results[pack].append(run)
-            print(f"  pack={pack}: {run}", flush=True)
-    speed = {p: statistics.median(r["tokens_per_second"] for r in rs) for p, rs in results.items()}
-    for pack, runs in results.items():
+    for lengths in distributions:
+        results: dict[str, list[dict[str, Any]]] = {"false": [], "true": []}
+        for i in range(rounds):
+            for pack in ("false", "true") if i % 2 == 0 else ("true", "false"):
+                run = in_subprocess("packing", pack, str(steps), lengths, str(batch))
+                results[pack].append(run)
+                print(f"  {lengths} pack={pack}: {run}", flush=True)
+        speed = {
+            p: statistics.median(r["tokens_per_second"] for r in rs) for p, rs in results.items()
+        }
+        for pack, runs in results.items():
+            print(
+                f"{lengths} pack={pack}: {speed[pack]:.0f} real tokens/s ({runs[0]['examples']} "
+                f"examples of {runs[0]['mean_tokens']:.0f} tokens on average)"
+            )
         print(
-            f"pack={pack}: {speed[pack]:.0f} real tokens/s ({runs[0]['examples']} examples of "
-            f"{runs[0]['mean_tokens']:.0f} tokens on average)"
+            f"{lengths}, {batch} rows a step: packed / padded: {speed['true'] / speed['false']:.2f}x real tokens/s"
         )
-    print(f"packed / padded: {speed['true'] / speed['false']:.2f}x real tokens/s")
 
 
 def main() -> None:
@@ -276,7 +288,7 @@ def main() -> None:
             side, precision, steps, extra = args
             result = worker_step(side, precision, int(steps), "" if extra == "-" else extra)
         else:
-            result = worker_packing(args[0], int(args[1]))
+            result = worker_packing(args[0], int(args[1]), args[2], int(args[3]))
         print(json.dumps(result))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -289,11 +301,21 @@ def main() -> None:
     parser.add_argument(
         "--sides", nargs="+", default=list(SIDES), choices=list(SIDES), help="peft: what runs"
     )
+    parser.add_argument(
+        "--lengths",
+        nargs="+",
+        default=["uniform", "long-tail"],
+        choices=["uniform", "long-tail"],
+        help="packing: how the examples' lengths spread over 20-256 tokens",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help="packing: rows of 256 tokens a step"
+    )
     args = parser.parse_args()
     if args.bench == "peft":
         bench_peft(args.rounds, args.steps, args.precision, args.sides)
     else:
-        bench_packing(args.rounds, args.steps)
+        bench_packing(args.rounds, args.steps, args.lengths, args.batch)
 
 
 if __name__ == "__main__":
