@@ -41,13 +41,13 @@ class TextStream(Iterator[str]):
         self._pieces.close()
 
 
-def _first_stop(text: str, stop: Sequence[str]) -> int | None:
+def first_stop(text: str, stop: Sequence[str]) -> int | None:
     """Where the earliest stop string in `text` begins, or None."""
     found = [i for i in (text.find(s) for s in stop) if i >= 0]
     return min(found) if found else None
 
 
-def _shown_length(text: str, stop: Sequence[str]) -> int:
+def shown_length(text: str, stop: Sequence[str]) -> int:
     """How much of the text decoded so far can be shown for good.
 
     Held back: a trailing U+FFFD, which a byte or BPE tokenizer decodes while a multi-byte

@@ -23,7 +23,7 @@ from hone.config import Config, load_config
 from hone.data import Preprocessor
 from hone.data.base import Tokenizer
 from hone.engine.backends import BACKENDS, Backend, BuiltModel, load_on_meta, recorded_converters
-from hone.engine.completion import Completion, TextStream, _first_stop, _shown_length
+from hone.engine.completion import Completion, TextStream, first_stop, shown_length
 from hone.engine.manifest import verify_manifest
 from hone.engine.precision import Precision, inference_precision
 from hone.engine.tasks import TASKS, Task, evaluate
@@ -341,12 +341,12 @@ class LoadedRun:
                 # The whole text again, not the new token alone: a token may be part of a
                 # character, and some tokenizers join tokens (IdTokenizer puts spaces between).
                 text = self.tokenizer.decode(tokens)
-                cut = _first_stop(text, stop)
+                cut = first_stop(text, stop)
                 if cut is not None:
-                    assert cut >= shown, (text, shown)  # _shown_length held it back
+                    assert cut >= shown, (text, shown)  # shown_length held it back
                     text, finish_reason = text[:cut], "stop"
                     break
-                end = _shown_length(text, stop)
+                end = shown_length(text, stop)
                 if end > shown:
                     yield text[shown:end]
                     shown = end

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from hone.engine.completion import Completion, _first_stop, _shown_length
+from hone.engine.completion import Completion, first_stop, shown_length
 from hone.errors import ConfigError
 from hone.models.generate import sampling_probs
 from hone.models.slot_cache import SlotCache
@@ -365,11 +365,11 @@ class Scheduler:
             seq.finish_reason, ended = "stop", True
         else:
             seq.text = self.tokenizer.decode(seq.tokens)
-            cut = _first_stop(seq.text, seq.stop)
+            cut = first_stop(seq.text, seq.stop)
             if cut is not None:
                 seq.text, seq.finish_reason, ended = seq.text[:cut], "stop", True
             else:
-                end = _shown_length(seq.text, seq.stop)
+                end = shown_length(seq.text, seq.stop)
                 if end > seq.shown:
                     out.append(seq.text[seq.shown : end])
                     seq.shown = end

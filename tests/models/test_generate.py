@@ -12,7 +12,7 @@ from torch import nn
 
 from hone.config import ModelConfig, load_config
 from hone.data.text.tokenizers import ByteTokenizer, CharTokenizer
-from hone.engine.inference import LoadedRun, _shown_length
+from hone.engine.inference import LoadedRun, shown_length
 from hone.engine.precision import Precision
 from hone.engine.tasks import TASKS
 from hone.errors import ConfigError
@@ -275,7 +275,7 @@ def test_the_start_of_a_stop_string_is_held_back_until_it_is_decided() -> None:
     assert seen == ["a", "b", "XYc", "d"]
     assert stream.completion is not None and stream.completion.finish_reason == "stop"
     assert stream.completion.completion_tokens == 9
-    assert _shown_length("ab\ufffd", ["bc"]) == 1  # a stop may begin before a partial character
+    assert shown_length("ab\ufffd", ["bc"]) == 1  # a stop may begin before a partial character
 
 
 def test_bad_sampling_arguments_name_the_fix() -> None:
