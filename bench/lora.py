@@ -28,13 +28,15 @@ import math
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.workers import in_subprocess, mib, rss_bytes  # noqa: E402
+
 THREADS = 2
 FOLDER = Path(os.environ.get("HONE_BENCH_DIR", "/tmp/hone-bench")) / "smollm2-135m-lora"
 BATCH, TOKENS, RANK, ALPHA = 4, 256, 16, 32
@@ -63,14 +65,6 @@ SMOLLM2_135M = {
     "eos_token_id": 0,
 }
 WORDS = 2000  # the word-level tokenizer's vocabulary (the model's is larger: fine)
-
-
-def rss_bytes(field: str = "VmRSS") -> int:
-    """This process's resident set (VmRSS) or its peak so far (VmHWM), in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(field)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -124,7 +118,9 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         model.activation_checkpointing = extra == "checkpointing"
         params = list(adapter_parameters(model).values())
     model.train()
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    # fused on both sides: what hone's optim.impl = auto and transformers' Trainer (its
+    # adamw_torch_fused default for torch >= 2.8) pick
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
     data = torch.randint(0, SMOLLM2_135M["vocab_size"], (BATCH, TOKENS + 1))
     x, y = data[:, :-1], data[:, 1:]
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -205,24 +201,6 @@ def worker_packing(pack: str, steps: int, lengths: str, batch: int) -> dict[str,
 
 
 # ----------------------------------------------------------------------------- driver
-def in_subprocess(*args: str) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, __file__, "_worker", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if out.returncode:
-        sys.exit(f"worker {args} failed:\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def mib(n: float) -> str:
-    return f"{n / 2**20:,.0f} MiB"
-
-
 SIDES = {
     "hone": ("hone", ""),
     "peft": ("peft", ""),
@@ -232,13 +210,15 @@ SIDES = {
 
 
 def bench_peft(rounds: int, steps: int, precisions: list[str], names: list[str]) -> None:
-    in_subprocess("save")
+    in_subprocess(__file__, THREADS, "save")
     sides = [SIDES[name] for name in names]
     for precision in precisions:
         results: dict[tuple[str, str], list[dict[str, Any]]] = {s: [] for s in sides}
         for i in range(rounds):
             for side, extra in sides if i % 2 == 0 else sides[::-1]:
-                run = in_subprocess("step", side, precision, str(steps), extra or "-")
+                run = in_subprocess(
+                    __file__, THREADS, "step", side, precision, str(steps), extra or "-"
+                )
                 results[(side, extra)].append(run)
                 print(f"  {precision} {side} {extra}: {run}", flush=True)
         speed = {
@@ -258,12 +238,14 @@ def bench_peft(rounds: int, steps: int, precisions: list[str], names: list[str])
 
 
 def bench_packing(rounds: int, steps: int, distributions: list[str], batch: int) -> None:
-    in_subprocess("save")
+    in_subprocess(__file__, THREADS, "save")
     for lengths in distributions:
         results: dict[str, list[dict[str, Any]]] = {"false": [], "true": []}
         for i in range(rounds):
             for pack in ("false", "true") if i % 2 == 0 else ("true", "false"):
-                run = in_subprocess("packing", pack, str(steps), lengths, str(batch))
+                run = in_subprocess(
+                    __file__, THREADS, "packing", pack, str(steps), lengths, str(batch)
+                )
                 results[pack].append(run)
                 print(f"  {lengths} pack={pack}: {run}", flush=True)
         speed = {

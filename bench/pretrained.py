@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.workers import in_subprocess, mib, rss_bytes  # noqa: E402
+
 THREADS = 2
 CHECKPOINT = Path(os.environ.get("HONE_BENCH_DIR", "/tmp/hone-bench")) / "qwen2.5-0.5b-random"
 
@@ -69,14 +71,6 @@ SMOLLM2_135M = {
     "bos_token_id": 0,
     "eos_token_id": 0,
 }
-
-
-def rss_bytes(field: str = "VmRSS") -> int:
-    """This process's resident set (VmRSS) or its peak so far (VmHWM), in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(field)
 
 
 def hone_llama(hf: dict[str, Any]) -> Any:
@@ -244,20 +238,6 @@ def worker_generate(prompt_tokens: int, new_tokens: int, rounds: int) -> dict[st
 
 
 # ----------------------------------------------------------------------------- driver
-def in_subprocess(*args: str) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, __file__, "_worker", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if out.returncode:
-        sys.exit(f"worker {args} failed:\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
 def save_checkpoint() -> None:
     """A random Qwen2.5-0.5B-shaped checkpoint in bf16, written by transformers, with a
     token-per-word tokenizer (the view of a checkpoint needs one; its ids do not matter)."""
@@ -281,17 +261,13 @@ def save_checkpoint() -> None:
     model.save_pretrained(CHECKPOINT)
 
 
-def mib(n: float) -> str:
-    return f"{n / 2**20:,.0f} MiB"
-
-
 def bench_memory(rounds: int) -> None:
-    in_subprocess("save")
+    in_subprocess(__file__, THREADS, "save")
     weights = (CHECKPOINT / "model.safetensors").stat().st_size
     print(f"checkpoint {CHECKPOINT}: {mib(weights)} of bf16 weights (file size)")
     with tempfile.TemporaryDirectory() as cache:  # a view of its own, written afresh
         os.environ["HONE_CACHE_DIR"] = cache
-        written = in_subprocess("memory", "hone-view-write")["write_peak"]
+        written = in_subprocess(__file__, THREADS, "memory", "hone-view-write")["write_peak"]
         print(
             f"   hone view: written once, peak +{mib(written)} ({written / weights:.2f}x weights)"
         )
@@ -299,7 +275,7 @@ def bench_memory(rounds: int) -> None:
         order = list(results)
         for i in range(rounds):
             for side in order if i % 2 == 0 else order[::-1]:
-                results[side].append(in_subprocess("memory", side))
+                results[side].append(in_subprocess(__file__, THREADS, "memory", side))
     for side, runs in results.items():
         load = statistics.median(r["load_peak"] for r in runs)
         fwd = statistics.median(r["forward_peak"] for r in runs)
@@ -317,7 +293,7 @@ def bench_train(rounds: int, layers: int) -> None:
     order = list(results)
     for i in range(rounds):
         for side in order if i % 2 == 0 else order[::-1]:
-            results[side].append(in_subprocess("train-memory", side))
+            results[side].append(in_subprocess(__file__, THREADS, "train-memory", side))
     peaks = {side: statistics.median(r["peak"] for r in runs) for side, runs in results.items()}
     for side, runs in results.items():
         each = ", ".join(mib(r["peak"]) for r in runs)
@@ -325,7 +301,7 @@ def bench_train(rounds: int, layers: int) -> None:
             f"{side:>12}: peak RSS {mib(peaks[side])} ({each}; after imports "
             f"{mib(runs[0]['baseline'])}), {peaks[side] / peaks['transformers']:.2f}x transformers"
         )
-    r = in_subprocess("train-speed", str(rounds), str(layers))
+    r = in_subprocess(__file__, THREADS, "train-speed", str(rounds), str(layers))
     shape = f"{layers} layers" if layers else "all layers"
     for side in ("hone", "transformers"):
         each = ", ".join(f"{tokens / x:.0f}" for x in r[side])
@@ -341,7 +317,9 @@ def bench_train(rounds: int, layers: int) -> None:
 
 
 def bench_generate(rounds: int, prompt_tokens: int, new_tokens: int) -> None:
-    r = in_subprocess("generate", str(prompt_tokens), str(new_tokens), str(rounds))
+    r = in_subprocess(
+        __file__, THREADS, "generate", str(prompt_tokens), str(new_tokens), str(rounds)
+    )
     for side in ("hone", "transformers"):
         rates = ", ".join(f"{x:.1f}" for x in r[side])
         print(f"{side:>12}: {statistics.median(r[side]):.1f} tokens/s (rounds {rates})")
