@@ -27,12 +27,15 @@ from hone.checkpoint.format import (
 from hone.checkpoint.io import (
     FullStateIO,
     StateIO,
+    check_same_base,
     frozen_base,
     load_optimizer,
     load_weights,
     save_optimizer,
+    save_trained,
     save_weights,
     saved_frozen_base,
+    trained_names,
 )
 from hone.checkpoint.manager import Checkpoint, CheckpointManager
 from hone.checkpoint.resume import (
@@ -58,6 +61,7 @@ __all__ = [
     "TrainingInterrupted",
     "UnsafeCheckpoint",
     "check_resumable_change",
+    "check_same_base",
     "describe",
     "flatten",
     "frozen_base",
@@ -72,10 +76,12 @@ __all__ = [
     "resume_config",
     "rng_state",
     "save_optimizer",
+    "save_trained",
     "save_weights",
     "saved_frozen_base",
     "set_rng_state",
     "step_dir_name",
+    "trained_names",
     "truncate_metrics",
     "unflatten",
     "verify",

@@ -78,8 +78,21 @@ def save_weights(model: nn.Module, path: Path, frozen_base: dict[str, Any] | Non
     if frozen_base is None:
         save_model(model, str(path))
         return
-    trained = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    assert trained, "a run with a frozen base trains some parameters"
+    save_trained(dict(model.named_parameters()), trained_names(model), path, frozen_base)
+
+
+def trained_names(model: nn.Module) -> set[str]:
+    """The names of the parameters that require gradients (what a frozen-base run saves)."""
+    return {name for name, param in model.named_parameters() if param.requires_grad}
+
+
+def save_trained(
+    tensors: dict[str, torch.Tensor], names: set[str], path: Path, frozen_base: dict[str, Any]
+) -> None:
+    """The tensors among `tensors` named in `names` as safetensors, with the reference to
+    the frozen base they are trained on in the file's metadata."""
+    trained = {n: t.detach().cpu().contiguous() for n, t in tensors.items() if n in names}
+    assert trained and len(trained) == len(names), (sorted(trained), sorted(names))
     save_file(trained, str(path), metadata={FROZEN_BASE: json.dumps(frozen_base, sort_keys=True)})
 
 
@@ -101,14 +114,14 @@ def load_weights(model: nn.Module, path: Path, frozen_base: dict[str, Any] | Non
         missing, unexpected = load_model(model, str(path), device=str(device))
         assert not missing and not unexpected, (missing, unexpected)
         return
-    if frozen_base is None:  # e.g. a multi-process resume, whose sharded loader knows no base
+    if frozen_base is None:
         raise ConfigError(
             f"{path} holds the trained parameters of a run on the frozen base {saved['path']}, "
-            "without the base; load it as that run does (in one process, the base rebuilt)"
+            "without the base; load it as that run does (the base rebuilt from its config)"
         )
     check_same_base(saved, frozen_base, path)
     tensors = load_file(str(path), device=str(device))
-    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    trained = trained_names(model)
     assert set(tensors) == trained, (sorted(tensors), sorted(trained))
     _, unexpected = model.load_state_dict(tensors, strict=False)  # the frozen ones: missing
     assert not unexpected, unexpected

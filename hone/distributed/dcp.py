@@ -9,6 +9,8 @@ records where each chunk sits in the full tensor:
         sharded/shard-00001-model-00001-of-00001.safetensors   rank 0's chunks
         sharded/shard-00002-model-00001-of-00001.safetensors   rank 1's chunks
         optimizer_groups.json     the optimizer's hyper-parameters (JSON)
+        frozen_base.json          a run on a frozen base: the base's reference (the shards
+                                  then hold the parameters that train, and their state)
         trainer.*, manifest.json  (hone.checkpoint.manager, rank 0, after a barrier)
 
 DCP's default file format keeps its metadata in a pickle (`.metadata`), which torch
@@ -34,10 +36,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hone.checkpoint import FullStateIO, flatten, unflatten
+from hone.checkpoint import FullStateIO, check_same_base, flatten, trained_names, unflatten
 
 SHARDED_DIR = "sharded"
 GROUPS_JSON = "optimizer_groups.json"
+FROZEN_JSON = "frozen_base.json"
 
 
 def is_sharded(folder: Path) -> bool:
@@ -83,8 +86,17 @@ def _split(
 class ShardedStateIO:
     """A `hone.checkpoint.StateIO` where every rank writes and reads its own shards (DCP)."""
 
-    def __init__(self, is_main: bool = True) -> None:
+    def __init__(self, is_main: bool = True, frozen_base: dict[str, Any] | None = None) -> None:
         self.is_main = is_main
+        self.frozen_base = frozen_base  # the trained parameters only, on top of this base
+
+    def _model_state(self, model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+        """The model's part of a checkpoint: all of `state`, or on a frozen base the
+        parameters that train (the rest is the base, rebuilt from its checkpoint)."""
+        if self.frozen_base is None:
+            return state
+        names = trained_names(model)
+        return {k: v for k, v in state.items() if k in names}
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
         """Every rank calls this (a collective); rank 0 also writes the JSON part."""
@@ -93,6 +105,7 @@ class ShardedStateIO:
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         model_state, optim_state = get_state_dict(model, optimizer)
+        model_state = self._model_state(model, model_state)
         tensors, rest = _split(model_state, cast(dict[str, Any], optim_state), aliases(model))
         writer = HuggingFaceStorageWriter(str(folder / SHARDED_DIR), save_distributed=True)
         with _one_process_is_intended():
@@ -101,6 +114,8 @@ class ShardedStateIO:
             tree, leftover = flatten(rest)
             assert not leftover, f"tensors outside the optimizer state: {sorted(leftover)}"
             (folder / GROUPS_JSON).write_text(json.dumps(tree, allow_nan=False) + "\n")
+            if self.frozen_base is not None:
+                (folder / FROZEN_JSON).write_text(json.dumps(self.frozen_base) + "\n")
 
     def load(self, model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
         """Load in place at this run's world size, whatever the world size that saved it.
@@ -109,14 +124,22 @@ class ShardedStateIO:
         """
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint import HuggingFaceStorageReader
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_state_dict,
+            set_state_dict,
+        )
 
         if not is_sharded(folder):
-            FullStateIO(self.is_main).load(model, optimizer, folder)
+            FullStateIO(self.is_main, self.frozen_base).load(model, optimizer, folder)
             return
+        if self.frozen_base is not None and (folder / FROZEN_JSON).is_file():
+            saved = json.loads((folder / FROZEN_JSON).read_text())
+            check_same_base(saved, self.frozen_base, folder)
         # The current state as the target: allocated, sharded as this run shards (torch
         # initializes a fresh optimizer's state so that there is something to load into).
         model_state, optim_typed = get_state_dict(model, optimizer)
+        model_state = self._model_state(model, model_state)
         optim_state = cast(dict[str, Any], optim_typed)  # {"state": {name: {...}}, "param_groups"}
         tied = aliases(model)
         tensors, _ = _split(model_state, optim_state, tied)
@@ -136,4 +159,12 @@ class ShardedStateIO:
         for param, values in rest["state"].items():
             optim_state["state"][param].update(values)
         optim_state["param_groups"] = rest["param_groups"]
-        set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state)
+        # strict only when the checkpoint holds the whole model (a frozen base's is not in it)
+        options = StateDictOptions(strict=self.frozen_base is None)
+        set_state_dict(
+            model,
+            optimizer,
+            model_state_dict=model_state,
+            optim_state_dict=optim_state,
+            options=options,
+        )

@@ -21,7 +21,7 @@ import os
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -62,16 +62,20 @@ class Strategy:
         """The whole model's tensors on rank 0 ({} elsewhere); every rank must call it."""
         raise NotImplementedError
 
-    @property
-    def checkpoint_io(self) -> StateIO:
+    def checkpoint_io(self, frozen_base: dict[str, Any] | None = None) -> StateIO:
         """How checkpoints save and load model and optimizer state: every rank its own shards
-        (DCP), loadable at any world size; the trainer's checkpoint manager asks for it."""
+        (DCP), loadable at any world size; the trainer's checkpoint manager asks for it. On
+        a frozen base (its reference: hone.finetune.frozen_base) they hold what trains."""
         from hone.distributed.dcp import ShardedStateIO
 
-        return ShardedStateIO(self.ctx.is_main)
+        return ShardedStateIO(self.ctx.is_main, frozen_base)
 
-    def save_model(self, model: nn.Module, path: Path) -> None:
-        """One consolidated safetensors file written by rank 0; every rank must call it.
+    def save_model(
+        self, model: nn.Module, path: Path, frozen_base: dict[str, Any] | None = None
+    ) -> None:
+        """One consolidated safetensors file written by rank 0; every rank must call it. On
+        a frozen base: the parameters that train, and the base's reference (as
+        hone.checkpoint.save_weights writes them in one process).
 
         Tied parameters (the GPT's embedding and head) are written once, under the name that
         safetensors' own `save_model` keeps (the first in sorted order), so the file is the
@@ -79,10 +83,14 @@ class Strategy:
         """
         from safetensors.torch import save_file
 
+        from hone.checkpoint import save_trained, trained_names
         from hone.distributed.dcp import aliases
 
         state = self.full_state_dict(model)
         if not self.ctx.is_main:
+            return
+        if frozen_base is not None:
+            save_trained(state, trained_names(model), path, frozen_base)
             return
         for alias in aliases(model):
             state.pop(alias, None)

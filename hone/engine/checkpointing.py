@@ -133,6 +133,7 @@ class Checkpointing:
         self.states, self.guard, self.emit = states, guard, emit
         self.is_main, self.distributed = is_main, distributed
         self.device = device or torch.device("cpu")
+        self.frozen_base = frozen_base
         self.manager = CheckpointManager(
             files.checkpoints,
             keep_last=train.keep_last,
@@ -162,7 +163,7 @@ class Checkpointing:
         checkpoint = resume_point(self.files, self.manager, resume, self.is_main)
         if checkpoint is not None and not self.distributed and is_sharded(checkpoint.path):
             # Written by several processes (DCP shards): one process reads it just as well.
-            self.manager.io = ShardedStateIO()
+            self.manager.io = ShardedStateIO(frozen_base=self.frozen_base)
         return checkpoint
 
     def restore(self, checkpoint: Checkpoint) -> None:

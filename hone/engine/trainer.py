@@ -132,7 +132,8 @@ class Trainer:
         self.signal: int | None = None  # a SIGTERM/SIGINT received during the current run
         self.checkpointing = Checkpointing(
             self.files, t, self.model, self.optimizer, {}, self.stepper.guard, self.emit,
-            self.dist.is_main, getattr(self.strategy, "checkpoint_io", None),
+            self.dist.is_main,
+            self.strategy.checkpoint_io(frozen_base(self.converters)) if self.strategy else None,
             self.strategy is not None, self.device, frozen_base(self.converters),
         )  # fmt: skip
         # Before the log opens metrics.jsonl: resuming cuts it back to the checkpoint.
@@ -357,7 +358,7 @@ class Trainer:
                 {"step": self.state.step, "split": "test", **{k[5:]: v for k, v in test.items()}}
             )
         if self.strategy:  # every rank takes part (FSDP gathers shards); rank 0 writes one file
-            self.strategy.save_model(self.model, self.files.model)
+            self.strategy.save_model(self.model, self.files.model, frozen_base(self.converters))
         elif self.dist.is_main:
             save_weights(self.model, self.files.model, frozen_base(self.converters))
         if self.dist.is_main:

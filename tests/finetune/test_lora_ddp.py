@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
+from hone.checkpoint import saved_frozen_base, step_dir_name
 from hone.config import load_config
 from hone.data import build_data
 from hone.data.base import ExampleData
@@ -69,7 +71,20 @@ def runs(
     folder = tmp_path_factory.mktemp("ddp")
     base = tiny_checkpoint("llama")
     common = overrides(base, chat_records(folder))
-    run_group([{"config": None, "overrides": common, "run_dir": str(folder / "ddp")}], folder)
+    ddp = {"config": None, "overrides": [*common, "train.checkpoint_every=3"]}
+    run_group(
+        [
+            {**ddp, "run_dir": str(folder / "ddp")},
+            # the same run again from its step-3 checkpoint (adapters only, sharded)
+            {"copy": [str(folder / "ddp"), str(folder / "resumed")]},
+            {
+                **ddp,
+                "run_dir": str(folder / "resumed"),
+                "resume": str(folder / "resumed/checkpoints" / step_dir_name(3)),
+            },
+        ],
+        folder,
+    )
     torch.set_num_threads(1)  # the workers' kernels
     for name, extra in {"accum": ["train.grad_accum=2"], "whole": []}.items():
         Trainer(config=load_config(None, [*common, *extra]), run_dir=folder / name).fit()
@@ -83,8 +98,10 @@ def test_two_processes_weigh_answer_tokens_as_one(runs: tuple[Path, list[str]]) 
     assert ddp[-1] < ddp[0] - 0.1  # it learned something
     assert max(abs(a - b) for a, b in zip(ddp, accum, strict=True)) < 1e-6
     assert max(abs(a - b) for a, b in zip(ddp, whole, strict=True)) < 1e-5
-    # The adapters (the two-process run saves the whole model: DDP writes every tensor).
+    # The adapters alone, as one process writes them, and the same ones.
     ours, theirs = load_file(folder / "ddp/model.safetensors"), weights(folder / "accum")
+    assert ours.keys() == theirs.keys() and all("lora_" in k for k in ours)
+    assert saved_frozen_base(folder / "ddp/model.safetensors") is not None
     assert max((ours[k] - theirs[k]).abs().max().item() for k in theirs) < 1e-6
 
     # The test means something: the halves of the first batch hold unequal answer tokens.
@@ -94,6 +111,30 @@ def test_two_processes_weigh_answer_tokens_as_one(runs: tuple[Path, list[str]]) 
     halves = ExampleBatcher(data.train, 8, cfg.train.seed, data.pad_id, grad_accum=2).next_step()
     counts = [int((y != IGNORE_INDEX).sum()) for _, y in halves]
     assert max(counts) > 1.5 * min(counts), counts
+
+
+def test_two_processes_checkpoint_the_adapters_alone_and_resume_exactly(
+    runs: tuple[Path, list[str]],
+) -> None:
+    """Under --nproc too, a checkpoint holds what trains (each rank's shards: the adapters
+    and their optimizer state, never the frozen base) and resumes to the same adapters."""
+    folder, _ = runs
+    checkpoints = sorted((folder / "ddp/checkpoints").glob("step-*"))
+    assert len(checkpoints) == 2
+    for checkpoint in checkpoints:
+        names: set[str] = set()
+        for shard in (checkpoint / "sharded").glob("*.safetensors"):
+            with safe_open(str(shard), framework="pt") as f:
+                names |= set(f.keys())
+        model_part = {n.removeprefix("model/") for n in names if n.startswith("model/")}
+        assert model_part and all("lora_" in n for n in model_part), sorted(model_part)
+        assert any(n.startswith("optim/") for n in names)
+        assert (checkpoint / "frozen_base.json").is_file()
+    resumed = load_file(folder / "resumed/model.safetensors")
+    ddp = load_file(folder / "ddp/model.safetensors")
+    assert resumed.keys() == ddp.keys()
+    assert all(torch.equal(resumed[k], ddp[k]) for k in ddp)
+    assert train_losses(folder / "resumed") == train_losses(folder / "ddp")
 
 
 def test_throughput_counts_real_tokens_not_padding(runs: tuple[Path, list[str]]) -> None:
