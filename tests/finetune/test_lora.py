@@ -24,6 +24,7 @@ from hone.errors import ConfigError
 from hone.finetune.lora import (
     LoRA,
     adapter_parameters,
+    base_dtype_for,
     lora_layers,
     merge_adapters,
     unmerge_adapters,
@@ -94,6 +95,23 @@ def test_a_bf16_base_keeps_fp32_adapters_and_close_logits(llama: Path) -> None:
     out = logits(bf16)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, logits(fp32), rtol=0, atol=0.05)
+
+
+def test_an_auto_base_dtype_follows_the_runs_precision(llama: Path) -> None:
+    """bf16 under bf16 autocast (autocast casts the weights to bf16 anyway), fp32 otherwise;
+    the converter records the resolved dtype, so the run reloads as it trained."""
+    assert [base_dtype_for("auto", p) for p in ("bf16", "fp32", "fp16")] == [
+        "bf16",
+        "fp32",
+        "fp32",
+    ]
+    assert base_dtype_for("bf16", "fp32") == "bf16"  # chosen outright: kept
+    cfg = load_config(None, ["lora.enabled=true", "train.max_steps=1"])
+    assert cfg.lora.base_dtype == "auto"
+    converter = LoRA.from_config(cfg.lora, "bf16")
+    model = converter.convert(base(llama))
+    assert converter.record()["base_dtype"] == "bf16"
+    assert model.get_submodule("blocks.0.attn.q").weight.dtype == torch.bfloat16
 
 
 def test_gpt_gets_adapters_on_its_fused_qkv_and_peft_format_refuses_it(
