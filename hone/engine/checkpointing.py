@@ -124,7 +124,7 @@ class Checkpointing:
         guard: NanGuard,
         emit: Callable[[dict[str, Any]], None],
         is_main: bool = True,
-        io: StateIO | None = None,
+        io: Callable[[dict[str, Any] | None], StateIO] | None = None,
         distributed: bool = False,
         device: torch.device | None = None,
         frozen_base: dict[str, Any] | None = None,
@@ -143,7 +143,7 @@ class Checkpointing:
             is_main=is_main,
             # a sharded strategy brings its own way to save model and optimizer state; a run
             # on a frozen base (LoRA on a checkpoint) saves the parameters that train alone
-            io=io or FullStateIO(is_main, frozen_base),
+            io=io(frozen_base) if io is not None else FullStateIO(is_main, frozen_base),
             barrier=torch.distributed.barrier if distributed else (lambda: None),
         )
         self.monitor_value: Callable[[], float | None] = lambda: None

@@ -132,8 +132,7 @@ class Trainer:
         self.signal: int | None = None  # a SIGTERM/SIGINT received during the current run
         self.checkpointing = Checkpointing(
             self.files, t, self.model, self.optimizer, {}, self.stepper.guard, self.emit,
-            self.dist.is_main,
-            self.strategy.checkpoint_io(frozen_base(self.converters)) if self.strategy else None,
+            self.dist.is_main, self.strategy.checkpoint_io if self.strategy else None,
             self.strategy is not None, self.device, frozen_base(self.converters),
         )  # fmt: skip
         # Before the log opens metrics.jsonl: resuming cuts it back to the checkpoint.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
+from typing import Any
 
 import pytest
 import torch
@@ -120,20 +121,23 @@ def test_a_block_keeps_neither_normed_inputs_nor_the_mlp_product(adapters: bool)
             LoRA(4, 8, 0.0, "all-linear").convert(model)
             for layer in lora_layers(model).values():  # B off zero: the adapters matter
                 nn.init.normal_(layer.lora_b.weight)
-        watched: dict[str, list[weakref.ref[torch.Tensor]]] = {"normed": [], "product": []}
-        watched["gate, up"] = []
+        watched: dict[str, list[weakref.ref[torch.Tensor]]] = {
+            "normed": [],
+            "product": [],
+            "gate, up": [],
+        }
+
+        def output(into: list[weakref.ref[torch.Tensor]]) -> Any:
+            return lambda m, i, out: into.append(weakref.ref(out))
+
         for block in model.blocks:
             for norm in (block.norm1, block.norm2):
-                norm.register_forward_hook(
-                    lambda m, i, out: watched["normed"].append(weakref.ref(out))
-                )
-            block.mlp.down.register_forward_pre_hook(
-                lambda m, i: watched["product"].append(weakref.ref(i[0]))
-            )
+                norm.register_forward_hook(output(watched["normed"]))
             for layer in (block.mlp.gate, block.mlp.up):
-                layer.register_forward_hook(
-                    lambda m, i, out: watched["gate, up"].append(weakref.ref(out))
-                )
+                layer.register_forward_hook(output(watched["gate, up"]))
+            block.mlp.down.register_forward_pre_hook(
+                lambda m, i, into=watched["product"]: into.append(weakref.ref(i[0]))
+            )
         with contextlib.ExitStack() as stack:
             if keep_all:
                 stack.enter_context(torch.autograd.graph.saved_tensors_hooks(id_, id_))
