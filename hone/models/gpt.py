@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,6 @@ from hone.config import ModelConfig, opt, register_model_config
 from hone.errors import ConfigError
 from hone.models.base import MODELS, ModelSpec
 from hone.models.lm_loss import lm_head_loss
-from hone.models.recompute import recomputed
 
 # `attn = "auto"` means SDPA on every device. Measured on this project's 2-core AMD EPYC
 # (torch 2.13, fp32, one training step = forward + backward + AdamW, the fastest of 22-37
@@ -256,16 +254,10 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc(x)  # (B, T, 4C)
         if self.kind == "relu2":
-            r = F.relu(h)  # kept by relu's and square's backward
-            act = r.square()
-            make = partial(torch.square, r)
+            h = F.relu(h).square()
         else:  # GPT-2 was trained with the tanh approximation: its weights expect it
-            gelu = partial(F.gelu, approximate="tanh" if self.kind == "gelu_tanh" else "none")
-            act = gelu(h)  # h is kept by gelu's backward
-            make = partial(gelu, h)
-        # proj keeps its input as the recipe that made it: one (B, T, 4C) tensor less a block
-        with recomputed(act, make):
-            return self.dropout(self.proj(act))
+            h = F.gelu(h, approximate="tanh" if self.kind == "gelu_tanh" else "none")
+        return self.dropout(self.proj(h))
 
 
 class Block(nn.Module):
@@ -284,14 +276,8 @@ class Block(nn.Module):
         positions: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        # The normed inputs are kept for backward as their recipe (hone.models.recompute):
-        # each norm keeps its input anyway.
-        normed = self.norm1(x)
-        with recomputed(normed, partial(self.norm1, x)):
-            mid = x + self.attn(normed, cache, layer, positions, mask)
-        normed = self.norm2(mid)
-        with recomputed(normed, partial(self.norm2, mid)):
-            return mid + self.mlp(normed)
+        x = x + self.attn(self.norm1(x), cache, layer, positions, mask)
+        return x + self.mlp(self.norm2(x))
 
 
 class GPT(nn.Module):
