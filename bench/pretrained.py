@@ -13,7 +13,9 @@ Three benches, 2 torch threads on both sides, printing each side's numbers and t
               the language task trains with), its plain logits path, transformers. Speed in
               one process, the two sides' steps alternated (same data, no optimizer)
   generate    greedy decoding at batch 1 with the key/value cache, hone's `generate` against
-              transformers' `generate`, the same weights in one process, alternated: tokens/s
+              transformers' `generate`, the same weights in one process, alternated: tokens/s;
+              and the floor of any decoder of these weights in fp32, the model's matrices
+              alone multiplied by one vector a token (the weights streamed once a token)
 
 Run: `.venv/bin/python bench/pretrained.py memory|train-step|generate [--rounds N]`.
 """
@@ -222,9 +224,21 @@ def worker_generate(prompt_tokens: int, new_tokens: int, rounds: int) -> dict[st
             pad_token_id=0,
         )
 
-    result: dict[str, list[float]] = {"hone": [], "transformers": []}
+    # The floor: each new token multiplies one vector by every weight matrix of the model
+    # (the linear layers and the head), which streams the weights from memory once; nothing
+    # else a decoder does (norms, rotary positions, attention, sampling, Python) is in it.
+    matrices = [m.weight for m in ours.modules() if isinstance(m, torch.nn.Linear)]
+    vectors = {n: torch.randn(1, n) for n in {w.size(1) for w in matrices}}
+
+    def run_floor() -> torch.Tensor:
+        for _ in range(new_tokens):
+            for weight in matrices:
+                out = torch.nn.functional.linear(vectors[weight.size(1)], weight)
+        return out
+
+    result: dict[str, list[float]] = {"hone": [], "transformers": [], "matvec floor": []}
     outputs = {}
-    sides = [("hone", run_hone), ("transformers", run_hf)]
+    sides = [("hone", run_hone), ("transformers", run_hf), ("matvec floor", run_floor)]
     with torch.no_grad():
         for name, run in sides:  # warm-up
             outputs[name] = run()
@@ -320,14 +334,13 @@ def bench_generate(rounds: int, prompt_tokens: int, new_tokens: int) -> None:
     r = in_subprocess(
         __file__, THREADS, "generate", str(prompt_tokens), str(new_tokens), str(rounds)
     )
-    for side in ("hone", "transformers"):
+    for side in ("hone", "transformers", "matvec floor"):
         rates = ", ".join(f"{x:.1f}" for x in r[side])
         print(f"{side:>12}: {statistics.median(r[side]):.1f} tokens/s (rounds {rates})")
-    ratio = statistics.median(h / t for h, t in zip(r["hone"], r["transformers"], strict=True))
-    print(
-        f"hone/transformers: {ratio:.2f}x (median of per-round ratios); same tokens: "
-        f"{bool(r['same_tokens'])}"
-    )
+    for side in ("hone", "matvec floor"):
+        ratio = statistics.median(h / t for h, t in zip(r[side], r["transformers"], strict=True))
+        print(f"{side}/transformers: {ratio:.2f}x (median of per-round ratios)")
+    print(f"same tokens: {bool(r['same_tokens'])}")
 
 
 def main() -> None:
