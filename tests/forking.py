@@ -6,9 +6,10 @@ runs `hone.cli.main(argv)` (what the `hone` script runs) in its folder, with its
 environment, stdout and stderr, and exits as that process would. The children are real
 processes: their pid takes real signals, and the exit code is the one the shell would see.
 
-One server runs one command at a time; a pool holds as many servers as commands have run at
-once. No library does this for a test suite (multiprocessing's forkserver runs functions,
-not commands with their own environment and file descriptors), hence this small module.
+One server runs every command, side by side if they overlap: a second server would pay the
+imports again (8 CPU seconds on 2 cores). No library does this for a test suite
+(multiprocessing's forkserver runs functions, not commands with their own environment and
+file descriptors), hence this small module.
 """
 
 from __future__ import annotations
@@ -18,18 +19,20 @@ import itertools
 import json
 import os
 import queue
-import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 # The server imports what most commands import (torch's compiler stack comes with
 # torch.optim), runs no torch operation (a fork after OpenMP threads started would hang),
-# then answers each request with the child's pid and, once it exited, its exit code.
+# then answers each request with "started PID" and each child's end with "exited PID CODE".
+# One thread that waits in select() on its stdin and its children's pidfds: a thread of its
+# own could hold a lock (stdout's) at the moment of a fork, which the child would inherit.
 SERVER = """
-import atexit, gc, json, os, runpy, sys, threading, traceback
+import atexit, gc, json, os, runpy, select, sys, threading
 import matplotlib.pyplot, onnxscript, sklearn.datasets, torch, torch._dynamo, hone.engine
 from hone.cli import main
 
@@ -44,8 +47,11 @@ def finish(run):
         code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
         if not isinstance(stop.code, int | None):
             print(stop.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as error:
+        # As the interpreter reports an uncaught exception: sys.last_value first (atexit
+        # handlers read it: a run's status records the exit), then sys.excepthook.
+        sys.last_type, sys.last_value, sys.last_traceback = type(error), error, error.__traceback__
+        sys.excepthook(type(error), error, error.__traceback__)
         code = 1
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
@@ -59,37 +65,57 @@ def finish(run):
     os._exit(code)
 
 
-def script(path):
-    sys.argv = [path]
+def script(path, argv):
+    sys.argv = [path, *argv]
     runpy.run_path(path, run_name="__main__")
     return 0
 
 
+def child(request):
+    os.setsid()  # its own process group: a timeout ends it and whatever it started
+    os.environ.clear()
+    os.environ.update(request["env"])
+    torch.set_num_threads(int(request["env"].get("OMP_NUM_THREADS", threads)))
+    os.chdir(request["cwd"])
+    if "path" in request:  # the import path of the process it stands for, not `python -c`'s
+        sys.path[:] = request["path"]
+    os.dup2(os.open(request.get("in", os.devnull), os.O_RDONLY), 0)
+    for fd, name in ((1, "out"), (2, "err")):
+        os.dup2(os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    if "script" in request:
+        finish(lambda: script(request["script"], request["argv"]))
+    sys.argv = ["hone", *request["argv"]]
+    finish(lambda: main(request["argv"]))
+
+
 threads = torch.get_num_threads()  # what a fresh interpreter would pick without OMP_NUM_THREADS
 gc.freeze()  # the children's collections leave the server's objects (and their pages) alone
-while line := sys.stdin.readline():
-    request = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        os.setsid()  # its own process group: a timeout ends it and whatever it started
-        os.environ.clear()
-        os.environ.update(request["env"])
-        torch.set_num_threads(int(request["env"].get("OMP_NUM_THREADS", threads)))
-        os.chdir(request["cwd"])
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        for fd, name in ((1, "out"), (2, "err")):
-            os.dup2(os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-        if "script" in request:
-            finish(lambda: script(request["script"]))
-        sys.argv = ["hone", *request["argv"]]
-        finish(lambda: main(request["argv"]))
-    print(pid, flush=True)
-    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+children, pending = {}, b""  # {pidfd: pid}; the start of a request line not read in full
+while True:
+    ready = select.select([0, *children], [], [])[0]
+    for fd in ready:
+        if fd != 0:  # a child ended
+            pid = children.pop(fd)
+            os.close(fd)
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            os.write(1, f"exited {pid} {code}\\n".encode())
+    if 0 in ready:
+        data = os.read(0, 1 << 20)
+        if not data:
+            break
+        *lines, pending = (pending + data).split(b"\\n")
+        for line in lines:
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                child(request)
+            children[os.pidfd_open(pid)] = pid
+            os.write(1, f"started {pid}\\n".encode())
 """
 
 
 class Server:
-    """One fork server; `start` one command, then `wait` for it before the next."""
+    """The fork server: `start` commands, side by side, and `wait` for each one's end."""
 
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
         self.process = subprocess.Popen(
@@ -101,21 +127,44 @@ class Server:
             text=True,
             start_new_session=True,
         )
+        self.requests = threading.Lock()  # one request at a time: "started" lines in order
+        self.started: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self.exited: dict[int, int] = {}  # {pid: exit code} of children nobody waited for yet
+        self.changed = threading.Condition()
+        self.alive = True
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            kind, pid, *code = line.split()
+            if kind == "started":
+                self.started.put(int(pid))
+                continue
+            with self.changed:
+                self.exited[int(pid)] = int(code[0])
+                self.changed.notify_all()
+        with self.changed:
+            self.alive = False
+            self.changed.notify_all()
+        self.started.put(None)
 
     def start(self, request: dict[str, object]) -> int:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        return int(self.process.stdout.readline())
+        """The pid of the child that runs `request`."""
+        assert self.process.stdin is not None
+        with self.requests:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            pid = self.started.get()
+        assert pid is not None, "the fork server died"
+        return pid
 
-    def wait(self, timeout: float | None) -> int | None:
+    def wait(self, pid: int, timeout: float | None) -> int | None:
         """The child's exit code (negative: the signal that ended it); None on timeout."""
-        assert self.process.stdout is not None
-        if not select.select([self.process.stdout], [], [], timeout)[0]:
-            return None
-        line = self.process.stdout.readline()
-        assert line, "the fork server died"
-        return int(line)
+        with self.changed:
+            self.changed.wait_for(lambda: pid in self.exited or not self.alive, timeout)
+            assert pid in self.exited or self.alive, "the fork server died"
+            return self.exited.pop(pid, None)
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -123,43 +172,22 @@ class Server:
             self.process.wait()
 
 
-class Pool:
-    """Servers to reuse; a new one starts when every server is busy."""
+_server: Server | None = None
+_server_lock = threading.Lock()
+NUMBERS = itertools.count()
 
-    def __init__(self) -> None:
-        self.free: queue.SimpleQueue[Server] = queue.SimpleQueue()
-        self.all: list[Server] = []
-        self.lock = threading.Lock()
-        self.folder: Path | None = None
 
-    def get(self) -> Server:
-        try:
-            return self.free.get_nowait()
-        except queue.Empty:
-            pass
-        with self.lock:
-            if self.folder is None:
-                import tempfile
-
-                self.folder = Path(tempfile.mkdtemp(prefix="hone-fork-server-"))
+def server() -> Server:
+    """The one fork server, started at the first command."""
+    global _server
+    with _server_lock:
+        if _server is None:
+            folder = Path(tempfile.mkdtemp(prefix="hone-fork-server-"))
             # The server's own environment: the test process's, with the repository importable.
             root = str(Path(__file__).resolve().parents[1])
-            env = {**os.environ, "PYTHONPATH": root}
-            server = Server(env, self.folder)
-            self.all.append(server)
-            return server
-
-    def put(self, server: Server) -> None:
-        self.free.put(server)
-
-    def close(self) -> None:
-        for server in self.all:
-            server.close()
-
-
-POOL = Pool()
-NUMBERS = itertools.count()
-atexit.register(POOL.close)
+            _server = Server({**os.environ, "PYTHONPATH": root}, folder)
+            atexit.register(_server.close)
+        return _server
 
 
 class Forked:
@@ -167,36 +195,40 @@ class Forked:
     its stdout and stderr go to files (`stdout_text()`, `stderr_text()` once it ended)."""
 
     def __init__(
-        self, argv: list[str], cwd: Path, env: dict[str, str], logs: Path, script: str = ""
+        self,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        logs: Path,
+        script: str = "",
+        stdin: Path | None = None,
+        path: list[str] | None = None,
     ) -> None:
-        """`hone ARGV`, or with `script` the python file of that name in `cwd`."""
-        self.server = POOL.get()
+        """`hone ARGV`, or with `script` the python file of that name in `cwd` given ARGV;
+        its stdin the file `stdin` (else empty); its sys.path `path` (else the server's)."""
+        self.server = server()
         logs.mkdir(parents=True, exist_ok=True)
         name = f"{os.getpid()}-{next(NUMBERS)}"  # never a file an earlier command wrote
         self.out, self.err = logs / f"{name}.out", logs / f"{name}.err"
         request: dict[str, object] = {"argv": argv, "cwd": str(cwd), "env": env}
-        request.update(
-            out=str(self.out), err=str(self.err), **({"script": script} if script else {})
-        )
+        request.update(out=str(self.out), err=str(self.err))
+        request.update({"script": script} if script else {})
+        request.update({"in": str(stdin)} if stdin else {})
+        request.update({"path": path} if path is not None else {})
         self.pid = self.server.start(request)
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self._finish(self.server.wait(0))
+            self.returncode = self.server.wait(self.pid, 0)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            self._finish(self.server.wait(timeout))
+            self.returncode = self.server.wait(self.pid, timeout)
             if self.returncode is None:
                 raise subprocess.TimeoutExpired(["hone"], timeout or 0)
         return self.returncode
-
-    def _finish(self, code: int | None) -> None:
-        if code is not None:
-            self.returncode = code
-            POOL.put(self.server)
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
@@ -219,17 +251,24 @@ class Forked:
 
 
 def run(
-    argv: list[str], cwd: Path, env: dict[str, str], logs: Path, timeout: float, script: str = ""
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    logs: Path,
+    timeout: float,
+    script: str = "",
+    stdin: Path | None = None,
+    path: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`hone ARGV` (or `script`) to its end, as subprocess.run would (TimeoutExpired past
     `timeout`, once the command and what it started are killed)."""
-    process = Forked(argv, cwd, env, logs, script)
+    process = Forked(argv, cwd, env, logs, script, stdin, path)
     try:
         code = process.wait(timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         raise
     said = (process.stdout_text(), process.stderr_text())
-    for path in (process.out, process.err):
-        path.unlink(missing_ok=True)
+    for log in (process.out, process.err):
+        log.unlink(missing_ok=True)
     return subprocess.CompletedProcess(["hone", *argv], code, *said)

@@ -3,10 +3,11 @@ compiles, and hone's runs as shown."""
 
 from __future__ import annotations
 
+import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from tests import forking
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "python.md"
 SECTIONS = {"hone": "hone", "PyTorch Lightning": "PyTorch Lightning", "Keras": "Keras 3"}
@@ -38,10 +39,10 @@ def test_the_table_counts_the_lines_shown() -> None:
 
 
 def test_the_hone_snippet_trains(tmp_path) -> None:
-    code = snippets()["hone"]
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    """As a script of its own: a fork of a server that imported torch (tests/forking.py)."""
+    (tmp_path / "snippet.py").write_text(snippets()["hone"])
+    logs = tmp_path.parent / f"{tmp_path.name}-logs"  # outside: the snippet's folder holds runs/
+    done = forking.run([], tmp_path, dict(os.environ), logs, timeout=300, script="snippet.py")
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.strip().splitlines()[-1]) > 0.9  # best validation accuracy
     (run,) = (tmp_path / "runs").iterdir()

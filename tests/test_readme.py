@@ -24,9 +24,10 @@ What the test adds, each in one place:
   gets a free port in place of the written one, in every later line of the section too, so
   that sections can run side by side.
 - A command runs once, however often the docs repeat it; what it writes is then GIVEN.
-- A plain `hone ...` line (no pipe, redirection or variable) and a python block run as forks
-  of a process that has already imported torch and hone (tests/forking.py), so that each
-  does not pay the 3 to 5 CPU seconds of those imports again.
+- A plain `hone ...` line (no pipe, redirection or variable), servers included, one whose
+  input is an `echo "..." |`, and a python block run as forks of a process that has already
+  imported torch and hone (tests/forking.py), so that each does not pay the 3 to 5 CPU
+  seconds of those imports again.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,7 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MAX_STEPS = "2"
 COMMAND_TIMEOUT_SECONDS = 180
 SHELL_FENCES = {"bash", "sh", "shell", "console"}
+PLAIN_HONE = r"hone [^|<>&;$`\\]*"  # a `hone` command without pipes, redirections or variables
 
 # Commands a test machine cannot run, by the start of their text (blanks collapsed): why.
 NOT_RUN: dict[str, str] = {
@@ -299,13 +301,21 @@ class Shell:
     env: dict[str, str]
     seconds: dict[str, float] = field(default_factory=dict)
     ports: dict[str, str] = field(default_factory=dict)
-    servers: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
+    servers: list[tuple[subprocess.Popen[bytes] | forking.Forked, Path]] = field(
+        default_factory=list
+    )
 
-    def fork(self, argv: list[str], script: str = "") -> subprocess.CompletedProcess[str]:
+    @property
+    def logs(self) -> Path:
+        return self.folder.parent / ".fork-logs"  # beside the folder: `ls` there sees none
+
+    def fork(
+        self, argv: list[str], script: str = "", stdin: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """`hone ARGV` or the python `script` in the folder, as a fork (tests/forking.py)."""
-        logs = self.folder.parent / ".fork-logs"  # beside the folder: `ls` there sees none
+        timeout = COMMAND_TIMEOUT_SECONDS
         try:
-            return forking.run(argv, self.folder, self.env, logs, COMMAND_TIMEOUT_SECONDS, script)
+            return forking.run(argv, self.folder, self.env, self.logs, timeout, script, stdin)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(argv, -9, "", "timed out")
 
@@ -324,8 +334,12 @@ class Shell:
             script = self.folder / f".block-{command.line}.py"
             script.write_text(self.substitute(command.text))
             done = self.fork([], script=script.name)
-        elif re.fullmatch(r"hone [^|<>&;$`\\]*", code):
+        elif re.fullmatch(PLAIN_HONE, code):
             done = self.fork(shlex.split(code)[1:])
+        elif echoed := re.fullmatch(rf'echo ("[^"$`\\]*") \| ({PLAIN_HONE})', code):
+            stdin = self.folder.parent / f".stdin-{self.folder.name}-{command.line}"
+            stdin.write_text(shlex.split(echoed.group(1))[0] + "\n")
+            done = self.fork(shlex.split(echoed.group(2))[1:], stdin=stdin)
         else:
             done = subprocess.run(
                 ["bash", "-o", "pipefail", "-c", self.substitute(command.text)],
@@ -355,24 +369,35 @@ class Shell:
             if written != "0":
                 self.ports[written] = str(_free_port())
                 code += "" if match else f" --port {written}"
-        stderr = self.folder / f".server-{len(self.servers)}.log"
-        process = subprocess.Popen(
-            ["bash", "-c", self.substitute(code)],
-            cwd=self.folder,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr.open("wb"),
-            start_new_session=True,
-        )
+        process: subprocess.Popen[bytes] | forking.Forked
+        if re.fullmatch(PLAIN_HONE, code):
+            process = forking.Forked(
+                shlex.split(self.substitute(code))[1:], self.folder, self.env, self.logs
+            )
+            stderr = process.err
+        else:
+            stderr = self.folder / f".server-{len(self.servers)}.log"
+            process = subprocess.Popen(
+                ["bash", "-c", self.substitute(code)],
+                cwd=self.folder,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr.open("wb"),
+                start_new_session=True,
+            )
         self.servers.append((process, stderr))
         return self.wait_until_ready(process, stderr) if serve else None
 
-    def wait_until_ready(self, process: subprocess.Popen[bytes], stderr: Path) -> str | None:
+    def wait_until_ready(
+        self, process: subprocess.Popen[bytes] | forking.Forked, stderr: Path
+    ) -> str | None:
         deadline = time.monotonic() + COMMAND_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return f"exited with {process.returncode}: {stderr.read_text()[-2000:]}"
-            found = re.search(r"on (http://\S+) \(workers", stderr.read_text())
+            exited = process.poll() is not None
+            said = stderr.read_text() if stderr.exists() else ""  # a fork opens it itself
+            if exited:
+                return f"exited with {process.returncode}: {said[-2000:]}"
+            found = re.search(r"on (http://\S+) \(workers", said)
             try:
                 if found:
                     with urllib.request.urlopen(f"{found.group(1)}/ready", timeout=2) as reply:
@@ -380,7 +405,7 @@ class Shell:
                             return None
             except OSError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
         return "did not answer GET /ready in time"
 
     def stop_servers(self) -> None:
@@ -416,24 +441,49 @@ def run_commands(commands: list[Command], shell: Shell) -> list[str]:
     return failures
 
 
-def run_section(section: Section, folder: Path, stock: Path, env: dict[str, str]) -> list[str]:
-    """Copy in what the section takes as given, then run its commands."""
-    folder.mkdir(parents=True)
+def taken_as_given(section: Section) -> list[str]:
+    """The paths of GIVEN, GIVEN_FILES and COPIED_FROM_THE_REPOSITORY that the section names
+    and does not write itself."""
     text = "\n".join(c.text for c in section.commands)
     written = {p for c in section.commands for p in outputs(c.text)}
-    given = [*(path for chain in GIVEN for path in chain), *GIVEN_FILES]
-    for name in [*given, *COPIED_FROM_THE_REPOSITORY]:
-        if re.search(rf"(?<![\w/.-]){re.escape(name)}(?![\w-])", text) and name not in written:
-            source = stock / name if name in given else ROOT / name
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(source, folder / name)
-            else:
-                shutil.copy(source, folder / name)
+    names = [*(path for chain in GIVEN for path in chain), *GIVEN_FILES]
+    return [
+        name
+        for name in [*names, *COPIED_FROM_THE_REPOSITORY]
+        if re.search(rf"(?<![\w/.-]){re.escape(name)}(?![\w-])", text) and name not in written
+    ]
+
+
+def run_section(
+    section: Section, folder: Path, stock: Path, env: dict[str, str], chains: list[Future]
+) -> list[str]:
+    """Once the GIVEN `chains` that make what the section takes as given are done, copy that
+    in, then run its commands."""
+    folder.mkdir(parents=True)
+    names = taken_as_given(section)
+    for chain, future in zip(GIVEN, chains, strict=True):
+        if set(chain) & set(names) and future.result():
+            return ["not run: what it takes as given failed"]
+    for name in names:
+        source = ROOT / name if name in COPIED_FROM_THE_REPOSITORY else stock / name
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, folder / name)
+        else:
+            shutil.copy(source, folder / name)
     shell = Shell(folder, env)
     failures = run_commands(section.commands, shell)
     (folder / "seconds.json").write_text(json.dumps(shell.seconds))
     return failures
+
+
+def expected_cost(section: Section) -> int:
+    """A rough order of the sections' run times: a command, and four more for a study or for
+    processes of its own (`--workers`, `--nproc`), which take longest."""
+    return sum(
+        1 + 4 * ("hone tune " in c.text) + 4 * bool(re.search(r"--workers|--nproc", c.text))
+        for c in section.commands
+    )
 
 
 def make_given(chain: dict[str, list[str]], folder: Path, env: dict[str, str]) -> list[str]:
@@ -461,21 +511,27 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
         "OMP_NUM_THREADS": "1",
     }
     started = time.perf_counter()
-    workers = max(2, min(4, os.cpu_count() or 1))
+    # Two sections a core: a command uses one core at most, and part of its time none (a
+    # server starting, `--workers` processes importing torch, a reply awaited).
+    workers = min(8, 2 * (os.cpu_count() or 1))
     stock = root / "stock"
     stock.mkdir()
     for name, text in GIVEN_FILES.items():
         (stock / name).write_text(text)
     with ThreadPoolExecutor(workers) as pool:
+        # The chains first: a section waits in its thread for those it needs, which were
+        # queued before it, so they run meanwhile.
         chains = [pool.submit(make_given, chain, stock, env) for chain in GIVEN]
-        failed = [failure for chain in chains for failure in chain.result()]
-        assert not failed, "what the docs take as given:\n" + "\n".join(failed)
-        given_seconds = time.perf_counter() - started
+        # The longest sections first: none of them is left running alone at the end.
+        by_cost = sorted(enumerate(SECTIONS), key=lambda item: -expected_cost(item[1]))
         futures = {
-            s.name: pool.submit(run_section, s, root / f"section-{i}", stock, env)
-            for i, s in enumerate(SECTIONS)
+            s.name: pool.submit(run_section, s, root / f"section-{i}", stock, env, chains)
+            for i, s in by_cost
         }
+        failed = [failure for chain in chains for failure in chain.result()]
+        given_seconds = time.perf_counter() - started
         failures = {name: future.result() for name, future in futures.items()}
+    assert not failed, "what the docs take as given:\n" + "\n".join(failed)
     seconds: dict[str, float] = {}
     for path in root.glob("section-*/seconds.json"):
         seconds.update(json.loads(path.read_text()))

@@ -1,5 +1,10 @@
 """`hone X | head -1`: every printing command ends quietly when its reader leaves early, with
-exit code 141 (README.md's table), and no traceback or "Exception ignored" on stderr."""
+exit code 141 (README.md's table), and no traceback or "Exception ignored" on stderr.
+
+Each case is a fresh interpreter (the final flush at its exit is part of what is tested),
+which spends seconds importing torch on one core: a module fixture runs them all, as many
+at a time as there are cores, and each test checks its own.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -96,26 +102,53 @@ COMMANDS: dict[str, Callable[[pytest.FixtureRequest, Path], list[str]]] = {
 }  # fmt: skip
 
 
+HEAD_1 = {"recipes": ["recipes"], "--help": ["--help"]}
+Outcome = tuple[int, list[str], str]  # exit code, lines read, stderr
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Outcome]:
+    """{case: outcome} of every case below, each in a folder of its own."""
+    cases: dict[str, tuple[list[str], int, Path]] = {}  # {case: (args, lines, folder)}
+    for name, make in COMMANDS.items():
+        folder = tmp_path_factory.mktemp("pipes")
+        cases[name] = (make(request, folder), 0, folder)  # the session fixtures made here
+    for name, args in HEAD_1.items():
+        cases[f"head -1: {name}"] = (args, 1, tmp_path_factory.mktemp("pipes"))
+    folder = tmp_path_factory.mktemp("pipes")
+    cases["user error"] = (["doctor", str(folder / "nowhere")], 0, folder)
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        futures = {
+            name: pool.submit(closed_early, *args, lines=lines, tmp_path=folder)
+            for name, (args, lines, folder) in cases.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
 @pytest.mark.parametrize("name", COMMANDS)
 def test_a_reader_gone_before_the_output_is_exit_141_and_no_traceback(
-    name: str, request: pytest.FixtureRequest, tmp_path: Path
+    name: str, outcomes: dict[str, Outcome]
 ) -> None:
-    code, _, stderr = closed_early(*COMMANDS[name](request, tmp_path), tmp_path=tmp_path)
+    code, _, stderr = outcomes[name]
     assert_quiet(stderr)
     assert code == ExitCode.BROKEN_PIPE, stderr
 
 
-@pytest.mark.parametrize("args", [["recipes"], ["--help"]])
-def test_head_1_reads_the_first_line_and_hone_ends_quietly(args: list[str], tmp_path) -> None:
+@pytest.mark.parametrize("name", HEAD_1)
+def test_head_1_reads_the_first_line_and_hone_ends_quietly(
+    name: str, outcomes: dict[str, Outcome]
+) -> None:
     """The issue's `hone recipes | head -1`: the line arrives; if hone was still writing when
     the reader left it exits 141, if it had written everything, 0."""
-    code, read, stderr = closed_early(*args, lines=1, tmp_path=tmp_path)
+    code, read, stderr = outcomes[f"head -1: {name}"]
     assert read[0].strip()
     assert_quiet(stderr)
     assert code in (ExitCode.OK, ExitCode.BROKEN_PIPE), stderr
 
 
-def test_a_closed_pipe_after_a_user_error_keeps_quiet(tmp_path) -> None:
-    code, _, stderr = closed_early("doctor", str(tmp_path / "nowhere"), tmp_path=tmp_path)
+def test_a_closed_pipe_after_a_user_error_keeps_quiet(outcomes: dict[str, Outcome]) -> None:
+    code, _, stderr = outcomes["user error"]
     assert code == ExitCode.USER_ERROR  # nothing went to stdout: the error's code stands
     assert stderr.startswith("hone: error: ") and len(stderr.splitlines()) == 1

@@ -6,12 +6,14 @@ import json
 import os
 import random
 import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
+import torch.distributed.run
 from safetensors.torch import load_file
 
 from hone.track.run import read_metrics
+from tests import forking
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,12 +79,13 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 
 def torchrun(args: list[str], nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run `torchrun --standalone --nproc-per-node NPROC ARGS` (the external-launcher path)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += [f"--nproc-per-node={nproc}", *args]
-    return subprocess.run(
-        cmd, cwd=ROOT, env=worker_env(), capture_output=True, text=True, timeout=timeout
-    )
+    """Run `torchrun --standalone --nproc-per-node NPROC ARGS` (the external-launcher path):
+    the launcher a fork of a server that imported torch already (tests/forking.py), the
+    workers it starts fresh interpreters."""
+    argv = ["--standalone", f"--nproc-per-node={nproc}", *args]
+    logs = Path(tempfile.gettempdir()) / f"hone-test-logs-{os.getpid()}"
+    launcher = torch.distributed.run.__file__  # runs main() as __main__
+    return forking.run(argv, ROOT, worker_env(), logs, timeout, script=launcher)
 
 
 def run_group(runs: list[dict], folder: Path, nproc: int = 2) -> None:

@@ -6,8 +6,7 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from hone.config import load_config
 from hone.engine import Trainer
 from hone.track.run import read_metrics
+from tests import forking
 from tests.distributed.helpers import MLP, ROOT, gpt_config, max_weight_difference, worker_env
 
 # An MLP run far longer than any test waits: the tests stop it themselves.
@@ -34,11 +34,11 @@ def last_step(run_dir: Path) -> int:
     return max(steps, default=0)
 
 
-def wait_for_step(run_dir: Path, step: int, *processes: subprocess.Popen, timeout: float = 90):
+def wait_for_step(run_dir: Path, step: int, *processes: forking.Forked, timeout: float = 90):
     deadline = time.monotonic() + timeout
     while last_step(run_dir) < step:
         for p in processes:
-            assert p.poll() is None, p.communicate()[1][-3000:]
+            assert p.poll() is None, p.stderr_text()[-3000:]
         assert time.monotonic() < deadline, f"no step {step} after {timeout} s"
         time.sleep(0.1)
 
@@ -75,15 +75,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def hone(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hone", "train", *args],
-        cwd=ROOT,
-        env=env or worker_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def hone(*args: str, env: dict[str, str] | None = None) -> forking.Forked:
+    """`hone train ARGS` as a fork of a server that imported torch already (tests/forking.py);
+    the workers a launcher starts are fresh interpreters, as for a user."""
+    logs = Path(tempfile.gettempdir()) / f"hone-test-logs-{os.getpid()}"
+    return forking.Forked(["train", *args], ROOT, env or worker_env(), logs)
 
 
 def test_dead_rank_ends_the_group_without_restarts(tmp_path: Path) -> None:
@@ -102,7 +98,7 @@ def test_dead_rank_ends_the_group_without_restarts(tmp_path: Path) -> None:
     assert returncode != 0
     assert seconds < 20, seconds  # dist.timeout_seconds would be the bound; it is far quicker
     assert not alive(workers[0])
-    assert "worker rank 1 failed (signal 9)" in launcher.communicate()[1]
+    assert "worker rank 1 failed (signal 9)" in launcher.stderr_text()
 
 
 def test_stuck_rank_times_out_without_an_agent(tmp_path: Path) -> None:
@@ -132,7 +128,7 @@ def test_stuck_rank_times_out_without_an_agent(tmp_path: Path) -> None:
             p.kill()
     assert returncode != 0
     assert timeout - 1 < seconds < timeout + 15, seconds
-    assert "Timed out" in ranks[0].communicate()[1]
+    assert "Timed out" in ranks[0].stderr_text()
 
 
 def test_killed_rank_restarts_from_the_last_checkpoint(tmp_path: Path) -> None:
@@ -149,7 +145,7 @@ def test_killed_rank_restarts_from_the_last_checkpoint(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 90
         while not (run / "checkpoints" / "step-0000050").is_dir():
-            assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+            assert launcher.poll() is None, launcher.stderr_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint after 90 s"
             time.sleep(0.02)
         killed_at = last_step(run)
@@ -157,7 +153,7 @@ def test_killed_rank_restarts_from_the_last_checkpoint(tmp_path: Path) -> None:
         returncode = launcher.wait(timeout=120)
     finally:
         launcher.kill()
-    stderr = launcher.communicate()[1]
+    stderr = launcher.stderr_text()
     assert returncode == 0, stderr[-3000:]
     assert killed_at < 200  # the kill landed mid-run
     events = read_metrics(run)

@@ -4,18 +4,26 @@ and the `hone` console script run from there as a subprocess.
 
 The console script, unlike `python -m hone`, puts neither the working directory nor a
 config's folder on the import path: each command must find the user's modules by itself.
-Every subprocess pays seconds to import torch, so the project and its runs are made once.
+Each command is a fork of a server that imported torch already (tests/forking.py), given
+the console script's import path (its own folder, then the interpreter's; no working
+directory, no PYTHONPATH); what it starts (workers) are fresh interpreters, as for a user.
+The project and its runs are made once.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests import forking
 
 HONE = Path(sys.executable).with_name("hone")  # the console script of this environment
 
@@ -111,18 +119,28 @@ def hone_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", **(extra or {})}  # processes share two cores
 
 
+@functools.cache
+def console_script_path() -> list[str]:
+    """sys.path of the `hone` console script: its folder, then the interpreter's own."""
+    env = hone_env()
+    ask = [sys.executable, "-c", "import json, sys; print(json.dumps(sys.path[1:]))"]
+    found = subprocess.run(ask, env=env, cwd=HONE.parent, capture_output=True, text=True)
+    return [str(HONE.parent), *json.loads(found.stdout)]
+
+
+def start(*args: str, cwd: Path, env: dict[str, str] | None = None) -> forking.Forked:
+    """Start `hone ARGS` in `cwd`, as the console script would run it."""
+    logs = Path(tempfile.gettempdir()) / f"hone-test-logs-{os.getpid()}"
+    return forking.Forked(list(args), cwd, hone_env(env), logs, path=console_script_path())
+
+
 def hone(
     *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the `hone` console script in `cwd`."""
-    return subprocess.run(
-        [str(HONE), *args],
-        cwd=cwd,
-        env=hone_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """Run `hone ARGS` in `cwd`, as the console script would."""
+    logs = Path(tempfile.gettempdir()) / f"hone-test-logs-{os.getpid()}"
+    path = console_script_path()
+    return forking.run(list(args), cwd, hone_env(env), logs, timeout, path=path)
 
 
 def check(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

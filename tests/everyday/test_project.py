@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.everyday.conftest import HONE, check, hone, hone_env
+from tests import forking
+from tests.everyday.conftest import check, hone, start
 
 
 def test_train_finds_modules_in_the_working_directory_and_beside_the_config(
@@ -84,44 +85,26 @@ def test_compress_keeps_the_record(compressed: Path) -> None:
 
 
 @pytest.fixture
-def server(compressed: Path, elsewhere: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def server(compressed: Path, elsewhere: Path) -> Iterator[tuple[forking.Forked, str]]:
     """`hone serve` on the compressed run from another folder, two spawned workers."""
     args = ["serve", str(compressed), "--port", "0", "--workers", "2", "--threads", "1"]
-    args += ["--grace", "1"]
-    proc = subprocess.Popen(
-        [str(HONE), *args, "--log-level", "warning"],
-        cwd=elsewhere,
-        env=hone_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    found = threading.Event()
-
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if " on http://" in line:
-                found.set()
-        found.set()
-
-    threading.Thread(target=read, daemon=True).start()
+    proc = start(*args, "--grace", "1", "--log-level", "warning", cwd=elsewhere)
     try:
-        assert found.wait(120) and proc.poll() is None, "".join(lines)
-        url = next(line for line in lines if " on http://" in line)
+        deadline = time.monotonic() + 120
+        while " on http://" not in (said := proc.stderr_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, said
+            time.sleep(0.05)
+        url = next(line for line in said.splitlines() if " on http://" in line)
         yield proc, url.split(" on ", 1)[1].split(" ", 1)[0]
     finally:  # SIGTERM: the server stops its worker processes too
-        proc.terminate()
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
 
 
-def test_serve_from_another_folder(server: tuple[subprocess.Popen[str], str]) -> None:
+def test_serve_from_another_folder(server: tuple[forking.Forked, str]) -> None:
     proc, url = server
     deadline = time.monotonic() + 120
     while True:

@@ -8,8 +8,6 @@ import gc
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from hone.federate.server import FederatedRun
 from hone.run_files import RunFiles
 from hone.runs import read_run
 from hone.track.run import read_metrics
+from tests import forking
 from tests.federate.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,17 +48,16 @@ def test_hone_runs_tells_a_running_a_finished_and_a_killed_federated_run_apart(
     # Far more rounds than it lives through: it is caught running, then killed.
     endless = [f"--{o}" for o in [*SMALL, "federated.rounds=100000"]]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    with open(tmp_path / "killed.err", "w") as err:
-        command = ["federate", "mlp-digits", *endless, "--run-dir", str(tmp_path / "killed")]
-        proc = subprocess.Popen([sys.executable, "-m", "hone", *command], env=env, stderr=err)
+    command = ["federate", "mlp-digits", *endless, "--run-dir", str(tmp_path / "killed")]
+    proc = forking.Forked(command, ROOT, env, tmp_path / "logs")  # a process of its own
     try:
-        # Meanwhile (most of its time is importing torch and Flower), one that finishes.
+        # Meanwhile (part of its time is importing Flower), one that finishes.
         summary = federate(
             load_config("mlp-digits", [*SMALL, "federated.rounds=2"]), tmp_path / "done"
         )
         deadline = time.monotonic() + 120
         while val_rounds(tmp_path / "killed") < 2:  # two rounds: heartbeats after the first
-            assert proc.poll() is None, (tmp_path / "killed.err").read_text()
+            assert proc.poll() is None, proc.stderr_text()
             assert time.monotonic() < deadline, "no round completed in time"
             time.sleep(0.05)
         rows = runs_json(tmp_path, capsys)
@@ -69,7 +67,6 @@ def test_hone_runs_tells_a_running_a_finished_and_a_killed_federated_run_apart(
         assert proc.wait(60) == -signal.SIGKILL
     finally:
         proc.kill()
-        proc.wait()
     rows = runs_json(tmp_path, capsys)
     assert rows["done"]["state"] == "finished" and rows["done"]["exit_code"] == 0
     assert rows["done"]["steps"] == summary["steps"] == summary["rounds"] == 2

@@ -14,8 +14,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -25,6 +23,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests import forking
 from tests.conftest import ROOT
 from tests.pretrained.conftest import EOS
 
@@ -226,15 +225,12 @@ def test_what_the_chat_route_refuses(client, chat_checkpoint, tiny_checkpoint):
 
 def test_hone_chat_streams_replies_keeping_history_until_reset(chat_checkpoint, _cache):
     folder, reference = chat_checkpoint
-    done = subprocess.run(
-        [sys.executable, "-m", "hone", "chat", str(folder), "--temperature", "0",
-         "--max-new-tokens", "5"],
-        input="Hello\nHi\n/reset\nHi\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    typed = folder.parent / "typed.txt"
+    typed.write_text("Hello\nHi\n/reset\nHi\n")
+    argv = ["chat", str(folder), "--temperature", "0", "--max-new-tokens", "5"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    logs = folder.parent / "logs"  # a fork of a server that imported torch (tests/forking.py)
+    done = forking.run(argv, Path.cwd(), env, logs, timeout=120, stdin=typed)
     assert done.returncode == 0, done.stderr
     first = reference.reply([{"role": "user", "content": "Hello"}], 5)["text"]
     history = [

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -18,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import hone
 from hone.errors import ConfigError
+from tests import forking
 from tests.python.nets import DictDigits, DigitsNet, StreamDigits, digits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,13 +184,19 @@ def test_plain_iterable_resumes_by_skipping_with_one_warning(xy, tmp_path):
 
 def test_killed_python_run_resumes_bit_identical(tmp_path):
     """A user's script with a StatefulDataLoader, SIGKILLed mid-epoch and run again with
-    resume, ends with the weights of a run never stopped."""
+    resume, ends with the weights of a run never stopped. Each run is its own process, a
+    fork of a server that imported torch already (tests/forking.py)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    script = [sys.executable, "-m", "tests.python.kill_run"]
+    script, logs = str(ROOT / "tests" / "python" / "kill_run.py"), tmp_path / "logs"
+
+    def run(*args: str) -> None:
+        done = forking.run(list(args), ROOT, env, logs, timeout=300, script=script)
+        assert done.returncode == 0, done.stderr
+
     whole = tmp_path / "whole"
-    subprocess.run([*script, str(whole)], env=env, check=True, cwd=ROOT, capture_output=True)
+    run(str(whole))
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*script, str(killed)], env=env, cwd=ROOT, stderr=subprocess.PIPE)
+    proc = forking.Forked([str(killed)], ROOT, env, logs, script=script)
     deadline = time.monotonic() + 120
     # Past step 30: mid-epoch (25 batches an epoch), after a few checkpoints.
     while (
@@ -199,15 +204,14 @@ def test_killed_python_run_resumes_bit_identical(tmp_path):
         or len(list((killed / "checkpoints").glob("step-*"))) < 3
         or _step(killed) < 37
     ):
-        assert proc.poll() is None, proc.stderr.read()
+        assert proc.poll() is None, proc.stderr_text()
         assert time.monotonic() < deadline
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL
     assert not (killed / "model.safetensors").exists()
-    subprocess.run(
-        [*script, str(killed), "--resume"], env=env, check=True, cwd=ROOT, capture_output=True
-    )
+    run(str(killed), "--resume")
     a, b = load_file(whole / "model.safetensors"), load_file(killed / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((killed / "summary.json").read_text())["steps"] == 120

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from hone.errors import TrainingAborted
 from hone.run_files import RunFiles
 from hone.run_records.status import process_alive, process_start, this_process
 from hone.runs import list_runs, read_run
+from tests import forking
 from tests.compress.conftest import QUIET, one_thread_in_tmp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,22 +38,18 @@ FAILING = [
 ]
 
 
-def start(run_dir: Path, args: list[str]) -> subprocess.Popen[str]:
+def start(run_dir: Path, args: list[str]) -> forking.Forked:
+    """`hone train ARGS` as a process of its own: a fork of a server that imported torch."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "hone", "train", *args, "--run-dir", str(run_dir)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    logs = Path(tempfile.gettempdir()) / f"hone-test-logs-{os.getpid()}"
+    return forking.Forked(["train", *args, "--run-dir", str(run_dir)], ROOT, env, logs)
 
 
-def wait_for(condition, procs: list[subprocess.Popen[str]], timeout: float = 180) -> None:
+def wait_for(condition, procs: list[forking.Forked], timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         for proc in procs:
-            assert proc.poll() is None, f"exited early ({proc.returncode}): {proc.stderr.read()}"
+            assert proc.poll() is None, f"exited early ({proc.returncode}): {proc.stderr_text()}"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
 
@@ -66,7 +64,7 @@ def states(root: Path) -> dict[str, str]:
 
 
 def test_every_state_of_a_run(tmp_path, tmp_path_factory, capsys) -> None:
-    # Subprocesses first: most of their time is importing torch, this process trains meanwhile.
+    # Subprocesses first: they train while this process does too.
     killed, stopped = start(tmp_path / "killed", ENDLESS), start(tmp_path / "stopped", ENDLESS)
     crashed = start(tmp_path / "crashed", FAILING)
     try:

@@ -8,7 +8,6 @@ it, and is skipped only when no server answers.
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from optuna.trial import TrialState
 from hone.tune.settings import TuneConfig
 from hone.tune.storage import open_storage
 from tests.tune.conftest import linreg_config
-from tests.tune.test_workers import SAFE_LR, env, hone_tune
+from tests.tune.test_workers import SAFE_LR, hone_tune
 
 URL = os.environ.get("HONE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -51,20 +50,13 @@ def test_two_processes_share_a_postgres_study(database: str, tmp_path: Path) -> 
         train={"max_steps": 300, "max_epochs": 0, "eval_every": 100},
         pruner="none",
     )
+    shared = (str(config), "--trials", "6", "--storage", database, "--study", "shared")
     procs = [
-        subprocess.Popen(
-            hone_tune(str(config), "--trials", "6", "--storage", database, "--study", "shared")
-            + ["--dir", str(tmp_path / f"machine-{i}"), f"--tune.seed={i}"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env(),
-        )
+        hone_tune(*shared, "--dir", str(tmp_path / f"machine-{i}"), f"--tune.seed={i}")
         for i in range(2)
     ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr_text()
     storage = open_storage(database, TuneConfig(), heartbeat=False)
     trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

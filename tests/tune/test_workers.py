@@ -5,26 +5,26 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+from tests import forking
 from tests.conftest import ROOT
 from tests.tune.conftest import linreg_config
 
 SAFE_LR = {"optim.lr": {"type": "float", "low": 1e-3, "high": 0.3, "log": True}}
 
 
-def hone_tune(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hone", "tune", *args]
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+def hone_tune(*args: str) -> forking.Forked:
+    """`hone tune ARGS` as a fork of a server that imported torch already (tests/forking.py);
+    the workers it starts are fresh interpreters, as for a user."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    logs = Path(tempfile.gettempdir()) / f"hone-test-logs-{os.getpid()}"
+    return forking.Forked(["tune", *args], ROOT, env, logs)
 
 
 def trials_of(directory: Path, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -40,14 +40,8 @@ def test_two_workers_run_trials_at_the_same_time(tmp_path: Path) -> None:
         sampler="random",
         pruner="none",
     )
-    out = subprocess.run(
-        hone_tune(str(config), "--trials", "4", "--workers", "2", "--dir", str(tmp_path / "t")),
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
+    tuning = hone_tune(str(config), "--trials", "4", "--workers", "2", "--dir", str(tmp_path / "t"))
+    assert tuning.wait(timeout=300) == 0, tuning.stderr_text()
     trials = trials_of(tmp_path / "t", "linreg")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert len({t.user_attrs["worker"] for t in trials}) == 2
@@ -58,8 +52,8 @@ def test_two_workers_run_trials_at_the_same_time(tmp_path: Path) -> None:
     ]
     assert overlapping, "the two workers never trained at the same time"
     logs = "".join(p.read_text() for p in (tmp_path / "t" / "workers").glob("*.log"))
-    assert "locked" not in logs + out.stderr and "Traceback" not in logs
-    assert "best trial" in out.stdout
+    assert "locked" not in logs + tuning.stderr_text() and "Traceback" not in logs
+    assert "best trial" in tuning.stdout_text()
 
 
 def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path: Path) -> None:
@@ -72,13 +66,13 @@ def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path: Path) -> N
         heartbeat_seconds=1,
         grace_seconds=2,
     )
-    command = hone_tune(str(config), "--trials", "2", "--dir", str(tmp_path / "t"))
-    first = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command = (str(config), "--trials", "2", "--dir", str(tmp_path / "t"))
+    first = hone_tune(*command)
     metrics = tmp_path / "t" / "trials" / "trial-0" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     # Kill it in the middle of trial 0: after its first evaluation, long before step 3000.
     while '"split": "val"' not in (metrics.read_text() if metrics.exists() else ""):
-        assert first.poll() is None, first.stderr.read() if first.stderr else ""
+        assert first.poll() is None, first.stderr_text()
         assert time.monotonic() < deadline
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
@@ -86,8 +80,8 @@ def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path: Path) -> N
     assert trials_of(tmp_path / "t", "linreg")[0].state == TrialState.RUNNING
     time.sleep(2.5)  # past the grace period: trial 0 is now stale
 
-    again = subprocess.run(command, capture_output=True, text=True, env=env(), timeout=300)
-    assert again.returncode == 0, again.stderr
+    again = hone_tune(*command)
+    assert again.wait(timeout=300) == 0, again.stderr_text()
     trials = trials_of(tmp_path / "t", "linreg")
     states = [t.state for t in trials]
     assert states[0] == TrialState.FAIL and states.count(TrialState.COMPLETE) == 2
