@@ -307,14 +307,14 @@ def _worker_env(workers: int) -> dict[str, str]:
     return env
 
 
-def _spawn_workers(tuning: Tuning) -> None:
+def _spawn_workers(tuning: Tuning, workers: int) -> None:
     options = tuning.options
     logs = tuning.directory / "workers"
     logs.mkdir(parents=True, exist_ok=True)
     spec = json.dumps(dataclasses.asdict(options))
-    env = _worker_env(options.workers)
+    env = _worker_env(workers)
     procs = []
-    for i in range(options.workers):
+    for i in range(workers):
         with open(logs / f"worker-{i}.log", "ab") as log:
             procs.append(
                 subprocess.Popen(
@@ -359,11 +359,14 @@ def tune(options: TuneOptions) -> TuneResult:
     tuning = Tuning(options)
     study = tuning.create_study()
     tuning.directory.mkdir(parents=True, exist_ok=True)
+    # No more workers than trials left to run: the others would only start and wait.
+    done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    workers = max(1, min(options.workers, tuning.limit - done))
     with Monitor(lambda: tuning.load_study(monitor=True), tuning.limit):
-        if options.workers == 1:
+        if workers == 1:
             tuning.work(0)
         else:
-            _spawn_workers(tuning)
+            _spawn_workers(tuning, workers)
     trials = study.get_trials(deepcopy=False)
     finished = sum(t.state in FINISHED for t in trials)
     result = tuning.finish(study)

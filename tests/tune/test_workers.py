@@ -87,3 +87,18 @@ def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path: Path) -> N
     assert states[0] == TrialState.FAIL and states.count(TrialState.COMPLETE) == 2
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
     assert retry.state == TrialState.COMPLETE and retry.params == trials[0].params
+
+
+def test_no_more_workers_start_than_trials_are_left(tmp_path: Path) -> None:
+    """--workers 3 for one trial runs it in the command's own process: no worker starts."""
+    config = linreg_config(
+        tmp_path / "c.toml",
+        SAFE_LR,
+        train={"max_steps": 50, "max_epochs": 0, "eval_every": 50},
+        sampler="random",
+        pruner="none",
+    )
+    tuning = hone_tune(str(config), "--trials", "1", "--workers", "3", "--dir", str(tmp_path / "t"))
+    assert tuning.wait(timeout=300) == 0, tuning.stderr_text()
+    assert [t.state for t in trials_of(tmp_path / "t", "linreg")] == [TrialState.COMPLETE]
+    assert not (tmp_path / "t" / "workers").exists()
