@@ -31,6 +31,11 @@ class _Pieces:
     the finished Completion's reason and token counts. Subclasses define `next_piece` and
     `_completion` (None until generation has finished)."""
 
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds = 0.0  # set once generation has finished
+        self.done = False
+
     async def next_piece(self) -> str | None:
         raise NotImplementedError
 
@@ -87,9 +92,7 @@ class Generation(_Pieces):
         self.stream = loaded.stream(
             prompt, max_tokens, temperature, top_k=top_k, seed=seed, top_p=top_p, stop=stop
         )
-        self.started = time.perf_counter()
-        self.seconds = 0.0
-        self.done = False
+        super().__init__()
 
     async def next_piece(self) -> str | None:
         """The next piece of text, or None once generation has finished."""
@@ -133,9 +136,7 @@ class BatchedGeneration(_Pieces):
 
     def __init__(self, scheduler: Scheduler, sequence: Sequence) -> None:
         self.scheduler, self.sequence = scheduler, sequence
-        self.started = time.perf_counter()
-        self.seconds = 0.0
-        self.done = False
+        super().__init__()
 
     async def next_piece(self) -> str | None:
         """The next piece of text, or None once generation has finished."""

@@ -22,7 +22,6 @@ from safetensors import safe_open
 import hone
 from hone.cli import main
 from hone.finetune.lora import lora_layers
-from tests.pretrained.conftest import SENTENCES
 
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
@@ -59,18 +58,11 @@ def hone_logits(run: Path) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def text(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "notes.txt"
-    path.write_text("\n".join(SENTENCES * 3) + "\n", encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
 def llama_run(
-    tiny_checkpoint: Callable[[str], Path], text: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_checkpoint: Callable[[str], Path], notes: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A LoRA run on the tiny Qwen2 (q/k/v biases, a tied head), every linear layer."""
-    return train_lora(tiny_checkpoint("qwen2"), tmp_path_factory.mktemp("lora") / "run", text)
+    return train_lora(tiny_checkpoint("qwen2"), tmp_path_factory.mktemp("lora") / "run", notes)
 
 
 def test_hf_without_merge_is_refused_in_one_line(llama_run: Path, tmp_path: Path) -> None:
@@ -127,11 +119,11 @@ def test_peft_export_of_a_run_without_adapters_is_refused(
 
 
 def test_a_gpt2_run_merges_through_its_transposed_layers(
-    tiny_checkpoint: Callable[[str], Path], text: Path, tmp_path: Path
+    tiny_checkpoint: Callable[[str], Path], notes: Path, tmp_path: Path
 ) -> None:
     """GPT-2 stores its fused qkv and MLP weights transposed (Conv1D): the merged weights
     go out transposed as the base's do."""
-    run = train_lora(tiny_checkpoint("gpt2"), tmp_path / "run", text)
+    run = train_lora(tiny_checkpoint("gpt2"), tmp_path / "run", notes)
     code, _, err = hone_cli(
         "export", str(run), "--format", "hf", "--merge", "--output", str(tmp_path / "hf")
     )
@@ -142,10 +134,10 @@ def test_a_gpt2_run_merges_through_its_transposed_layers(
 
 
 def test_a_bf16_base_merges_into_bf16_weights(
-    tiny_checkpoint: Callable[[str], Path], text: Path, tmp_path: Path
+    tiny_checkpoint: Callable[[str], Path], notes: Path, tmp_path: Path
 ) -> None:
     """model.dtype = bf16: the merged checkpoint is bf16, as the base the run held."""
-    run = train_lora(tiny_checkpoint("llama"), tmp_path / "run", text, "model.dtype=bf16")
+    run = train_lora(tiny_checkpoint("llama"), tmp_path / "run", notes, "model.dtype=bf16")
     code, _, err = hone_cli(
         "export", str(run), "--format", "hf", "--merge", "--output", str(tmp_path / "hf")
     )

@@ -27,7 +27,6 @@ from hone.errors import ConfigError
 from hone.finetune.lora import adapter_parameters
 from tests.checkpoint.helpers import checkpoint_steps, same_weights, weights
 from tests.checkpoint.test_kill import start, wait_until, write_config
-from tests.pretrained.conftest import SENTENCES
 
 pytest.importorskip("transformers")
 
@@ -44,13 +43,6 @@ def overrides(base: Path, text: Path, steps: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def text(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "notes.txt"
-    path.write_text("\n".join(SENTENCES * 3) + "\n", encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
 def llama(tiny_checkpoint: Callable[[str], Path]) -> Path:
     return tiny_checkpoint("llama")
 
@@ -60,12 +52,12 @@ def files_bytes(folder: Path) -> int:
 
 
 def test_a_sigkilled_lora_run_resumes_to_the_same_adapters(
-    llama: Path, text: Path, tmp_path: Path
+    llama: Path, notes: Path, tmp_path: Path
 ) -> None:
     """Killed (a real SIGKILL, from outside) after its first checkpoint and resumed with
     `hone train --resume`: the adapters end bit-identical to an uninterrupted run's, and
     every checkpoint on the way held the adapters and their optimizer state alone."""
-    cfg = load_config("pretrained-text", overrides(llama, text, steps=24))
+    cfg = load_config("pretrained-text", overrides(llama, notes, steps=24))
     reference = hone.Trainer(config=cfg, run_dir=tmp_path / "ref")
     reference.fit()
     run = tmp_path / "run"
@@ -93,10 +85,10 @@ def test_a_sigkilled_lora_run_resumes_to_the_same_adapters(
         assert saved["files"]["model.safetensors"]["bytes"] == base_bytes
 
 
-def test_a_changed_base_is_refused_in_one_line(llama: Path, text: Path, tmp_path: Path) -> None:
+def test_a_changed_base_is_refused_in_one_line(llama: Path, notes: Path, tmp_path: Path) -> None:
     base = tmp_path / "base"
     shutil.copytree(llama, base)
-    cfg = load_config("pretrained-text", overrides(base, text, steps=4))
+    cfg = load_config("pretrained-text", overrides(base, notes, steps=4))
     trainer = hone.Trainer(config=cfg, run_dir=tmp_path / "run")
     trainer.fit()
     loaded = hone.load_run(tmp_path / "run", device="cpu")  # the same base: loads
@@ -114,18 +106,18 @@ def test_a_changed_base_is_refused_in_one_line(llama: Path, text: Path, tmp_path
         hone.load_run(tmp_path / "run", device="cpu")
     assert "\n" not in str(refused.value)
     with pytest.raises(ConfigError, match="has changed since"):
-        resumed = load_config("pretrained-text", overrides(base, text, steps=8))
+        resumed = load_config("pretrained-text", overrides(base, notes, steps=8))
         hone.Trainer(config=resumed, run_dir=tmp_path / "run", resume=True)
 
 
-def test_a_lora_run_on_a_random_model_saves_every_weight(text: Path, tmp_path: Path) -> None:
+def test_a_lora_run_on_a_random_model_saves_every_weight(notes: Path, tmp_path: Path) -> None:
     """No checkpoint to rebuild the base from (seeded random weights): the run's files hold
     every weight, as a full run's do, and load back with the same logits."""
     cfg = load_config(
         None,
         [
             "model.name=llama", "model.n_layer=1", "model.n_embd=32", "model.n_head=2",
-            "model.block_size=16", "data.name=text", f"data.path={text}", "data.tokenizer=char",
+            "model.block_size=16", "data.name=text", f"data.path={notes}", "data.tokenizer=char",
             "lora.enabled=true", "lora.rank=2", "train.max_steps=2", "train.batch_size=2",
             "train.eval_batches=1", "train.sample_tokens=0", "train.threads=1",
             "log.tensorboard=false", "log.progress=off",

@@ -121,6 +121,14 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def notes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small UTF-8 text file (SENTENCES, three times) to continue training on."""
+    path = tmp_path_factory.mktemp("text") / "notes.txt"
+    path.write_text("\n".join(SENTENCES * 3) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """`tiny_checkpoint(name) -> folder` of the checkpoint `name` (a key of CHECKPOINTS)."""
     root = tmp_path_factory.mktemp("checkpoints")

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from hone.cli import main
 from tests.conftest import run_hone
-from tests.pretrained.conftest import EOS, SENTENCES
+from tests.pretrained.conftest import EOS
 
 transformers = pytest.importorskip("transformers")
 
@@ -52,14 +52,6 @@ def hone(*argv: str) -> tuple[int, str, str]:
     with redirect_stdout(out), redirect_stderr(err):
         code = main(list(argv))
     return code, out.getvalue(), err.getvalue()
-
-
-@pytest.fixture(scope="module")
-def notes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small UTF-8 text file to continue training on."""
-    path = tmp_path_factory.mktemp("text") / "notes.txt"
-    path.write_text("\n".join(SENTENCES * 3) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
