@@ -35,35 +35,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.workers import in_subprocess, mib, rss_bytes  # noqa: E402
+from bench.workers import SMOLLM2_135M, in_subprocess, mib, rss_bytes  # noqa: E402
 
 THREADS = 2
 FOLDER = Path(os.environ.get("HONE_BENCH_DIR", "/tmp/hone-bench")) / "smollm2-135m-lora"
 BATCH, TOKENS, RANK, ALPHA = 4, 256, 16, 32
 
-# SmolLM2-135M's config.json (HuggingFaceTB/SmolLM2-135M), random weights: speed and memory
-# do not depend on their values.
-SMOLLM2_135M = {
-    "model_type": "llama",
-    "architectures": ["LlamaForCausalLM"],
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "head_dim": 64,
-    "vocab_size": 49152,
-    "max_position_embeddings": 8192,
-    "rope_theta": 100000.0,
-    "rms_norm_eps": 1e-5,
-    "initializer_range": 0.041666666666666664,
-    "tie_word_embeddings": True,
-    "hidden_act": "silu",
-    "attention_bias": False,
-    "mlp_bias": False,
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-}
 WORDS = 2000  # the word-level tokenizer's vocabulary (the model's is larger: fine)
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.workers import SMOLLM2_135M as SMOLLM2_135M_CONFIG  # noqa: E402
 from bench.workers import in_subprocess, mib, rss_bytes  # noqa: E402
 
 THREADS = 2
@@ -56,23 +57,7 @@ QWEN_0_5B = {
     "hidden_act": "silu",
 }
 # SmolLM2-135M's sizes, with a 2048-token context
-SMOLLM2_135M = {
-    "model_type": "llama",
-    "architectures": ["LlamaForCausalLM"],
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "vocab_size": 49152,
-    "max_position_embeddings": 2048,
-    "rope_theta": 100000.0,
-    "rms_norm_eps": 1e-5,
-    "tie_word_embeddings": True,
-    "hidden_act": "silu",
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-}
+SMOLLM2_135M = {**SMOLLM2_135M_CONFIG, "max_position_embeddings": 2048}
 
 
 def hone_llama(hf: dict[str, Any]) -> Any:

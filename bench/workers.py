@@ -1,5 +1,6 @@
 """What the benches that compare hone with another library in fresh processes share: a
-worker subprocess that prints its result as JSON, and the process's resident memory."""
+worker subprocess that prints its result as JSON, the process's resident memory, and the
+model they compare on (SmolLM2-135M's config)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,30 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# SmolLM2-135M's config.json (HuggingFaceTB/SmolLM2-135M), random weights: speed and memory
+# do not depend on their values.
+SMOLLM2_135M = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "vocab_size": 49152,
+    "max_position_embeddings": 8192,
+    "rope_theta": 100000.0,
+    "rms_norm_eps": 1e-5,
+    "initializer_range": 0.041666666666666664,
+    "tie_word_embeddings": True,
+    "hidden_act": "silu",
+    "attention_bias": False,
+    "mlp_bias": False,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+}
 
 
 def rss_bytes(field: str = "VmRSS") -> int:
