@@ -9,8 +9,10 @@ threads, the sides alternating round by round; each prints its numbers and the r
            the head: hone (load_pretrained + the LoRA converter, the loss from the targets as
            the language task trains) against transformers + PEFT (get_peft_model, the loss
            from `labels`), in fp32 and under bf16 autocast. Tokens/s of the fastest step and
-           peak RSS (VmHWM). Also hone with the base held in bf16 (lora.base_dtype) and with
-           activation checkpointing (train.activation_checkpointing), as extra rows.
+           peak RSS (VmHWM). hone's base in the dtype a run gives it by default (lora.base_dtype
+           = auto: bf16 under bf16 autocast, fp32 otherwise); also hone with the base held in
+           bf16 whatever the precision, and with activation checkpointing
+           (train.activation_checkpointing), as extra rows.
   packing  `hone train` on chat data (prompt/completion records of 20 to 256 tokens, spread
            uniformly or log-uniformly: --lengths; a word-level tokenizer, one token a
            word) from the same checkpoint, --batch rows of 256 a step, padded rows against
@@ -76,7 +78,7 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         import peft
         import transformers
     else:
-        from hone.finetune.lora import LoRA, adapter_parameters
+        from hone.finetune.lora import LoRA, adapter_parameters, base_dtype_for
         from hone.pretrained.weights import load_pretrained
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
@@ -90,7 +92,8 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         params = [p for p in model.parameters() if p.requires_grad]
     else:
         model, _, _ = load_pretrained(FOLDER)
-        base_dtype = "bf16" if extra == "bf16-base" else "fp32"
+        # the run's default (lora.base_dtype = auto: bf16 under bf16 autocast), or bf16
+        base_dtype = "bf16" if extra == "bf16-base" else base_dtype_for("auto", precision)
         LoRA(RANK, ALPHA, 0.0, "all-linear", base_dtype).convert(model)
         model.activation_checkpointing = extra == "checkpointing"
         params = list(adapter_parameters(model).values())

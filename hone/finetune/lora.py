@@ -34,6 +34,7 @@ from torch import nn
 from hone.errors import ConfigError
 from hone.finetune.settings import BASE_DTYPES, PRESETS, target_suffixes
 from hone.models.converters import CONVERTERS, ModelConverter
+from hone.pretrained.weights import release_mapped_pages
 
 if TYPE_CHECKING:
     from hone.config import Config
@@ -99,12 +100,20 @@ class LoRALinear(nn.Module):
         nn.init.zeros_(self.lora_b.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # A bf16 base computes in the input's dtype (a no-op cast when they agree).
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if autocast:
+            # x cast once for the base's matmul and the adapter's (autocast casts it for each,
+            # and each keeps its copy), and the base weight cast straight to autocast's dtype:
+            # cast to x's (fp32) first, a bf16 base became an fp32 copy, then a bf16 one again.
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        # The base computes in the input's dtype (a no-op cast when they agree).
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         y = F.linear(x, self.weight.to(x.dtype), bias)  # (..., out)
         if self.merged:
             return y
-        h = self.lora_a(self.dropout(x.to(self.lora_a.weight.dtype)))  # (..., r)
+        if not autocast:  # a bf16 input of a bf16 model: the adapters compute in fp32
+            x = x.to(self.lora_a.weight.dtype)
+        h = self.lora_a(self.dropout(x))  # (..., r)
         if h.dtype != y.dtype:  # a bf16 model outside autocast: the update in fp32, rounded once
             return y + (self.lora_b(h) * self.scale).to(y.dtype)
         # y + scale * h B^T in one addmm: the update is added inside the matmul, without the
@@ -261,9 +270,15 @@ class LoRA(ModelConverter):
                 linear.lora_b.requires_grad_(True)
                 continue
             assert isinstance(linear, nn.Linear)
+            cast_from = [t.data for t in (linear.weight, linear.bias) if t is not None]
             layer = LoRALinear(linear, self.rank, self.alpha, self.dropout, base_dtype)
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+            if base_dtype is not None and cast_from[0].dtype != base_dtype:
+                # A checkpoint's mapping stays open while any of its tensors lives (the
+                # embedding): the pages of the weights cast away would count in RSS until
+                # the run ends. Layer by layer, so that the file is not all in RSS at once.
+                release_mapped_pages(cast_from)
         return model
 
     def record(self) -> dict[str, Any]:

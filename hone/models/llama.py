@@ -146,16 +146,26 @@ class RMSNorm(nn.RMSNorm):
     checkpoints were trained (a bf16 mean of squares loses digits); the normalized input is
     cast back before the gain multiplies it."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The normed x, cast to `dtype` if given."""
         if self.weight is not None and torch.is_grad_enabled():
             out = _RMSNormFunction.apply(x, self.weight, self.eps)
             assert isinstance(out, torch.Tensor)
-            return out
-        return _rms_norm(x, self.weight, self.eps)
+        else:
+            out = _rms_norm(x, self.weight, self.eps)
+        return out if dtype is None else out.to(dtype)
 
-    def remake(self, x: torch.Tensor) -> torch.Tensor:
-        """forward(x) again, to the bit, without autograd (for hone.models.recompute)."""
-        return _rms_norm(x, self.weight, self.eps)
+    def remake(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """forward(x, dtype) again, to the bit, without autograd (hone.models.recompute)."""
+        out = _rms_norm(x, self.weight, self.eps)
+        return out if dtype is None else out.to(dtype)
+
+
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast runs x's matmuls in; None outside autocast."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return None
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float | None) -> torch.Tensor:
@@ -330,12 +340,15 @@ class Block(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         # The normed inputs are kept for backward as their recipe (the norm's input is kept
-        # anyway): 4.5 MiB a block at SmolLM2-135M's width and batch 4 x 256.
-        normed = self.norm1(x)
-        with recomputed(normed, partial(self.norm1.remake, x)):
+        # anyway): 4.5 MiB a block at SmolLM2-135M's width and batch 4 x 256. Under autocast
+        # they are cast here, once for the linear layers that read them: each would cast,
+        # and keep for backward, a copy of its own (q, k and v three, gate and up two).
+        dtype = _matmul_dtype(x)
+        normed = self.norm1(x, dtype)
+        with recomputed(normed, partial(self.norm1.remake, x, dtype)):
             mid = x + self.attn(normed, rope, cache, layer, mask)
-        normed = self.norm2(mid)
-        with recomputed(normed, partial(self.norm2.remake, mid)):
+        normed = self.norm2(mid, dtype)
+        with recomputed(normed, partial(self.norm2.remake, mid, dtype)):
             return mid + self.mlp(normed)
 
 

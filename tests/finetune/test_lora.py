@@ -9,6 +9,7 @@ and the run loads back (converters.json re-applies LoRA) with the trained logits
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +96,70 @@ def test_a_bf16_base_keeps_fp32_adapters_and_close_logits(llama: Path) -> None:
     out = logits(bf16)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, logits(fp32), rtol=0, atol=0.05)
+
+
+def test_under_autocast_a_bf16_base_computes_what_autocast_makes_of_an_fp32_one(
+    llama: Path,
+) -> None:
+    """Autocast rounds an fp32 base to bf16 for each matmul: a base held in bf16 gives those
+    very numbers (cast straight to the compute dtype, no detour through fp32 copies), the
+    same loss and adapter gradients to the bit."""
+    ids = torch.randint(0, 200, (2, 12), generator=torch.Generator().manual_seed(1))
+    results = []
+    for base_dtype in ("fp32", "bf16"):
+        model = base(llama)
+        with torch.no_grad():  # bf16 numbers in fp32: both bases hold the same values
+            for module in model.modules():
+                if isinstance(module, nn.Linear):
+                    module.weight.copy_(module.weight.bfloat16().float())
+        LoRA(rank=4, targets="all-linear", base_dtype=base_dtype).convert(model)
+        torch.manual_seed(0)
+        for layer in lora_layers(model).values():
+            layer.reset_adapters()
+        randomize([layer.lora_b.weight for layer in lora_layers(model).values()])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model.train()(ids[:, :-1], targets=ids[:, 1:])
+        loss.backward()
+        grads = {n: p.grad for n, p in adapter_parameters(model).items()}
+        results.append((loss, grads))
+    (loss32, grads32), (loss16, grads16) = results
+    assert torch.equal(loss32, loss16)
+    assert grads32.keys() == grads16.keys()
+    assert all(torch.equal(grads32[n], grads16[n]) for n in grads32)
+    assert any(g.abs().max() > 0 for g in grads16.values())
+
+
+def file_rss(path: Path) -> int:
+    """Bytes of `path`'s mappings resident in this process (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[5] == str(path.resolve())
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux's /proc")
+def test_a_base_cast_to_bf16_gives_back_its_mapped_pages(llama: Path) -> None:
+    """The checkpoint's mapping stays open (the embedding lives on it), but the pages of the
+    weights cast to bf16 leave RSS; the tensors still on the mapping read as before."""
+    weights = llama / "model.safetensors"
+    with weights.open("rb") as f:  # the kernel reclaims clean pages only: written back first
+        os.fsync(f.fileno())
+    model = base(llama)
+    linears = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    linears = [w for w in linears if w is not model.token_embedding.weight]
+    cast_bytes = sum(w.numel() * w.element_size() for w in linears)
+    before = logits(model)  # reads every weight: all its pages resident
+    resident = file_rss(weights)
+    assert resident >= cast_bytes
+    LoRA(rank=4, targets="all-linear", base_dtype="bf16").convert(model)
+    assert file_rss(weights) <= resident - cast_bytes // 2
+    embedding = base(llama).token_embedding.weight
+    assert torch.equal(model.token_embedding.weight, embedding)
+    torch.testing.assert_close(logits(model), before, rtol=0, atol=0.05)
 
 
 def test_an_auto_base_dtype_follows_the_runs_precision(llama: Path) -> None:

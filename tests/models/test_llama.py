@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hone.config import ModelConfig
 from hone.errors import ConfigError
@@ -155,6 +156,36 @@ def test_a_block_keeps_neither_normed_inputs_nor_the_mlp_product(adapters: bool)
 
 def id_(t: torch.Tensor) -> torch.Tensor:
     return t
+
+
+class _Casts(TorchDispatchMode):
+    """Counts the casts to bf16 that make a tensor of `shape`."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape, self.count = shape, 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten._to_copy.default and out.dtype == torch.bfloat16:
+            self.count += tuple(out.shape) == self.shape
+        return out
+
+
+@pytest.mark.parametrize("adapters", [False, True])
+def test_under_autocast_a_blocks_normed_inputs_are_cast_once(adapters: bool) -> None:
+    """q, k and v (gate and up) read one bf16 copy of their normed input, for plain layers
+    and LoRA's alike: not a copy each, as autocast's own casts would make (and keep)."""
+    model = tiny().train()
+    if adapters:
+        LoRA(4, 8, 0.0, "all-linear", "bf16").convert(model)
+    idx = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(6))
+    casts = _Casts((2, 24, model.config.n_embd))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with casts:
+            loss = model(idx, targets=idx)
+        assert casts.count == 2 * len(model.blocks)
+        loss.backward()  # the recipes make the casts again
 
 
 def test_sizes_flops_and_tied_head() -> None:
