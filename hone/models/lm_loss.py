@@ -78,13 +78,25 @@ class _HeadCrossEntropy(torch.autograd.Function):
         count = kept.sum().clamp(min=1).to(torch.float32)  # tokens the mean divides by
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         smooth, V = label_smoothing, weight.size(0)
+        # The chunk-sized buffers, made once and written by every chunk: a (K, V) tensor is
+        # past malloc's 32 MiB mmap threshold, so each new one came as fresh pages, faulted
+        # in one by one as the matmul wrote them (~100 ms of a SmolLM2-135M step in bf16).
+        rows_per_chunk = min(chunk, hidden.size(0))
+        logits_buffer = hidden.new_empty((rows_per_chunk, V), dtype=torch.float32)
+        low_buffer = None  # the matmul's output, and the gradient, in the compute dtype
+        if compute != torch.float32:
+            low_buffer = hidden.new_empty((rows_per_chunk, V), dtype=compute)
         with torch.autocast(device, enabled=False):
             w = weight.to(compute)
             for start in range(0, hidden.size(0), chunk):
                 h = hidden[start : start + chunk].to(compute)  # (K, C)
                 y = targets[start : start + chunk].clamp(min=0)  # (K,): ignored rows pick 0
                 keep = kept[start : start + chunk]
-                logits = F.linear(h, w).float()  # (K, V): the only chunk-sized tensor
+                logits = logits_buffer[: h.size(0)]  # (K, V)
+                if low_buffer is None:
+                    torch.mm(h, w.t(), out=logits)
+                else:
+                    logits.copy_(torch.mm(h, w.t(), out=low_buffer[: h.size(0)]))
                 target_logit = logits.gather(1, y[:, None]).squeeze(1)
                 rows = -(1 - smooth) * target_logit  # (K,) each token's loss, less its lse
                 if smooth:
@@ -104,7 +116,8 @@ class _HeadCrossEntropy(torch.autograd.Function):
                 if smooth:
                     grad.sub_(smooth / V)
                 grad.mul_((keep / count)[:, None])
-                grad = grad.to(compute)
+                if low_buffer is not None:
+                    grad = low_buffer[: h.size(0)].copy_(grad)
                 if grad_hidden is not None:
                     grad_hidden[start : start + chunk] = grad @ w  # (K, C)
                 if grad_weight is not None:
