@@ -315,11 +315,23 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate(x), self.up(x)  # (B, T, F) each
         # Backward keeps gate and up only: silu(gate) (kept by the product) and the product
-        # (kept by down, a plain layer or an adapter) are made again from them.
+        # (kept by down, a plain layer or an adapter) are made again from them. down's
+        # backward runs first; the silu(gate) it makes is handed to the product's, next.
         silu = F.silu(gate)
-        with recomputed(silu, lambda: F.silu(gate)):
+        handed: list[torch.Tensor] = []
+
+        def remake_silu() -> torch.Tensor:
+            return handed.pop() if handed else F.silu(gate)
+
+        def remake_hidden() -> torch.Tensor:
+            remade = F.silu(gate)
+            if up.requires_grad:  # only then does the product's backward take it
+                handed.append(remade)
+            return remade * up
+
+        with recomputed(silu, remake_silu):
             hidden = silu * up
-        with recomputed(hidden, lambda: F.silu(gate) * up):
+        with recomputed(hidden, remake_hidden):
             return self.dropout(self.down(hidden))
 
 

@@ -158,18 +158,34 @@ def id_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-class _Casts(TorchDispatchMode):
-    """Counts the casts to bf16 that make a tensor of `shape`."""
+class _Calls(TorchDispatchMode):
+    """Counts the calls of the aten op `func` whose output is a tensor of `shape` and
+    `dtype`."""
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
+    def __init__(self, func: Any, shape: tuple[int, ...], dtype: torch.dtype) -> None:
         super().__init__()
-        self.shape, self.count = shape, 0
+        self.func, self.shape, self.dtype, self.count = func, shape, dtype, 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
-        if func is torch.ops.aten._to_copy.default and out.dtype == torch.bfloat16:
+        if func is self.func and out.dtype == self.dtype:
             self.count += tuple(out.shape) == self.shape
         return out
+
+
+@pytest.mark.parametrize("adapters", [False, True])
+def test_backward_makes_silu_gate_once_a_block(adapters: bool) -> None:
+    """down's backward and the product's both need silu(gate): the first one made hands it
+    on, so a block's backward runs silu once."""
+    model = tiny().train()
+    if adapters:
+        LoRA(4, 8, 0.0, "all-linear").convert(model)
+    idx = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(6))
+    loss = model(idx, targets=idx)
+    silu = _Calls(torch.ops.aten.silu.default, (2, 24, model.config.mlp_width), torch.float32)
+    with silu:
+        loss.backward()
+    assert silu.count == len(model.blocks)
 
 
 @pytest.mark.parametrize("adapters", [False, True])
@@ -180,7 +196,7 @@ def test_under_autocast_a_blocks_normed_inputs_are_cast_once(adapters: bool) -> 
     if adapters:
         LoRA(4, 8, 0.0, "all-linear", "bf16").convert(model)
     idx = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(6))
-    casts = _Casts((2, 24, model.config.n_embd))
+    casts = _Calls(torch.ops.aten._to_copy.default, (2, 24, model.config.n_embd), torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         with casts:
             loss = model(idx, targets=idx)
