@@ -12,7 +12,9 @@ threads, the sides alternating round by round; each prints its numbers and the r
            peak RSS (VmHWM). hone's base in the dtype a run gives it by default (lora.base_dtype
            = auto: bf16 under bf16 autocast, fp32 otherwise); also hone with the base held in
            bf16 whatever the precision, and with activation checkpointing
-           (train.activation_checkpointing), as extra rows.
+           (train.activation_checkpointing), as extra rows; and `matmul-floor`, the step's
+           matmuls and attention alone on the same shapes (`lora_matmul_floor`): the ceiling
+           of any LoRA implementation at that precision.
   packing  `hone train` on chat data (prompt/completion records of 20 to 256 tokens, spread
            uniformly or log-uniformly: --lengths; a word-level tokenizer, one token a
            word) from the same checkpoint, --batch rows of 256 a step, padded rows against
@@ -97,6 +99,15 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         LoRA(RANK, ALPHA, 0.0, "all-linear", base_dtype).convert(model)
         model.activation_checkpointing = extra == "checkpointing"
         params = list(adapter_parameters(model).values())
+    if extra == "floor":  # the matmuls alone, on hone's model's shapes
+        step = lora_matmul_floor(model, precision)
+        step()
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        return {"tokens_per_second": BATCH * TOKENS / min(times), "peak": rss_bytes("VmHWM")}
     model.train()
     # fused on both sides: what hone's optim.impl = auto and transformers' Trainer (its
     # adamw_torch_fused default for torch >= 2.8) pick
@@ -124,6 +135,48 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         times.append(time.perf_counter() - start)
     # the fastest step: on a shared machine the slower ones measure the other jobs
     return {"tokens_per_second": BATCH * TOKENS / min(times), "peak": rss_bytes("VmHWM")}
+
+
+def lora_matmul_floor(model: Any, precision: str) -> Any:
+    """A function running the matmuls any LoRA training step of `model` (rank RANK on its
+    linear layers but the head) must, in `precision`'s compute dtype: each frozen layer's
+    forward product and its input's gradient (the head's too, every token at once), each
+    adapter's two forward products and four backward ones (A's and B's gradients, and the
+    input's through them), and attention forward and backward (SDPA, causal). Nothing else
+    (norms, SwiGLU, rotary positions, the loss, casts, autograd, Python): the ceiling of
+    any implementation's tokens/s at this precision."""
+    import torch
+    import torch.nn.functional as F
+
+    from hone.finetune.lora import lora_layers
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    n = BATCH * TOKENS
+    adapters = list(lora_layers(model).values())
+    frozen = [layer.weight.to(dtype) for layer in adapters] + [model.lm_head.weight.to(dtype)]
+    a = [layer.lora_a.weight.to(dtype) for layer in adapters]
+    b = [layer.lora_b.weight.to(dtype) for layer in adapters]
+    sizes = {size for w in frozen for size in w.shape}
+    inputs = {size: torch.randn(n, size, dtype=dtype) for size in sizes}
+    h, gh = torch.randn(n, RANK, dtype=dtype), torch.randn(n, RANK, dtype=dtype)
+    cfg = model.config
+    H, G, D = cfg.n_head, cfg.kv_heads, cfg.head_width
+    q = torch.randn(BATCH, H, TOKENS, D, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(BATCH, G, TOKENS, D, dtype=dtype, requires_grad=True) for _ in "kv")
+
+    def step() -> None:
+        with torch.no_grad():
+            for w in frozen:  # forward, and the input's gradient
+                F.linear(inputs[w.size(1)], w), inputs[w.size(0)] @ w
+            for wa, wb in zip(a, b, strict=True):
+                x, g = inputs[wa.size(1)], inputs[wb.size(0)]
+                F.linear(x, wa), F.linear(h, wb)  # forward
+                g @ wb, g.t() @ h, gh @ wa, gh.t() @ x  # backward
+        for _ in model.blocks:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=G != H)
+            y.backward(torch.ones_like(y))
+
+    return step
 
 
 def chat_records(path: Path, count: int, lengths: str) -> None:
@@ -186,6 +239,7 @@ SIDES = {
     "peft": ("peft", ""),
     "hone-bf16-base": ("hone", "bf16-base"),
     "hone-checkpointing": ("hone", "checkpointing"),
+    "matmul-floor": ("hone", "floor"),
 }
 
 

@@ -11,7 +11,9 @@ Three benches, 2 torch threads on both sides, printing each side's numbers and t
   train-step  forward + backward of a SmolLM2-135M-shaped Llama (random, fp32) at batch
               4 x 256. Peak RSS of fresh subprocesses alternated: hone's chunked loss (what
               the language task trains with), its plain logits path, transformers. Speed in
-              one process, the two sides' steps alternated (same data, no optimizer)
+              one process, the two sides' steps alternated (same data, no optimizer), and
+              with them the step's matmuls and attention alone (`matmul_floor`): the
+              ceiling of any implementation at this precision
   generate    greedy decoding at batch 1 with the key/value cache, hone's `generate` against
               transformers' `generate`, the same weights in one process, alternated: tokens/s;
               and the floor of any decoder of these weights in fp32, the model's matrices
@@ -134,7 +136,38 @@ def train_step(side: str, model: Any, data: Any) -> Any:
             loss = model(input_ids=x, labels=x).loss
         loss.backward()
         model.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
+
+    return step
+
+
+def matmul_floor(model: Any, batch: int, tokens: int) -> Any:
+    """A function running the matmuls any training step of `model` at batch x tokens must:
+    each linear layer's (the head's too, all tokens at once) forward product and backward's
+    two (the input's gradient and the weight's), and attention forward and backward (SDPA,
+    causal, as both sides run it). Nothing else a step does (norms, SwiGLU, rotary positions,
+    the loss, autograd, Python) is in it: a ceiling on any implementation's tokens/s."""
+    import torch
+    import torch.nn.functional as F
+
+    n = batch * tokens
+    linears = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = {w.size(1): torch.randn(n, w.size(1)) for w in linears}
+    grads = {w.size(0): torch.randn(n, w.size(0)) for w in linears}
+    cfg = model.config
+    H, G, D = cfg.n_head, cfg.kv_heads, cfg.head_width
+    q = torch.randn(batch, H, tokens, D, requires_grad=True)
+    k, v = (torch.randn(batch, G, tokens, D, requires_grad=True) for _ in range(2))
+
+    def step() -> float:
+        with torch.no_grad():
+            for w in linears:
+                x, g = inputs[w.size(1)], grads[w.size(0)]
+                F.linear(x, w), g @ w, g.t() @ x
+        for _ in model.blocks:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=G != H)
+            y.backward(torch.ones_like(y))
+        return 0.0
 
     return step
 
@@ -166,9 +199,11 @@ def worker_train_speed(rounds: int, batch: int, tokens: int, layers: int) -> dic
     torch.manual_seed(0)
     config = {**SMOLLM2_135M, "num_hidden_layers": layers or SMOLLM2_135M["num_hidden_layers"]}
     data = torch.randint(0, config["vocab_size"], (batch, tokens + 1))
+    ours = hone_llama(config).train()
     sides = {
-        "hone": train_step("hone", hone_llama(config).train(), data),
+        "hone": train_step("hone", ours, data),
         "transformers": train_step("transformers", hf_llama(config).train(), data),
+        "matmul floor": matmul_floor(ours, batch, tokens),
     }
     seconds: dict[str, list[float]] = {side: [] for side in sides}
     for step in sides.values():  # warm-up
@@ -302,17 +337,18 @@ def bench_train(rounds: int, layers: int) -> None:
         )
     r = in_subprocess(__file__, THREADS, "train-speed", str(rounds), str(layers))
     shape = f"{layers} layers" if layers else "all layers"
-    for side in ("hone", "transformers"):
+    for side in ("hone", "transformers", "matmul floor"):
         each = ", ".join(f"{tokens / x:.0f}" for x in r[side])
         best = tokens / min(r[side])
         print(f"{side:>12}: {best:.0f} tokens/s fastest step ({shape}; steps {each})")
-    per_round = [t / h for h, t in zip(r["hone"], r["transformers"], strict=True)]
-    fastest = min(r["transformers"]) / min(r["hone"])
-    print(
-        f"hone/transformers speed: {fastest:.2f}x (fastest steps), per-round ratios "
-        f"min {min(per_round):.2f}x median {statistics.median(per_round):.2f}x "
-        f"max {max(per_round):.2f}x"
-    )
+    for side in ("hone", "matmul floor"):
+        per_round = [t / h for h, t in zip(r[side], r["transformers"], strict=True)]
+        fastest = min(r["transformers"]) / min(r[side])
+        print(
+            f"{side}/transformers speed: {fastest:.2f}x (fastest steps), per-round ratios "
+            f"min {min(per_round):.2f}x median {statistics.median(per_round):.2f}x "
+            f"max {max(per_round):.2f}x"
+        )
 
 
 def bench_generate(rounds: int, prompt_tokens: int, new_tokens: int) -> None:
