@@ -15,7 +15,8 @@ Three benches, 2 torch threads on both sides, printing each side's numbers and t
               with them the step's matmuls and attention alone (`matmul_floor`): the
               ceiling of any implementation at this precision
   generate    greedy decoding at batch 1 with the key/value cache, hone's `generate` against
-              transformers' `generate`, the same weights in one process, alternated: tokens/s;
+              transformers' `generate`, the same weights in one process, alternated: tokens/s
+              (weights and compute in fp32, or both sides in bf16: --precision);
               and the floor of any decoder of these weights in fp32, the model's matrices
               alone multiplied by one vector a token (the weights streamed once a token)
 
@@ -216,7 +217,9 @@ def worker_train_speed(rounds: int, batch: int, tokens: int, layers: int) -> dic
     return seconds
 
 
-def worker_generate(prompt_tokens: int, new_tokens: int, rounds: int) -> dict[str, Any]:
+def worker_generate(
+    prompt_tokens: int, new_tokens: int, rounds: int, precision: str = "fp32"
+) -> dict[str, Any]:
     import torch
 
     from hone.models.generate import generate
@@ -224,11 +227,13 @@ def worker_generate(prompt_tokens: int, new_tokens: int, rounds: int) -> dict[st
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     theirs = hf_llama(SMOLLM2_135M).eval()
     ours = hone_llama(SMOLLM2_135M).eval()
     names = NAME_MAPS["llama"]
     state = {names.to_hone(k): v for k, v in theirs.state_dict().items()}
     ours.load_state_dict({k: v for k, v in state.items() if k is not None}, strict=False)
+    theirs, ours = theirs.to(dtype), ours.to(dtype)  # both sides' weights in `precision`
     prompt = torch.randint(0, SMOLLM2_135M["vocab_size"], (1, prompt_tokens))
 
     def run_hone() -> torch.Tensor:
@@ -248,7 +253,7 @@ def worker_generate(prompt_tokens: int, new_tokens: int, rounds: int) -> dict[st
     # (the linear layers and the head), which streams the weights from memory once; nothing
     # else a decoder does (norms, rotary positions, attention, sampling, Python) is in it.
     matrices = [m.weight for m in ours.modules() if isinstance(m, torch.nn.Linear)]
-    vectors = {n: torch.randn(1, n) for n in {w.size(1) for w in matrices}}
+    vectors = {n: torch.randn(1, n, dtype=dtype) for n in {w.size(1) for w in matrices}}
 
     def run_floor() -> torch.Tensor:
         for _ in range(new_tokens):
@@ -351,10 +356,12 @@ def bench_train(rounds: int, layers: int) -> None:
         )
 
 
-def bench_generate(rounds: int, prompt_tokens: int, new_tokens: int) -> None:
+def bench_generate(rounds: int, prompt_tokens: int, new_tokens: int, precision: str) -> None:
     r = in_subprocess(
-        __file__, THREADS, "generate", str(prompt_tokens), str(new_tokens), str(rounds)
-    )
+        __file__, THREADS, "generate", str(prompt_tokens), str(new_tokens), str(rounds),
+        precision,
+    )  # fmt: skip
+    print(f"weights and compute in {precision}")
     for side in ("hone", "transformers", "matvec floor"):
         rates = ", ".join(f"{x:.1f}" for x in r[side])
         print(f"{side:>12}: {statistics.median(r[side]):.1f} tokens/s (rounds {rates})")
@@ -378,7 +385,7 @@ def main() -> None:
             seconds = worker_train_speed(int(args[0]), batch=4, tokens=256, layers=int(args[1]))
             result = dict(seconds)
         else:
-            result = worker_generate(*map(int, args))
+            result = worker_generate(*map(int, args[:3]), *args[3:])
         print(json.dumps(result))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -389,13 +396,17 @@ def main() -> None:
     )
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"],
+        help="generate: both sides' weights and compute (bf16: on a CPU with native bf16)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.bench == "memory":
         bench_memory(args.rounds)
     elif args.bench == "train-step":
         bench_train(args.rounds, args.layers)
     else:
-        bench_generate(args.rounds, args.prompt_tokens, args.new_tokens)
+        bench_generate(args.rounds, args.prompt_tokens, args.new_tokens, args.precision)
 
 
 if __name__ == "__main__":

@@ -152,12 +152,12 @@ class RMSNorm(nn.RMSNorm):
             out = _RMSNormFunction.apply(x, self.weight, self.eps)
             assert isinstance(out, torch.Tensor)
         else:
-            out = _rms_norm(x, self.weight, self.eps)
+            out = rms_norm(x, self.weight, self.eps)
         return out if dtype is None else out.to(dtype)
 
     def remake(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """forward(x, dtype) again, to the bit, without autograd (hone.models.recompute)."""
-        out = _rms_norm(x, self.weight, self.eps)
+        out = rms_norm(x, self.weight, self.eps)
         return out if dtype is None else out.to(dtype)
 
 
@@ -168,7 +168,7 @@ def _matmul_dtype(x: torch.Tensor) -> torch.dtype | None:
     return None
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float | None) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float | None) -> torch.Tensor:
     """F.rms_norm's own formula (to the last bit) with the statistics in fp32, spelled out:
     F.rms_norm's own casts made 6% of the ops of a decoding step (SmolLM2-135M: 427 of the
     6,891 aten ops a token)."""
@@ -192,7 +192,7 @@ class _RMSNormFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.eps = eps
-        return _rms_norm(x, weight, eps)
+        return rms_norm(x, weight, eps)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
@@ -219,10 +219,10 @@ def _causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)
 
 
-def _rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+def rotate_half(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (first half, second half) of each head's channels, the checkpoints'
     "rotate half" convention: x (B, T, heads, D) by the angles whose cos and sin are `rope`
-    (2, T, 1, D), or each row's own (2, B, T, 1, D), both halves alike (`_rope_tables`).
+    (2, T, 1, D), or each row's own (2, B, T, 1, D), both halves alike (`rope_tables`).
     x cos + (-x2, x1) sin is (x1 cos - x2 sin, x2 cos + x1 sin) to the last bit, in fewer
     ops than the halves apart: they count when decoding runs a token at a time."""
     cos, sin = rope.to(x.dtype).unbind(0)
@@ -230,8 +230,8 @@ def _rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
-def _rope_tables(angles: torch.Tensor) -> torch.Tensor:
-    """cos and sin of `angles` (T, D/2), or (B, T, D/2) per row, for `_rotate`: (2, T, 1, D)
+def rope_tables(angles: torch.Tensor) -> torch.Tensor:
+    """cos and sin of `angles` (T, D/2), or (B, T, D/2) per row, for `rotate_half`: (2, T, 1, D)
     or (2, B, T, 1, D), once a forward rather than once a layer."""
     angles = torch.cat([angles, angles], dim=-1).unsqueeze(-2)
     return torch.stack([angles.cos(), angles.sin()])
@@ -268,8 +268,8 @@ class Attention(nn.Module):
         # Rotated before the heads move to dim 1, so q stays (B, T, H, D) in memory: SDPA's
         # output then follows that layout, and the reshape for proj below is a view instead
         # of a (B, T, C) copy that proj would keep for backward.
-        q = _rotate(self.q_norm(self.q(x).view(B, T, self.H, self.D)), rope).transpose(1, 2)
-        k = _rotate(self.k_norm(self.k(x).view(B, T, self.G, self.D)), rope).transpose(1, 2)
+        q = rotate_half(self.q_norm(self.q(x).view(B, T, self.H, self.D)), rope).transpose(1, 2)
+        k = rotate_half(self.k_norm(self.k(x).view(B, T, self.G, self.D)), rope).transpose(1, 2)
         v = self.v(x).view(B, T, self.G, self.D).transpose(1, 2)  # (B, G, T, D)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, G, S, D): every token so far
@@ -445,6 +445,13 @@ class Llama(nn.Module):
         With `positions` (B, T), idx holds packed examples (hone.finetune.packing): each
         token sits at its own position, and attends only within its example."""
         B, T = idx.shape
+        if cache is not None and T == 1 and targets is None and positions is None:
+            # one decoded token: the same ops without the modules (imported here: the lean
+            # step is built on this module)
+            from hone.models.llama_decode import decode_token, lean_decodable
+
+            if lean_decodable(self, idx, cache):
+                return decode_token(self, idx, cache)
         start = 0 if cache is None else cache.length
         assert start + T <= self.block_size, (
             f"sequence of {start + T} tokens exceeds block_size {self.block_size}"
@@ -456,10 +463,10 @@ class Llama(nn.Module):
         if positions is None:
             steps = torch.arange(start, start + T, device=idx.device, dtype=torch.float32)
             angles = steps[:, None] * self.rope_inv_freq[None, :]  # (T, D/2)
-            rope = _rope_tables(angles)  # (2, T, 1, D)
+            rope = rope_tables(angles)  # (2, T, 1, D)
         else:
             angles = positions.float()[..., None] * self.rope_inv_freq  # (B, T, D/2)
-            rope = _rope_tables(angles)  # (2, B, T, 1, D)
+            rope = rope_tables(angles)  # (2, B, T, 1, D)
             if mask is None:
                 mask = document_mask(positions)  # (B, 1, T, T)
         x = self.dropout(self.token_embedding(idx))  # (B, T, C)

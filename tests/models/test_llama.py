@@ -18,9 +18,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from hone.config import ModelConfig
 from hone.errors import ConfigError
 from hone.finetune.lora import LoRA, lora_layers
-from hone.models import ModelSpec, build_model
+from hone.models import ModelSpec, build_model, llama_decode
 from hone.models.generate import generate
 from hone.models.llama import MLP, Llama, LlamaConfig, _RMSNormFunction, rope_frequencies
+from hone.models.slot_cache import SlotCache
 
 VOCAB = 40
 
@@ -55,6 +56,55 @@ def test_the_cache_decodes_what_a_full_forward_computes(attn: str) -> None:
     assert torch.equal(
         generate(model, prompt, 16, temperature=0), generate(uncached, prompt, 16, temperature=0)
     )
+
+
+@pytest.mark.parametrize("changes", [{}, {"qk_norm": True, "qkv_bias": True}])
+def test_the_lean_decode_step_gives_the_general_paths_logits_to_the_bit(
+    changes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tiny(**changes)
+    idx = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(4))
+    lean_steps = []
+    decode_token = llama_decode.decode_token
+
+    def counted(*args: Any) -> torch.Tensor:
+        lean_steps.append(1)
+        return decode_token(*args)
+
+    def decode() -> tuple[torch.Tensor, torch.Tensor]:
+        cache = model.new_kv_cache()
+        with torch.no_grad():
+            steps = [model(idx[:, :5], cache)]  # the prompt: the general path
+            steps += [model(idx[:, t : t + 1], cache) for t in range(5, 12)]
+        assert cache.keys[-1] is not None
+        return torch.cat(steps, dim=1), cache.keys[-1][:, :, :12]
+
+    monkeypatch.setattr(llama_decode, "decode_token", counted)
+    lean, lean_keys = decode()
+    assert len(lean_steps) == 7
+    monkeypatch.setattr(llama_decode, "lean_decodable", lambda *args: False)
+    general, general_keys = decode()
+    assert len(lean_steps) == 7
+    assert torch.equal(lean, general) and torch.equal(lean_keys, general_keys)
+
+
+def test_only_plain_layers_without_gradients_decode_the_lean_way() -> None:
+    model = tiny()
+    token = torch.tensor([[3]])
+    with torch.no_grad():
+        assert llama_decode.lean_decodable(model, token, model.new_kv_cache())
+        assert not llama_decode.lean_decodable(model, torch.tensor([[3, 4]]), model.new_kv_cache())
+        assert not llama_decode.lean_decodable(model, token, SlotCache(2, 1, 8))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not llama_decode.lean_decodable(model, token, model.new_kv_cache())
+        assert not llama_decode.lean_decodable(tiny(attn="plain"), token, model.new_kv_cache())
+        assert not llama_decode.lean_decodable(
+            tiny(dropout=0.1).train(), token, model.new_kv_cache()
+        )
+    assert not llama_decode.lean_decodable(model, token, model.new_kv_cache())  # gradients
+    LoRA(4, 8, 0.0, "attention").convert(model)
+    with torch.no_grad():
+        assert not llama_decode.lean_decodable(model, token, model.new_kv_cache())
 
 
 def test_both_attention_kernels_agree() -> None:

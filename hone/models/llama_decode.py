@@ -1,0 +1,82 @@
+"""One decoding step of a Llama: the next token's logits from the tokens a cache holds, with
+the general forward's very ops, less its modules and bookkeeping.
+
+Decoding at batch 1 runs every layer on one token: the matmuls then stream the weights and
+take little time, and what takes the rest is the ops around them, each a few microseconds
+of dispatch whatever its size. `Llama.forward` pays for generality there: a module call per
+layer, the (B, T, ...) views and transposes, the autocast and recompute checks, the mask
+logic of chunks and packed rows. `decode_token` runs the same arithmetic on (B, C) rows and
+calls the functions the modules would (so the logits are the general path's, to the bit,
+tests/models/test_llama.py): SmolLM2-135M, one token, ~2,600 fewer dispatched ops than the
+general path's ~6,400 (BENCHMARKS.md).
+
+It takes plain layers only: `lean_decodable` sends a converted model (LoRA, int8), the
+plain attention kernel, dropout in training mode, gradients and slot caches (hone serve's
+batches, whose rows sit at positions of their own) to the general path.
+
+Shapes in comments as in hone.models.llama: B batch, C channels, H query heads, G key/value
+heads, D head width, F the MLP's width, V vocabulary, S the tokens the cache holds.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hone.models.gpt import KVCache
+from hone.models.llama import Llama, RMSNorm, rms_norm, rope_tables, rotate_half
+
+
+def lean_decodable(model: Llama, idx: torch.Tensor, cache: KVCache | None) -> bool:
+    """Whether `decode_token` computes what `model(idx, cache)` would."""
+    if cache is None or type(cache) is not KVCache or idx.size(1) != 1:
+        return False
+    if torch.is_grad_enabled() or torch.is_autocast_enabled(idx.device.type):
+        return False
+    cfg = model.config
+    if cfg.attn == "plain" or (model.training and cfg.dropout > 0):
+        return False
+    for block in model.blocks:
+        attn, mlp = block.attn, block.mlp
+        layers = (attn.q, attn.k, attn.v, attn.proj, mlp.gate, mlp.up, mlp.down)
+        if any(type(layer) is not nn.Linear for layer in layers):
+            return False
+        if type(block.norm1) is not RMSNorm or type(block.norm2) is not RMSNorm:
+            return False
+    return type(model.lm_head) is nn.Linear and type(model.norm) is RMSNorm
+
+
+def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """Logits (B, 1, V) of idx (B, 1), the token after the `cache.length` the cache holds;
+    its keys and values are added to the cache. For a model `lean_decodable` accepts."""
+    B = idx.size(0)
+    start = cache.length
+    # the rotary cos and sin of this one position, as Llama.forward makes them: (2, 1, 1, D)
+    steps = torch.arange(start, start + 1, device=idx.device, dtype=torch.float32)
+    rope = rope_tables(steps[:, None] * model.rope_inv_freq[None, :])
+    # Rows of (B, C): F.linear of a 2-D input is one matmul op, of a 3-D one four (the
+    # same product, to the bit)
+    x = model.token_embedding(idx[:, 0])  # (B, C)
+    rope = rope.to(x.dtype)  # what rotate_half casts it to, once for all layers
+    for layer, block in enumerate(model.blocks):
+        attn, mlp = block.attn, block.mlp
+        H, G, D = attn.H, attn.G, attn.D
+        h = rms_norm(x, block.norm1.weight, block.norm1.eps)
+        q = F.linear(h, attn.q.weight, attn.q.bias).view(B, 1, H, D)
+        k = F.linear(h, attn.k.weight, attn.k.bias).view(B, 1, G, D)
+        v = F.linear(h, attn.v.weight, attn.v.bias).view(B, G, 1, D)
+        if not isinstance(attn.q_norm, nn.Identity):  # Qwen3's per-head norms
+            q = rms_norm(q, attn.q_norm.weight, attn.q_norm.eps)
+            k = rms_norm(k, attn.k_norm.weight, attn.k_norm.eps)
+        # (B, 1, heads, D) -> (B, heads, 1, D): one token, so a view, not a transpose's copy
+        q = rotate_half(q, rope).view(B, H, 1, D)
+        keys, values = cache.update(layer, rotate_half(k, rope).view(B, G, 1, D), v)
+        # (B, G, S, D) each; one new token sees every cached key: no mask
+        y = F.scaled_dot_product_attention(q, keys, values, enable_gqa=G != H)  # (B, H, 1, D)
+        x = x + F.linear(y.view(B, H * D), attn.proj.weight)
+        h = rms_norm(x, block.norm2.weight, block.norm2.eps)
+        hidden = F.silu(F.linear(h, mlp.gate.weight)) * F.linear(h, mlp.up.weight)  # (B, F)
+        x = x + F.linear(hidden, mlp.down.weight)
+    cache.advance(1)
+    return model.lm_head(rms_norm(x, model.norm.weight, model.norm.eps))[:, None]  # (B, 1, V)
