@@ -241,7 +241,8 @@ class Forked:
                 os.killpg(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self.wait()
+            # bounded: a test's teardown must fail, not hang the suite, if the exit is lost
+            self.wait(60)
 
     def stdout_text(self) -> str:
         return self.out.read_text() if self.out.exists() else ""

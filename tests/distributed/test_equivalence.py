@@ -76,7 +76,10 @@ def test_two_processes_equal_one(runs: dict[str, tuple[Path, Path]], scenario: s
     assert len(multi_losses) == len(single_losses) == 50
     assert multi_losses[-1] < multi_losses[0] - 0.3  # it learned something
     assert max(abs(a - b) for a, b in zip(multi_losses, single_losses, strict=True)) < 1e-5
-    assert max_weight_difference(multi, single) < 1e-6
+    # Float rounding, not more: each rank's matmuls take half the batch, which MKL's kernels
+    # may sum in another order than the whole batch's (AVX512 cores: up to 1.3e-6 after 50
+    # AdamW steps; a wrong reduction moves them by orders of magnitude more)
+    assert max_weight_difference(multi, single) < 5e-6
 
 
 def test_fsdp_bf16_compute_keeps_fp32_weights(runs: dict[str, tuple[Path, Path]]) -> None:

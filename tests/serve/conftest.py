@@ -116,7 +116,7 @@ class Server:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+            self.proc.wait(60)
 
 
 @pytest.fixture
