@@ -101,13 +101,22 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         params = list(adapter_parameters(model).values())
     if extra == "floor":  # the matmuls alone, on hone's model's shapes
         step = lora_matmul_floor(model, precision)
+    else:
+        step = training_step(side, model, params, precision)
+    step()  # warm-up: the allocator, the kernels, AdamW's state
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
         step()
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-        return {"tokens_per_second": BATCH * TOKENS / min(times), "peak": rss_bytes("VmHWM")}
+        times.append(time.perf_counter() - start)
+    # the fastest step: on a shared machine the slower ones measure the other jobs
+    return {"tokens_per_second": BATCH * TOKENS / min(times), "peak": rss_bytes("VmHWM")}
+
+
+def training_step(side: str, model: Any, params: list[Any], precision: str) -> Any:
+    """A function running one training step of `side`'s model on random tokens."""
+    import torch
+
     model.train()
     # fused on both sides: what hone's optim.impl = auto and transformers' Trainer (its
     # adamw_torch_fused default for torch >= 2.8) pick
@@ -125,16 +134,9 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
-    step()  # warm-up: the allocator, the kernels, AdamW's state
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    # the fastest step: on a shared machine the slower ones measure the other jobs
-    return {"tokens_per_second": BATCH * TOKENS / min(times), "peak": rss_bytes("VmHWM")}
+    return step
 
 
 def lora_matmul_floor(model: Any, precision: str) -> Any:
