@@ -20,12 +20,14 @@ heads, D head width, F the MLP's width, V vocabulary, S the tokens the cache hol
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hone.models.gpt import KVCache
-from hone.models.llama import Llama, RMSNorm, rms_norm, rope_tables, rotate_half
+from hone.models.llama import Block, Llama, RMSNorm, rms_norm, rope_tables, rotate_half
 
 
 def lean_decodable(model: Llama, idx: torch.Tensor, cache: KVCache | None) -> bool:
@@ -37,12 +39,14 @@ def lean_decodable(model: Llama, idx: torch.Tensor, cache: KVCache | None) -> bo
     cfg = model.config
     if cfg.attn == "plain" or (model.training and cfg.dropout > 0):
         return False
-    for block in model.blocks:
+    for block in cast(list[Block], list(model.blocks)):
         attn, mlp = block.attn, block.mlp
         layers = (attn.q, attn.k, attn.v, attn.proj, mlp.gate, mlp.up, mlp.down)
         if any(type(layer) is not nn.Linear for layer in layers):
             return False
         if type(block.norm1) is not RMSNorm or type(block.norm2) is not RMSNorm:
+            return False
+        if any(type(norm) not in (RMSNorm, nn.Identity) for norm in (attn.q_norm, attn.k_norm)):
             return False
     return type(model.lm_head) is nn.Linear and type(model.norm) is RMSNorm
 
@@ -59,7 +63,7 @@ def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache) -> torch.Tenso
     # same product, to the bit)
     x = model.token_embedding(idx[:, 0])  # (B, C)
     rope = rope.to(x.dtype)  # what rotate_half casts it to, once for all layers
-    for layer, block in enumerate(model.blocks):
+    for layer, block in enumerate(cast(list[Block], list(model.blocks))):
         attn, mlp = block.attn, block.mlp
         H, G, D = attn.H, attn.G, attn.D
         h = rms_norm(x, block.norm1.weight, block.norm1.eps)
@@ -67,8 +71,9 @@ def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache) -> torch.Tenso
         k = F.linear(h, attn.k.weight, attn.k.bias).view(B, 1, G, D)
         v = F.linear(h, attn.v.weight, attn.v.bias).view(B, G, 1, D)
         if not isinstance(attn.q_norm, nn.Identity):  # Qwen3's per-head norms
-            q = rms_norm(q, attn.q_norm.weight, attn.q_norm.eps)
-            k = rms_norm(k, attn.k_norm.weight, attn.k_norm.eps)
+            q_norm, k_norm = cast(RMSNorm, attn.q_norm), cast(RMSNorm, attn.k_norm)
+            q = rms_norm(q, q_norm.weight, q_norm.eps)
+            k = rms_norm(k, k_norm.weight, k_norm.eps)
         # (B, 1, heads, D) -> (B, heads, 1, D): one token, so a view, not a transpose's copy
         q = rotate_half(q, rope).view(B, H, 1, D)
         keys, values = cache.update(layer, rotate_half(k, rope).view(B, G, 1, D), v)
