@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,14 @@ def test_two_nodes_rendezvous_at_node_zero(tmp_path: Path) -> None:
     flags = ["--nproc", "1", "--nnodes", "2", "--rdzv-endpoint", endpoint, "--run-dir", str(run)]
     flags += [*(f"--{o}" for o in MLP), "--train.max_steps=20"]
     launchers = [hone("mlp-digits", "--node-rank", str(node), *flags) for node in (0, 1)]
-    codes = [p.wait(timeout=120) for p in launchers]
+    codes: list[int | None] = []
+    for launcher in launchers:
+        try:
+            codes.append(launcher.wait(timeout=120))
+        except subprocess.TimeoutExpired:  # say why below, with what they wrote
+            codes.append(None)
+    for launcher in launchers:
+        launcher.kill()  # none left behind (a no-op for one that ended)
     outputs = [(p.stdout_text(), p.stderr_text()) for p in launchers]
     assert codes == [0, 0], [err[-2000:] for _, err in outputs]
     summary = json.loads((run / "summary.json").read_text())
