@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import hone
 from hone.config import load_config
@@ -127,6 +128,35 @@ def test_under_autocast_a_bf16_base_computes_what_autocast_makes_of_an_fp32_one(
     assert grads32.keys() == grads16.keys()
     assert all(torch.equal(grads32[n], grads16[n]) for n in grads32)
     assert any(g.abs().max() > 0 for g in grads16.values())
+
+
+class _FloatCopies(TorchDispatchMode):
+    """The shapes of the fp32 tensors that casts make."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten._to_copy.default and out.dtype == torch.float32:
+            self.shapes.append(tuple(out.shape))
+        return out
+
+
+def test_under_autocast_a_bf16_base_is_never_copied_to_fp32(
+    tiny_checkpoint: Callable[[str], Path],
+) -> None:
+    """A GPT's layers get fp32 inputs under autocast: the bf16 base goes to the matmul as it
+    is, not through an fp32 copy of itself (which autocast then cast back)."""
+    model = base(tiny_checkpoint("gpt2"))
+    LoRA(rank=2, targets="all-linear", base_dtype="bf16").convert(model)
+    weights = {tuple(layer.weight.shape) for layer in lora_layers(model).values()}
+    copies = _FloatCopies()
+    with torch.autocast("cpu", dtype=torch.bfloat16), copies:
+        model.train()(IDS).float().sum().backward()
+    assert not weights & set(copies.shapes), copies.shapes
+    assert all(p.grad is not None for p in adapter_parameters(model).values())
 
 
 def file_rss(path: Path) -> int:

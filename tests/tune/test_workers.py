@@ -8,6 +8,7 @@ import signal
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -32,14 +33,16 @@ def trials_of(directory: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials()
 
 
-def test_two_workers_run_trials_at_the_same_time(tmp_path: Path) -> None:
-    config = linreg_config(
-        tmp_path / "c.toml",
-        SAFE_LR,
-        train={"max_steps": 1200, "max_epochs": 0, "eval_every": 400},
-        sampler="random",
-        pruner="none",
+def random_search(tmp_path: Path, max_steps: int, eval_every: int, **options: Any) -> Path:
+    """The config of a linear-regression study sampled at random and never pruned."""
+    train = {"max_steps": max_steps, "max_epochs": 0, "eval_every": eval_every}
+    return linreg_config(
+        tmp_path / "c.toml", SAFE_LR, train=train, sampler="random", pruner="none", **options
     )
+
+
+def test_two_workers_run_trials_at_the_same_time(tmp_path: Path) -> None:
+    config = random_search(tmp_path, 1200, 400)
     tuning = hone_tune(str(config), "--trials", "4", "--workers", "2", "--dir", str(tmp_path / "t"))
     assert tuning.wait(timeout=300) == 0, tuning.stderr_text()
     trials = trials_of(tmp_path / "t", "linreg")
@@ -57,15 +60,7 @@ def test_two_workers_run_trials_at_the_same_time(tmp_path: Path) -> None:
 
 
 def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path: Path) -> None:
-    config = linreg_config(
-        tmp_path / "c.toml",
-        SAFE_LR,
-        train={"max_steps": 3000, "max_epochs": 0, "eval_every": 100},
-        sampler="random",
-        pruner="none",
-        heartbeat_seconds=1,
-        grace_seconds=2,
-    )
+    config = random_search(tmp_path, 3000, 100, heartbeat_seconds=1, grace_seconds=2)
     command = (str(config), "--trials", "2", "--dir", str(tmp_path / "t"))
     first = hone_tune(*command)
     metrics = tmp_path / "t" / "trials" / "trial-0" / "metrics.jsonl"
@@ -91,13 +86,7 @@ def test_a_killed_worker_is_retried_and_the_study_completes(tmp_path: Path) -> N
 
 def test_no_more_workers_start_than_trials_are_left(tmp_path: Path) -> None:
     """--workers 3 for one trial runs it in the command's own process: no worker starts."""
-    config = linreg_config(
-        tmp_path / "c.toml",
-        SAFE_LR,
-        train={"max_steps": 50, "max_epochs": 0, "eval_every": 50},
-        sampler="random",
-        pruner="none",
-    )
+    config = random_search(tmp_path, 50, 50)
     tuning = hone_tune(str(config), "--trials", "1", "--workers", "3", "--dir", str(tmp_path / "t"))
     assert tuning.wait(timeout=300) == 0, tuning.stderr_text()
     assert [t.state for t in trials_of(tmp_path / "t", "linreg")] == [TrialState.COMPLETE]
