@@ -159,12 +159,23 @@ class Server:
         assert pid is not None, "the fork server died"
         return pid
 
-    def wait(self, pid: int, timeout: float | None) -> int | None:
-        """The child's exit code (negative: the signal that ended it); None on timeout."""
+    def wait(self, child: Forked, timeout: float | None) -> int | None:
+        """The child's exit code (negative: the signal that ended it); None on timeout.
+
+        The code moves from `exited` to `child.returncode` under the lock: two threads may
+        wait on one child (a test's, and one that follows its output), and the one that
+        does not take the code must still see it (a pid is reused later, so `exited` cannot
+        keep it)."""
+
+        def ended() -> bool:
+            if child.returncode is None and child.pid in self.exited:
+                child.returncode = self.exited.pop(child.pid)
+            return child.returncode is not None or not self.alive
+
         with self.changed:
-            self.changed.wait_for(lambda: pid in self.exited or not self.alive, timeout)
-            assert pid in self.exited or self.alive, "the fork server died"
-            return self.exited.pop(pid, None)
+            self.changed.wait_for(ended, timeout)
+            assert child.returncode is not None or self.alive, "the fork server died"
+            return child.returncode
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -219,16 +230,13 @@ class Forked:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            self.returncode = self.server.wait(self.pid, 0)
-        return self.returncode
+        return self.server.wait(self, 0)
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            self.returncode = self.server.wait(self.pid, timeout)
-            if self.returncode is None:
-                raise subprocess.TimeoutExpired(["hone"], timeout or 0)
-        return self.returncode
+        code = self.server.wait(self, timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(["hone"], timeout or 0)
+        return code
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
