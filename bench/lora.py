@@ -11,7 +11,7 @@ threads, the sides alternating round by round; each prints its numbers and the r
            from `labels`), in fp32 and under bf16 autocast. Tokens/s of the fastest step and
            peak RSS (VmHWM). hone's base in the dtype a run gives it by default (lora.base_dtype
            = auto: bf16 under bf16 autocast, fp32 otherwise); also hone with the base held in
-           bf16 whatever the precision, and with activation checkpointing
+           bf16 whatever the precision, in 4 bits (nf4, QLoRA's), and with activation checkpointing
            (train.activation_checkpointing), as extra rows; and `matmul-floor`, the step's
            matmuls and attention alone on the same shapes (`lora_matmul_floor`): the ceiling
            of any LoRA implementation at that precision.
@@ -80,6 +80,7 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         import peft
         import transformers
     else:
+        from hone.finetune.frozen_base import base_reference
         from hone.finetune.lora import LoRA, adapter_parameters, base_dtype_for
         from hone.pretrained.weights import load_pretrained
     torch.set_num_threads(THREADS)
@@ -94,9 +95,13 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         params = [p for p in model.parameters() if p.requires_grad]
     else:
         model, _, _ = load_pretrained(FOLDER)
-        # the run's default (lora.base_dtype = auto: bf16 under bf16 autocast), or bf16
-        base_dtype = "bf16" if extra == "bf16-base" else base_dtype_for("auto", precision)
-        LoRA(RANK, ALPHA, 0.0, "all-linear", base_dtype).convert(model)
+        # the run's default (lora.base_dtype = auto: bf16 under bf16 autocast), or bf16, or
+        # QLoRA's 4 bits (nf4: on a pretrained base, whose reference the run records)
+        base_dtype = base_dtype_for("auto", precision)
+        if extra.endswith("-base"):
+            base_dtype = extra.removesuffix("-base")
+        frozen_base = base_reference(str(FOLDER)) if base_dtype == "nf4" else None
+        LoRA(RANK, ALPHA, 0.0, "all-linear", base_dtype, frozen_base).convert(model)
         model.activation_checkpointing = extra == "checkpointing"
         params = list(adapter_parameters(model).values())
     if extra == "floor":  # the matmuls alone, on hone's model's shapes
@@ -240,6 +245,7 @@ SIDES = {
     "hone": ("hone", ""),
     "peft": ("peft", ""),
     "hone-bf16-base": ("hone", "bf16-base"),
+    "hone-nf4-base": ("hone", "nf4-base"),
     "hone-checkpointing": ("hone", "checkpointing"),
     "matmul-floor": ("hone", "floor"),
 }

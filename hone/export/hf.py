@@ -159,7 +159,7 @@ def merged_model(model: nn.Module) -> nn.Module:
 
 
 def _merged_linear(layer: LoRALinear, dtype: torch.dtype) -> nn.Linear:
-    weight = layer.weight.float()
+    weight = layer.base_weight().float()
     if not layer.merged:
         weight = weight + layer.delta()
     # skip_init: no random weights drawn (and the global RNG left alone), they are set below

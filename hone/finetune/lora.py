@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hone.errors import ConfigError
+from hone.finetune.nf4 import NF4Weight, require_bitsandbytes
 from hone.finetune.settings import BASE_DTYPES, PRESETS, target_suffixes
 from hone.models.converters import CONVERTERS, ModelConverter
+from hone.models.recompute import recomputed
 from hone.pretrained.weights import release_mapped_pages
 
 if TYPE_CHECKING:
@@ -48,7 +51,13 @@ if TYPE_CHECKING:
 # 4 x 256 in fp32 (bench/lora.py peft, idle machine): 0.86x the tokens/s of an fp32 base, and
 # a higher peak RSS for an fp32 checkpoint (its mapped pages stay beside the bf16 copies).
 # Under bf16 autocast the cast is the one autocast makes anyway: hence "auto".
-_BASE_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+# nf4: 4 bits a number (QLoRA's, hone.finetune.nf4), dequantized at each forward and again
+# in backward: a pretrained base only (its checkpoint is where the frozen weights come from).
+_BASE_DTYPES: dict[str, torch.dtype | str | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "nf4": "nf4",
+}
 assert set(_BASE_DTYPES) | {"auto"} == set(BASE_DTYPES)
 
 
@@ -66,7 +75,10 @@ class LoRALinear(nn.Module):
     The base's parameters keep nn.Linear's names (`weight`, `bias`: a converted model's
     state dict holds them where the base model's does) and the adapters are `lora_a`
     (in -> r) and `lora_b` (r -> out), in fp32 whatever the base's dtype, as PEFT keeps
-    them: an optimizer step on bf16 adapters would round away most of a small update."""
+    them: an optimizer step on bf16 adapters would round away most of a small update.
+
+    With `base_dtype="nf4"` the weight is held in 4 bits instead (`nf4`, an NF4Weight;
+    `weight` is then None, or the merged weight while merged): `base_weight()` reads it."""
 
     def __init__(
         self,
@@ -74,20 +86,24 @@ class LoRALinear(nn.Module):
         rank: int,
         alpha: float,
         dropout: float = 0.0,
-        base_dtype: torch.dtype | None = None,
+        base_dtype: torch.dtype | str | None = None,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.rank, self.alpha, self.scale = rank, alpha, alpha / rank
         self.merged = False  # the update is in `weight` (merge); the adapters then sit idle
         # The base's own Parameter objects: a weight tied to another module stays tied.
-        self.weight = linear.weight.requires_grad_(False)
+        self.weight: nn.Parameter | None = cast(nn.Parameter, linear.weight.requires_grad_(False))
         self.bias = linear.bias.requires_grad_(False) if linear.bias is not None else None
-        if base_dtype is not None:
+        device = linear.weight.device
+        self.nf4: NF4Weight | None = None
+        if base_dtype == "nf4":
+            self.nf4 = NF4Weight(linear.weight)
+            self.weight = None
+        elif isinstance(base_dtype, torch.dtype):
             for param in (self.weight, self.bias):
                 if param is not None:
                     param.data = param.data.to(base_dtype)
-        device = self.weight.device
         self.lora_a = nn.Linear(self.in_features, rank, bias=False, device=device)
         self.lora_b = nn.Linear(rank, self.out_features, bias=False, device=device)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -108,7 +124,17 @@ class LoRALinear(nn.Module):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         # The base computes in the input's dtype (a no-op cast when they agree).
         bias = self.bias.to(x.dtype) if self.bias is not None else None
-        y = F.linear(x, self.weight.to(x.dtype), bias)  # (..., out)
+        if self.nf4 is not None and not self.merged:
+            # The 4-bit weight dequantized for this matmul, and again for backward's (the
+            # input's gradient): kept, the dequantized weights of every layer would stay
+            # until backward, more than an fp32 base holds.
+            dequantized = partial(self.nf4.dequantized, x.dtype)
+            weight = dequantized()
+            with recomputed(weight, dequantized):
+                y = F.linear(x, weight, bias)  # (..., out)
+            del weight
+        else:
+            y = F.linear(x, self.base_weight().to(x.dtype), bias)  # (..., out)
         if self.merged:
             return y
         if not autocast:  # a bf16 input of a bf16 model: the adapters compute in fp32
@@ -126,6 +152,14 @@ class LoRALinear(nn.Module):
         )
         return out.view(y.shape)
 
+    def base_weight(self) -> torch.Tensor:
+        """The frozen weight (out, in) as the layer holds it (merged: with the update);
+        a 4-bit one dequantized."""
+        if self.weight is None:
+            assert self.nf4 is not None
+            return self.nf4.dequantized()
+        return self.weight
+
     def delta(self) -> torch.Tensor:
         """The update the adapters add to the weight: scale * B A, (out, in) in fp32."""
         return (self.lora_b.weight @ self.lora_a.weight) * self.scale
@@ -135,21 +169,33 @@ class LoRALinear(nn.Module):
         """Add the update into the base weight: one matmul per forward instead of three, the
         same outputs (to rounding; a bf16 base rounds the sum to bf16). Training and saving
         want the unmerged layer: the state dict would hold the update twice."""
-        if not self.merged:
+        if self.merged:
+            return
+        if self.nf4 is not None:  # the 4 bits stay, for unmerge; the merged weight beside
+            merged = self.nf4.dequantized(torch.float32) + self.delta()
+            self.weight = nn.Parameter(merged.to(self.nf4.dtype), requires_grad=False)
+        else:
+            assert self.weight is not None
             self.weight.add_(self.delta().to(self.weight.dtype))
-            self.merged = True
+        self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         """Take the update back out of the base weight (exact to fp32 rounding)."""
-        if self.merged:
+        if not self.merged:
+            return
+        if self.nf4 is not None:  # exact: the 4 bits were never touched
+            self.weight = None
+        else:
+            assert self.weight is not None
             self.weight.sub_(self.delta().to(self.weight.dtype))
-            self.merged = False
+        self.merged = False
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"rank={self.rank}, alpha={self.alpha:g}, base_dtype={self.weight.dtype}"
+            f"rank={self.rank}, alpha={self.alpha:g}, "
+            f"base_dtype={'nf4' if self.nf4 is not None else self.base_weight().dtype}"
         )
 
 
@@ -229,6 +275,14 @@ class LoRA(ModelConverter):
                 f"lora.base_dtype must be one of {', '.join(_BASE_DTYPES)}, got {base_dtype!r}; "
                 "set --lora.base_dtype=fp32"
             )
+        if base_dtype == "nf4":
+            require_bitsandbytes()
+            if frozen_base is None:
+                raise ConfigError(
+                    "lora.base_dtype = nf4 holds a pretrained checkpoint's frozen weights in 4 "
+                    "bits (the run saves the adapters alone): set model.name = pretrained, or "
+                    "--lora.base_dtype=bf16"
+                )
         self.rank, self.alpha, self.dropout, self.base_dtype = rank, alpha, dropout, base_dtype
         self.frozen_base = frozen_base
         # Each item the user named, with the suffixes it stands for (a preset: several).

@@ -29,7 +29,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
         "mlp.gate", "mlp.up", "mlp.down", "mlp.fc", "mlp.proj",
     ),
 }  # fmt: skip
-BASE_DTYPES = ("auto", "fp32", "bf16")
+BASE_DTYPES = ("auto", "fp32", "bf16", "nf4")
 _MODULE_NAME = re.compile(r"\w+(\.\w+)*")  # nn.Sequential's children are 0, 1, ...
 
 
@@ -73,7 +73,9 @@ class LoRAConfig:
         "auto",
         "dtype the frozen base weights are held in: bf16 halves their memory, each forward "
         "casts them to the input's dtype; auto is bf16 where the run computes in bf16 "
-        "(train.precision, autocast casts them anyway), else fp32",
+        "(train.precision, autocast casts them anyway), else fp32; nf4 (QLoRA's 4 bits, "
+        "needs bitsandbytes: hone-ml[qlora]) holds the targeted layers of a pretrained "
+        "checkpoint in 0.56 bytes a number, dequantized as each forward and backward uses them",
         choices=list(BASE_DTYPES),
     )
 
