@@ -34,6 +34,7 @@ from hone.engine.backends import OnnxModule, recorded_converters
 from hone.engine.inference import LoadedRun, run_files
 from hone.engine.int8 import Int8
 from hone.errors import ConfigError, ExportMismatch
+from hone.finetune.lora import dequantize_bases
 from hone.run_files import ONNX, parity_report, staging_folder
 
 DEFAULT_TOLERANCE = 1e-4
@@ -108,7 +109,8 @@ def export_onnx(
     path = Path(output) if output is not None else loaded.files.onnx
     if path.is_dir() or str(output).endswith(("/", os.sep)):
         path = path / ONNX
-    model = loaded.model.float().eval()
+    # ONNX has no NF4: a QLoRA run's 4-bit base goes in as the dense weights it computes with
+    model = dequantize_bases(loaded.model).float().eval()
     program = _export(model, loaded, opset)
     with staging_folder(path) as staging:
         staged = staging / path.name

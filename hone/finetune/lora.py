@@ -152,6 +152,16 @@ class LoRALinear(nn.Module):
         )
         return out.view(y.shape)
 
+    @torch.no_grad()
+    def dequantize_base(self) -> None:
+        """Hold a 4-bit frozen weight dense instead (the dtype it was quantized from), for
+        what knows no NF4 (an ONNX graph): the same outputs, to the bit."""
+        if self.nf4 is None:
+            return
+        if not self.merged:  # merged, `weight` is dense already
+            self.weight = nn.Parameter(self.nf4.dequantized(), requires_grad=False)
+        self.nf4 = None
+
     def base_weight(self) -> torch.Tensor:
         """The frozen weight (out, in) as the layer holds it (merged: with the update);
         a 4-bit one dequantized."""
@@ -215,6 +225,14 @@ def unmerge_adapters(model: nn.Module) -> nn.Module:
     """Undo `merge_adapters`; returns model."""
     for layer in lora_layers(model).values():
         layer.unmerge()
+    return model
+
+
+def dequantize_bases(model: nn.Module) -> nn.Module:
+    """Every LoRA layer's 4-bit frozen weight held dense (`LoRALinear.dequantize_base`);
+    returns model."""
+    for layer in lora_layers(model).values():
+        layer.dequantize_base()
     return model
 
 

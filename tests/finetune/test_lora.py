@@ -226,7 +226,10 @@ def test_gpt_gets_adapters_on_its_fused_qkv_and_peft_format_refuses_it(
     [
         (["lora.rank=0"], "lora.rank must be at least 1, got 0; set --lora.rank"),
         (["lora.targets=attn.q;v"], "lora.targets must be attention, all-linear or module-name"),
-        (["lora.base_dtype=fp16"], "lora.base_dtype must be one of auto, fp32, bf16, nf4, got 'fp16'"),
+        (
+            ["lora.base_dtype=fp16"],
+            "lora.base_dtype must be one of auto, fp32, bf16, nf4, got 'fp16'",
+        ),
     ],
 )
 def test_the_config_refuses_bad_values_in_one_line(overrides: list[str], needle: str) -> None:

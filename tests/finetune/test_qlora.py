@@ -4,8 +4,8 @@
 A 4-bit layer computes what an fp32 layer whose weight is the dequantized one computes, to
 the bit, forward and backward, without keeping the dequantized weight for backward; it
 merges and unmerges exactly; and a run on the tiny Llama trains, saves its adapters alone,
-loads back with the same logits every time (quantizing is deterministic), and exports
-merged weights that transformers loads.
+loads back with the same logits every time (quantizing is deterministic), exports to ONNX
+(dense weights) and exports merged weights that transformers loads.
 """
 
 from __future__ import annotations
@@ -113,6 +113,16 @@ def test_merge_and_unmerge_of_a_4bit_layer() -> None:
     assert (merged - before).abs().max() < 1e-5
 
 
+def test_a_4bit_layer_held_dense_computes_the_same_to_the_bit() -> None:
+    quantized, _ = layers()
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        before = quantized(x)
+        quantized.dequantize_base()
+        assert quantized.nf4 is None and quantized.weight is not None
+        assert torch.equal(quantized(x), before)
+
+
 def test_nf4_is_refused_in_one_line_without_a_pretrained_base_or_bitsandbytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -142,6 +152,11 @@ def test_a_4bit_run_trains_reloads_exactly_and_exports_merged(
     # rebuilt from the checkpoint and quantized again: the very bytes it trained on
     again = hone_logits(run)
     assert torch.equal(ours, again)
+
+    # ONNX knows no NF4: the graph holds the dense weights the run computes with
+    code, _, err = hone_cli("export", str(run), "--format", "onnx", "--output", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "model.onnx").is_file()
 
     out = tmp_path / "merged"
     code, _, err = hone_cli("export", str(run), "--format", "hf", "--merge", "--output", str(out))
