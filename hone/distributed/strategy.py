@@ -17,11 +17,14 @@ floating-point difference between devices can ever split the decisions that foll
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
+import threading
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
 # True while a process group that hone created is open; `Strategy.close` destroys only that
 # one, never a group the user's own code created before building a Trainer.
 _GROUP_OWNED = False
+# This process left a group it had joined (Strategy.close): see `end_process`.
+_LEFT_GROUP = False
 
 
 class Strategy:
@@ -132,16 +137,46 @@ class Strategy:
 
     def close(self) -> None:
         """Leave the process group if hone created it."""
-        global _GROUP_OWNED
+        global _GROUP_OWNED, _LEFT_GROUP
         if _GROUP_OWNED and dist.is_initialized():
             # Every rank reaches this point before any tears the group down: a rank that
             # destroys its gloo pairs while a peer still talks to them makes that peer abort.
             dist.barrier()
             dist.destroy_process_group()
+            _LEFT_GROUP = True
         _GROUP_OWNED = False
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "dist.strategy")
+
+
+def left_process_group() -> bool:
+    """Whether this process joined a process group and left it (`Strategy.close`)."""
+    return _LEFT_GROUP
+
+
+def end_process(code: int) -> NoReturn:
+    """End this process with `code` as the interpreter would (its other threads joined, the
+    atexit handlers run, the output flushed), less the interpreter's own teardown.
+
+    A gloo group's worker threads outlive destroy_process_group (DistributedDataParallel
+    keeps the group alive) and destroy each finished collective's work when they get to
+    it; a worker that gets to one holding a Python-made tensor while the interpreter
+    finalizes takes the GIL, is ended by the interpreter, and aborts the process: SIGABRT
+    ("terminate called without an active exception") after a run that had finished, and
+    torchrun reports the rank as failed (seen under load about once in ten runs of
+    tests/distributed/test_faults.py's restart test; torch's issue #190489). A process that
+    has left its group and closed its run ends here instead, where no teardown races them."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or its reader gone
+            pass
+    os._exit(code)
 
 
 def backend_for(device: torch.device) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +179,23 @@ def test_cli_refuses_nested_launch(
     env.setenv("RANK", "0")
     assert main(["train", "mlp-digits", "--nproc", "2"]) == 2
     assert "already is one" in capsys.readouterr().err
+
+
+def test_a_process_that_left_its_group_ends_as_the_interpreter_would(tmp_path: Path) -> None:
+    """end_process (what `python -m hone` does once a run left its process group): the
+    other threads joined and the atexit handlers run, output flushed, the exit code kept."""
+    script = tmp_path / "end.py"
+    script.write_text(
+        "import atexit, sys, threading, time\n"
+        "from hone.distributed.strategy import end_process\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), print('thread ran'))).start()\n"
+        "sys.stdout.write('unflushed')\n"
+        "end_process(3)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.splitlines() == ["unflushedthread ran", "atexit ran"]
