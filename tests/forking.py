@@ -32,15 +32,17 @@ from pathlib import Path
 # One thread that waits in select() on its stdin and its children's pidfds: a thread of its
 # own could hold a lock (stdout's) at the moment of a fork, which the child would inherit.
 SERVER = """
-import atexit, gc, json, os, runpy, select, sys, threading
+import gc, json, os, runpy, select, sys
 import matplotlib.pyplot, onnxscript, sklearn.datasets, torch, torch._dynamo, hone.engine
 from hone.cli import main
+from hone.distributed.strategy import end_process
 
 
 def finish(run):
     # As the interpreter ends a process (non-daemon threads joined, atexit handlers run,
     # output flushed), but without its last collection of every object: in a fork that
-    # touches, and so copies, every page the server shares with it (seconds a command).
+    # touches, and so copies, every page the server shares with it (seconds a command):
+    # hone.distributed.strategy.end_process, what `python -m hone` does after a group.
     try:
         code = run()
     except SystemExit as stop:
@@ -53,16 +55,7 @@ def finish(run):
         sys.last_type, sys.last_value, sys.last_traceback = type(error), error, error.__traceback__
         sys.excepthook(type(error), error, error.__traceback__)
         code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except OSError:
-            pass
-    os._exit(code)
+    end_process(code)
 
 
 def script(path, argv):
