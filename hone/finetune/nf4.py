@@ -9,11 +9,11 @@ at the quantiles of a normal distribution, 4 bits each: 0.5625 bytes a number ag
 eval RUN`) holds the very bytes it trained on. The block scales are not quantized again
 (QLoRA's "double quantization" saves 0.37 bits a number more).
 
-The packed bytes and the scales are buffers, so that the layer moves with its model
-(`.to(device)`); outside the state dict: the frozen base comes from its checkpoint, which a
-run only refers to (hone.finetune.frozen_base). The scales are kept as the bits of their
-fp32 values (an int32 view): `model.to(torch.bfloat16)` casts every floating buffer, and a
-rounded scale would change every number of its block.
+The packed bytes, the scales and the 16 levels are buffers, so that the layer moves with its
+model (`.to(device)`); outside the state dict: the frozen base comes from its checkpoint,
+which a run only refers to (hone.finetune.frozen_base). The scales and levels are kept as the
+bits of their fp32 values (an int32 view): `model.to(torch.bfloat16)` casts every floating
+buffer, and a rounded scale would change every number of its block.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class NF4Weight(nn.Module):
 
     packed: torch.Tensor  # (out * in / 2, 1) uint8: two numbers a byte
     scale_bits: torch.Tensor  # (out * in / 64,) int32: the fp32 scales' bits
+    level_bits: torch.Tensor  # (16,) int32: the fp32 bits of NF4's levels
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
@@ -66,6 +67,8 @@ class NF4Weight(nn.Module):
         self.shape, self.dtype = weight.shape, weight.dtype
         self.register_buffer("packed", packed, persistent=False)
         self.register_buffer("scale_bits", state.absmax.view(torch.int32), persistent=False)
+        # kept, not asked of bitsandbytes again at each dequantizing (a new tensor each time)
+        self.register_buffer("level_bits", state.code.view(torch.int32), persistent=False)
 
     def dequantized(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The weight (out, in) as its 4 bits give it back, in `dtype` (else the dtype it was
@@ -74,7 +77,7 @@ class NF4Weight(nn.Module):
         state = functional.QuantState(
             absmax=self.scale_bits.view(torch.float32),
             shape=self.shape,
-            code=functional.get_4bit_type("nf4", device=self.packed.device),
+            code=self.level_bits.view(torch.float32),
             blocksize=BLOCK,
             quant_type="nf4",
             dtype=self.dtype,

@@ -38,6 +38,11 @@ def hone_cli(*argv: str) -> tuple[int, str, str]:
 
 
 def train_lora(base: Path, run_dir: Path, text: Path, *extra: str) -> Path:
+    return lora_trainer(base, run_dir, text, *extra).run_dir
+
+
+def lora_trainer(base: Path, run_dir: Path, text: Path, *extra: str) -> hone.Trainer:
+    """The finished trainer of a LoRA run of three steps from `base` on `text`."""
     overrides = [
         f"model.path={base}", f"data.path={text}", "model.block_size=32",
         "lora.enabled=true", "lora.rank=4", "lora.alpha=8", "lora.targets=all-linear",
@@ -46,8 +51,9 @@ def train_lora(base: Path, run_dir: Path, text: Path, *extra: str) -> Path:
         "train.precision=fp32", "train.threads=1", "log.tensorboard=false", "log.progress=off",
         "log.stats_every=0", *extra,
     ]  # fmt: skip
-    hone.Trainer(config="pretrained-text", overrides=overrides, run_dir=run_dir).fit()
-    return run_dir
+    trainer = hone.Trainer(config="pretrained-text", overrides=overrides, run_dir=run_dir)
+    trainer.fit()
+    return trainer
 
 
 def hone_logits(run: Path) -> torch.Tensor:

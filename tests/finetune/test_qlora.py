@@ -4,7 +4,8 @@
 A 4-bit layer computes what an fp32 layer whose weight is the dequantized one computes, to
 the bit, forward and backward, without keeping the dequantized weight for backward; it
 merges and unmerges exactly; and a run on the tiny Llama trains, saves its adapters alone,
-loads back with the same logits every time (quantizing is deterministic), exports to ONNX
+loads back with the trained model's logits (quantizing is deterministic; training leaves
+the 4 bits alone), exports to ONNX
 (dense weights) and exports merged weights that transformers loads.
 """
 
@@ -19,11 +20,12 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-import hone
 from hone.errors import ConfigError
 from hone.finetune import nf4
+from hone.finetune.frozen_base import base_reference
 from hone.finetune.lora import LoRA, LoRALinear, lora_layers
-from tests.finetune.test_export_merge import IDS, hone_cli, hone_logits, train_lora
+from hone.pretrained.weights import load_pretrained
+from tests.finetune.test_export_merge import IDS, hone_cli, hone_logits, lora_trainer
 
 pytest.importorskip("bitsandbytes")
 transformers = pytest.importorskip("transformers")
@@ -97,7 +99,7 @@ def test_backward_dequantizes_again_instead_of_keeping_the_weight(
     assert x.grad is not None
 
 
-def test_merge_and_unmerge_of_a_4bit_layer() -> None:
+def test_a_4bit_layer_merges_unmerges_and_goes_dense_exactly() -> None:
     quantized, dense = layers()
     x = torch.randn(4, 64)
     with torch.no_grad():
@@ -110,17 +112,11 @@ def test_merge_and_unmerge_of_a_4bit_layer() -> None:
         quantized.unmerge()
         assert quantized.weight is None  # the 4 bits, untouched, are the weight again
         assert torch.equal(quantized(x), before)
-    assert (merged - before).abs().max() < 1e-5
-
-
-def test_a_4bit_layer_held_dense_computes_the_same_to_the_bit() -> None:
-    quantized, _ = layers()
-    x = torch.randn(4, 64)
-    with torch.no_grad():
-        before = quantized(x)
+        # held dense instead (for ONNX): the same outputs, to the bit
         quantized.dequantize_base()
         assert quantized.nf4 is None and quantized.weight is not None
         assert torch.equal(quantized(x), before)
+    assert (merged - before).abs().max() < 1e-5
 
 
 def test_nf4_is_refused_in_one_line_without_a_pretrained_base_or_bitsandbytes(
@@ -143,15 +139,23 @@ def test_a_4bit_run_trains_reloads_exactly_and_exports_merged(
     tiny_checkpoint: Callable[[str], Path], notes: Path, tmp_path: Path
 ) -> None:
     checkpoint = tiny_checkpoint("llama")
-    run = train_lora(checkpoint, tmp_path / "run", notes, "lora.base_dtype=nf4")
+    trainer = lora_trainer(checkpoint, tmp_path / "run", notes, "lora.base_dtype=nf4")
+    run = trainer.run_dir
     with safe_open(str(run / "model.safetensors"), framework="pt") as f:
         assert f.keys() and all(".lora_" in name for name in f.keys())  # the adapters alone
-    loaded = hone.load_run(run, device="cpu")
-    assert all(layer.nf4 is not None for layer in lora_layers(loaded.model).values())
+    trained = lora_layers(trainer.model)
+    fresh = lora_layers(LoRA(base_dtype="nf4", targets="all-linear", frozen_base=base_reference(str(checkpoint))).convert(
+        load_pretrained(checkpoint)[0]
+    ))  # fmt: skip
+    for name, layer in trained.items():  # training left the 4 bits as quantizing made them
+        assert layer.nf4 is not None and fresh[name].nf4 is not None
+        assert torch.equal(layer.nf4.packed, fresh[name].nf4.packed), name
+        assert torch.equal(layer.nf4.scale_bits, fresh[name].nf4.scale_bits), name
+    # rebuilt from the checkpoint and quantized again: the very bytes it trained on, and the
+    # trained model's logits to the bit
     ours = hone_logits(run)
-    # rebuilt from the checkpoint and quantized again: the very bytes it trained on
-    again = hone_logits(run)
-    assert torch.equal(ours, again)
+    with torch.no_grad():
+        assert torch.equal(ours, trainer.model.eval()(IDS))
 
     # ONNX knows no NF4: the graph holds the dense weights the run computes with
     code, _, err = hone_cli("export", str(run), "--format", "onnx", "--output", str(tmp_path))
