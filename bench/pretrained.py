@@ -17,8 +17,9 @@ Three benches, 2 torch threads on both sides, printing each side's numbers and t
   generate    greedy decoding at batch 1 with the key/value cache, hone's `generate` against
               transformers' `generate`, the same weights in one process, alternated: tokens/s
               (weights and compute in fp32, or both sides in bf16: --precision);
-              and the floor of any decoder of these weights in fp32, the model's matrices
-              alone multiplied by one vector a token (the weights streamed once a token)
+              and two floors: the model's matrices alone multiplied by one vector a token
+              (by the kernel hone.models.few_rows chooses), and their bytes alone read once
+              a token (the memory's bandwidth: no decoder of these weights is faster)
 
 Run: `.venv/bin/python bench/pretrained.py memory|train-step|generate [--rounds N]`.
 """
@@ -249,21 +250,35 @@ def worker_generate(
             pad_token_id=0,
         )
 
-    # The floor: each new token multiplies one vector by every weight matrix of the model
-    # (the linear layers and the head), which streams the weights from memory once; nothing
-    # else a decoder does (norms, rotary positions, attention, sampling, Python) is in it.
+    # The floors. Matvecs: each new token multiplies one vector by every weight matrix of the
+    # model (the linear layers and the head), by the kernel hone.models.few_rows finds fastest
+    # for the shape (F.linear's or the split one); nothing else a decoder does (norms, rotary
+    # positions, attention, sampling, Python) is in it. Read: every matrix summed, its bytes
+    # read from memory once and nothing computed: the memory's bandwidth, any decoder's bound.
+    from hone.models import few_rows
+
     matrices = [m.weight for m in ours.modules() if isinstance(m, torch.nn.Linear)]
     vectors = {n: torch.randn(1, n, dtype=dtype) for n in {w.size(1) for w in matrices}}
+    few_rows.choose(1, matrices)
 
     def run_floor() -> torch.Tensor:
         for _ in range(new_tokens):
             for weight in matrices:
-                out = torch.nn.functional.linear(vectors[weight.size(1)], weight)
+                out = few_rows.linear(vectors[weight.size(1)], weight)
         return out
 
-    result: dict[str, list[float]] = {"hone": [], "transformers": [], "matvec floor": []}
+    def run_read() -> torch.Tensor:
+        for _ in range(new_tokens):
+            for weight in matrices:
+                out = weight.sum()
+        return out
+
+    sides = [
+        ("hone", run_hone), ("transformers", run_hf), ("matvec floor", run_floor),
+        ("read floor", run_read),
+    ]  # fmt: skip
+    result: dict[str, list[float]] = {name: [] for name, _ in sides}
     outputs = {}
-    sides = [("hone", run_hone), ("transformers", run_hf), ("matvec floor", run_floor)]
     with torch.no_grad():
         for name, run in sides:  # warm-up
             outputs[name] = run()
@@ -362,10 +377,10 @@ def bench_generate(rounds: int, prompt_tokens: int, new_tokens: int, precision: 
         precision,
     )  # fmt: skip
     print(f"weights and compute in {precision}")
-    for side in ("hone", "transformers", "matvec floor"):
+    for side in ("hone", "transformers", "matvec floor", "read floor"):
         rates = ", ".join(f"{x:.1f}" for x in r[side])
         print(f"{side:>12}: {statistics.median(r[side]):.1f} tokens/s (rounds {rates})")
-    for side in ("hone", "matvec floor"):
+    for side in ("hone", "matvec floor", "read floor"):
         ratio = statistics.median(h / t for h, t in zip(r[side], r["transformers"], strict=True))
         print(f"{side}/transformers: {ratio:.2f}x (median of per-round ratios)")
     print(f"same tokens: {bool(r['same_tokens'])}")

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hone.models import few_rows
 from hone.models.gpt import KVCache
 from hone.models.llama import Block, Llama, RMSNorm, rms_norm, rope_tables, rotate_half
 
@@ -59,17 +60,20 @@ def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache) -> torch.Tenso
     # the rotary cos and sin of this one position, as Llama.forward makes them: (2, 1, 1, D)
     steps = torch.arange(start, start + 1, device=idx.device, dtype=torch.float32)
     rope = rope_tables(steps[:, None] * model.rope_inv_freq[None, :])
-    # Rows of (B, C): F.linear of a 2-D input is one matmul op, of a 3-D one four (the
-    # same product, to the bit)
+    # Rows of (B, C): a 2-D input's product is one matmul op, a 3-D one's four; each by the
+    # kernel few_rows found fastest for its shape (the weights' bandwidth is the step's time)
+    linear = few_rows.linear
+    if not few_rows.chosen(B, decoded_weights(model, first_block_only=True)):
+        few_rows.choose(B, decoded_weights(model))
     x = model.token_embedding(idx[:, 0])  # (B, C)
     rope = rope.to(x.dtype)  # what rotate_half casts it to, once for all layers
     for layer, block in enumerate(cast(list[Block], list(model.blocks))):
         attn, mlp = block.attn, block.mlp
         H, G, D = attn.H, attn.G, attn.D
         h = rms_norm(x, block.norm1.weight, block.norm1.eps)
-        q = F.linear(h, attn.q.weight, attn.q.bias).view(B, 1, H, D)
-        k = F.linear(h, attn.k.weight, attn.k.bias).view(B, 1, G, D)
-        v = F.linear(h, attn.v.weight, attn.v.bias).view(B, G, 1, D)
+        q = linear(h, attn.q.weight, attn.q.bias).view(B, 1, H, D)
+        k = linear(h, attn.k.weight, attn.k.bias).view(B, 1, G, D)
+        v = linear(h, attn.v.weight, attn.v.bias).view(B, G, 1, D)
         if not isinstance(attn.q_norm, nn.Identity):  # Qwen3's per-head norms
             q_norm, k_norm = cast(RMSNorm, attn.q_norm), cast(RMSNorm, attn.k_norm)
             q = rms_norm(q, q_norm.weight, q_norm.eps)
@@ -79,9 +83,21 @@ def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache) -> torch.Tenso
         keys, values = cache.update(layer, rotate_half(k, rope).view(B, G, 1, D), v)
         # (B, G, S, D) each; one new token sees every cached key: no mask
         y = F.scaled_dot_product_attention(q, keys, values, enable_gqa=G != H)  # (B, H, 1, D)
-        x = x + F.linear(y.view(B, H * D), attn.proj.weight)
+        x = x + linear(y.view(B, H * D), attn.proj.weight)
         h = rms_norm(x, block.norm2.weight, block.norm2.eps)
-        hidden = F.silu(F.linear(h, mlp.gate.weight)) * F.linear(h, mlp.up.weight)  # (B, F)
-        x = x + F.linear(hidden, mlp.down.weight)
+        hidden = F.silu(linear(h, mlp.gate.weight)) * linear(h, mlp.up.weight)  # (B, F)
+        x = x + linear(hidden, mlp.down.weight)
     cache.advance(1)
-    return model.lm_head(rms_norm(x, model.norm.weight, model.norm.eps))[:, None]  # (B, 1, V)
+    head = model.lm_head
+    return linear(rms_norm(x, model.norm.weight, model.norm.eps), head.weight, head.bias)[:, None]
+
+
+def decoded_weights(model: Llama, first_block_only: bool = False) -> list[torch.Tensor]:
+    """The matrices `decode_token` multiplies: every block's linear layers' and the head's."""
+    blocks = cast(list[Block], list(model.blocks))
+    weights = [model.lm_head.weight]
+    for block in blocks[:1] if first_block_only else blocks:
+        attn, mlp = block.attn, block.mlp
+        layers = (attn.q, attn.k, attn.v, attn.proj, mlp.gate, mlp.up, mlp.down)
+        weights += [cast(nn.Linear, layer).weight for layer in layers]
+    return weights

@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from hone.config import ModelConfig
 from hone.errors import ConfigError
 from hone.finetune.lora import LoRA, lora_layers
-from hone.models import ModelSpec, build_model, llama_decode
+from hone.models import ModelSpec, build_model, few_rows, llama_decode
 from hone.models.generate import generate
 from hone.models.llama import MLP, Llama, LlamaConfig, _RMSNormFunction, rope_frequencies
 from hone.models.slot_cache import SlotCache
@@ -59,9 +59,11 @@ def test_the_cache_decodes_what_a_full_forward_computes(attn: str) -> None:
 
 
 @pytest.mark.parametrize("changes", [{}, {"qk_norm": True, "qkv_bias": True}])
-def test_the_lean_decode_step_gives_the_general_paths_logits_to_the_bit(
+def test_the_lean_decode_step_gives_the_general_paths_logits(
     changes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """To the bit with F.linear's products; with the weights split in halves (the kernel
+    few_rows chooses where the BLAS is slow at one row), to rounding."""
     model = tiny(**changes)
     idx = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(4))
     lean_steps = []
@@ -80,12 +82,24 @@ def test_the_lean_decode_step_gives_the_general_paths_logits_to_the_bit(
         return torch.cat(steps, dim=1), cache.keys[-1][:, :, :12]
 
     monkeypatch.setattr(llama_decode, "decode_token", counted)
+    monkeypatch.setattr(few_rows, "_CHOSEN", {})
+    monkeypatch.setattr(few_rows, "fastest", lambda rows, group: few_rows.plain)
     lean, lean_keys = decode()
     assert len(lean_steps) == 7
+    monkeypatch.setattr(few_rows, "_CHOSEN", {})
+    monkeypatch.setattr(few_rows, "fastest", lambda rows, group: few_rows.split)
+    split, split_keys = decode()
+    assert len(lean_steps) == 14
+    assert set(few_rows._CHOSEN.values()) == {few_rows.split}
+    assert len(few_rows._CHOSEN) == 5  # q, k and v (one shape), proj, gate and up, down, head
     monkeypatch.setattr(llama_decode, "lean_decodable", lambda *args: False)
     general, general_keys = decode()
-    assert len(lean_steps) == 7
+    assert len(lean_steps) == 14
     assert torch.equal(lean, general) and torch.equal(lean_keys, general_keys)
+    assert not torch.equal(split, general)  # another kernel: another rounding, and only that
+    assert torch.allclose(split, general, atol=1e-5) and torch.allclose(
+        split_keys, general_keys, atol=1e-5
+    )
 
 
 def test_only_plain_layers_without_gradients_decode_the_lean_way() -> None:
