@@ -11,8 +11,10 @@ tests/models/test_llama.py). SmolLM2-135M, one token in fp32: 1,731 aten ops rea
 kernels instead of the general path's 2,211, and far fewer Python calls (BENCHMARKS.md).
 
 It takes plain layers only: `lean_decodable` sends a converted model (LoRA, int8), the
-plain attention kernel, dropout in training mode, gradients and slot caches (hone serve's
-batches, whose rows sit at positions of their own) to the general path.
+plain attention kernel, dropout in training mode and gradients to the general path. It
+decodes hone serve's batches too (a slot cache, whose rows may sit at positions of their
+own): there a step multiplies a few rows by each weight, which hone.models.few_rows speeds
+up as it does one row's.
 
 Shapes in comments as in hone.models.llama: B batch, C channels, H query heads, G key/value
 heads, D head width, F the MLP's width, V vocabulary, S the tokens the cache holds.
@@ -29,11 +31,12 @@ from torch import nn
 from hone.models import few_rows
 from hone.models.gpt import KVCache
 from hone.models.llama import Block, Llama, RMSNorm, rms_norm, rope_tables, rotate_half
+from hone.models.slot_cache import SlotCache
 
 
-def lean_decodable(model: Llama, idx: torch.Tensor, cache: KVCache | None) -> bool:
+def lean_decodable(model: Llama, idx: torch.Tensor, cache: KVCache | SlotCache | None) -> bool:
     """Whether `decode_token` computes what `model(idx, cache)` would."""
-    if cache is None or type(cache) is not KVCache or idx.size(1) != 1:
+    if cache is None or type(cache) not in (KVCache, SlotCache) or idx.size(1) != 1:
         return False
     if torch.is_grad_enabled() or torch.is_autocast_enabled(idx.device.type):
         return False
@@ -52,14 +55,20 @@ def lean_decodable(model: Llama, idx: torch.Tensor, cache: KVCache | None) -> bo
     return type(model.lm_head) is nn.Linear and type(model.norm) is RMSNorm
 
 
-def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """Logits (B, 1, V) of idx (B, 1), the token after the `cache.length` the cache holds;
-    its keys and values are added to the cache. For a model `lean_decodable` accepts."""
+def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache | SlotCache) -> torch.Tensor:
+    """Logits (B, 1, V) of idx (B, 1), the token after those the cache holds (`cache.length`,
+    or each slot's own); its keys and values are added to the cache. For a model
+    `lean_decodable` accepts."""
     B = idx.size(0)
-    start = cache.length
-    # the rotary cos and sin of this one position, as Llama.forward makes them: (2, 1, 1, D)
-    steps = torch.arange(start, start + 1, device=idx.device, dtype=torch.float32)
-    rope = rope_tables(steps[:, None] * model.rope_inv_freq[None, :])
+    # A slot cache's rows may each sit at a position of their own, and see keys of their own
+    positions, mask = cache.placement(1)  # (B, 1), (B, 1, 1, S); or None, None
+    if positions is None:
+        # the rotary cos and sin of this one position, as Llama.forward makes them: (2, 1, 1, D)
+        start = cache.length
+        steps = torch.arange(start, start + 1, device=idx.device, dtype=torch.float32)
+        rope = rope_tables(steps[:, None] * model.rope_inv_freq[None, :])
+    else:  # each row's own: (2, B, 1, 1, D)
+        rope = rope_tables(positions.float()[..., None] * model.rope_inv_freq)
     # Rows of (B, C): a 2-D input's product is one matmul op, a 3-D one's four; each by the
     # kernel few_rows found fastest for its shape (the weights' bandwidth is the step's time)
     linear = few_rows.linear
@@ -81,8 +90,9 @@ def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache) -> torch.Tenso
         # (B, 1, heads, D) -> (B, heads, 1, D): one token, so a view, not a transpose's copy
         q = rotate_half(q, rope).view(B, H, 1, D)
         keys, values = cache.update(layer, rotate_half(k, rope).view(B, G, 1, D), v)
-        # (B, G, S, D) each; one new token sees every cached key: no mask
-        y = F.scaled_dot_product_attention(q, keys, values, enable_gqa=G != H)  # (B, H, 1, D)
+        # (B, G, S, D) each; one new token sees every cached key of its row: the mask, if
+        # any, is the padding of rows shorter than others
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=G != H)
         x = x + linear(y.view(B, H * D), attn.proj.weight)
         h = rms_norm(x, block.norm2.weight, block.norm2.eps)
         hidden = F.silu(linear(h, mlp.gate.weight)) * linear(h, mlp.up.weight)  # (B, F)

@@ -102,13 +102,47 @@ def test_the_lean_decode_step_gives_the_general_paths_logits(
     )
 
 
+def test_the_lean_step_decodes_a_slot_caches_rows_at_their_own_positions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hone serve's batches: rows of prompts of different lengths, in slots out of order,
+    decoded together: the general path's logits to the bit with F.linear's products."""
+    model = tiny(qk_norm=True, qkv_bias=True)
+    g = torch.Generator().manual_seed(5)
+    prompts = {
+        3: torch.randint(0, VOCAB, (1, 4), generator=g),
+        0: torch.randint(0, VOCAB, (1, 7), generator=g),
+    }
+    monkeypatch.setattr(few_rows, "_CHOSEN", {})
+    monkeypatch.setattr(few_rows, "fastest", lambda rows, group: few_rows.plain)
+
+    def decode() -> torch.Tensor:
+        cache = SlotCache(len(model.blocks), 4, 16)
+        steps = []
+        with torch.no_grad():
+            for slot, prompt in prompts.items():  # each prompt alone into its slot
+                cache.select([slot], prompt.size(1), prompt.device)
+                model(prompt, cache)
+            token = torch.tensor([[1], [2]])
+            for _ in range(4):  # then both rows a token at a time
+                cache.select([3, 0], 1, token.device)
+                logits = model(token, cache)
+                steps.append(logits)
+                token = logits[:, -1].argmax(-1, keepdim=True)
+        return torch.cat(steps, dim=1)
+
+    lean = decode()
+    monkeypatch.setattr(llama_decode, "lean_decodable", lambda *args: False)
+    assert torch.equal(lean, decode())
+
+
 def test_only_plain_layers_without_gradients_decode_the_lean_way() -> None:
     model = tiny()
     token = torch.tensor([[3]])
     with torch.no_grad():
         assert llama_decode.lean_decodable(model, token, model.new_kv_cache())
         assert not llama_decode.lean_decodable(model, torch.tensor([[3, 4]]), model.new_kv_cache())
-        assert not llama_decode.lean_decodable(model, token, SlotCache(2, 1, 8))
+        assert llama_decode.lean_decodable(model, token, SlotCache(2, 1, 8))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not llama_decode.lean_decodable(model, token, model.new_kv_cache())
         assert not llama_decode.lean_decodable(tiny(attn="plain"), token, model.new_kv_cache())
