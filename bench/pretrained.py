@@ -13,7 +13,9 @@ Three benches, 2 torch threads on both sides, printing each side's numbers and t
               the language task trains with), its plain logits path, transformers. Speed in
               one process, the two sides' steps alternated (same data, no optimizer), and
               with them the step's matmuls and attention alone (`matmul_floor`): the
-              ceiling of any implementation at this precision
+              ceiling of any implementation at this precision. And each side in a process
+              of its own, as each trains (hone's trainer keeps the memory a step frees:
+              hone.engine.allocator), the processes alternated
   generate    greedy decoding at batch 1 with the key/value cache, hone's `generate` against
               transformers' `generate`, the same weights in one process, alternated: tokens/s
               (weights and compute in fp32, or both sides in bf16: --precision);
@@ -187,9 +189,40 @@ def worker_train_memory(side: str, batch: int, tokens: int) -> dict[str, Any]:
     step = train_step(
         side, model, torch.randint(0, SMOLLM2_135M["vocab_size"], (batch, tokens + 1))
     )
-    step()
-    step()
+    with allocator_as_run(side):
+        step()
+        step()
     return {"peak": rss_bytes("VmHWM"), "baseline": baseline}
+
+
+def allocator_as_run(side: str) -> Any:
+    """What a side's steps run under in its own training process: hone's trainer keeps the
+    memory a step frees (hone.engine.allocator); transformers leaves malloc as it is."""
+    import contextlib
+
+    from hone.engine.allocator import FreedMemoryKept
+
+    return FreedMemoryKept() if side.startswith("hone") else contextlib.nullcontext()
+
+
+def worker_train_speed_alone(side: str, steps: int) -> dict[str, Any]:
+    """Seconds of `steps` steps of one side in a process of its own, under what its
+    training process runs it with (`allocator_as_run`), after one warm-up step."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    data = torch.randint(0, SMOLLM2_135M["vocab_size"], (4, 257))
+    model = (hone_llama if side == "hone" else hf_llama)(SMOLLM2_135M).train()
+    step = train_step(side, model, data)
+    seconds = []
+    with allocator_as_run(side):
+        step()
+        for _ in range(steps):
+            start = time.perf_counter()
+            step()
+            seconds.append(time.perf_counter() - start)
+    return {"seconds": seconds}
 
 
 def worker_train_speed(rounds: int, batch: int, tokens: int, layers: int) -> dict[str, Any]:
@@ -369,6 +402,21 @@ def bench_train(rounds: int, layers: int) -> None:
             f"min {min(per_round):.2f}x median {statistics.median(per_round):.2f}x "
             f"max {max(per_round):.2f}x"
         )
+    # each side in a process of its own, as each trains (hone's trainer keeps freed memory),
+    # the processes alternated; the median step of each side
+    alone: dict[str, list[float]] = {"hone": [], "transformers": []}
+    for i in range(rounds):
+        for side in list(alone) if i % 2 == 0 else list(alone)[::-1]:
+            alone[side] += in_subprocess(__file__, THREADS, "train-speed-alone", side, "3")[
+                "seconds"
+            ]
+    medians = {side: statistics.median(seconds) for side, seconds in alone.items()}
+    for side, median in medians.items():
+        print(f"{side:>12}, a process each: {tokens / median:.0f} tokens/s (median step)")
+    print(
+        f"hone/transformers speed, a process each: "
+        f"{medians['transformers'] / medians['hone']:.2f}x (median steps)"
+    )
 
 
 def bench_generate(rounds: int, prompt_tokens: int, new_tokens: int, precision: str) -> None:
@@ -396,6 +444,8 @@ def main() -> None:
             result = worker_memory(args[0])
         elif kind == "train-memory":
             result = worker_train_memory(args[0], batch=4, tokens=256)
+        elif kind == "train-speed-alone":
+            result = worker_train_speed_alone(args[0], int(args[1]))
         elif kind == "train-speed":
             seconds = worker_train_speed(int(args[0]), batch=4, tokens=256, layers=int(args[1]))
             result = dict(seconds)
