@@ -34,10 +34,14 @@ def plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> t
 
 def split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x (B, C) times weight (N, C) transposed, as two halves of the weight's rows: (2, N/2, C)
-    @ (2, C, B) -> (2, N/2, B), read back as (B, N) (a view when B is 1)."""
+    @ (2, C, B) -> (2, N/2, B), read back as (B, N) (a view when B is 1). An odd N (GPT-2's
+    50,257-word head) multiplies its last row apart."""
     B, (N, C) = x.size(0), weight.shape
-    halves = torch.bmm(weight.view(2, N // 2, C), x.t().expand(2, C, B))
-    y = halves.permute(2, 0, 1).reshape(B, N)
+    even = weight[: N - N % 2]  # rows of a contiguous matrix: a view
+    halves = torch.bmm(even.view(2, N // 2, C), x.t().expand(2, C, B))
+    y = halves.permute(2, 0, 1).reshape(B, N - N % 2)
+    if N % 2:
+        y = torch.cat([y, F.linear(x, weight[-1:])], dim=1)
     return y + bias if bias is not None else y
 
 
@@ -66,15 +70,16 @@ def choose(rows: int, weights: Iterable[torch.Tensor]) -> None:
         groups.setdefault(key(rows, weight), []).append(weight)
     for shape, group in groups.items():
         if shape not in _CHOSEN:
-            _CHOSEN[shape] = fastest(rows, group)
+            # only the CPU's BLAS needs the choice (and a matrix of one row has no halves)
+            first = group[0]
+            splits = first.device.type == "cpu" and first.size(0) > 1
+            _CHOSEN[shape] = fastest(rows, group) if splits else plain
 
 
 def fastest(rows: int, group: list[torch.Tensor]) -> Kernel:
     """`split` where a pass over `group` takes at most MARGIN of `plain`'s time (each
-    kernel's best of 3 passes, alternated), else `plain`. Only the CPU's BLAS needs it."""
+    kernel's best of 3 passes, alternated), else `plain`."""
     first = group[0]
-    if first.device.type != "cpu" or first.size(0) % 2:
-        return plain
     x = torch.randn(rows, first.size(1), dtype=first.dtype)
     best = {plain: float("inf"), split: float("inf")}
     with torch.no_grad():

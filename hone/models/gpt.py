@@ -374,6 +374,11 @@ class GPT(nn.Module):
             f"sequence of {start + T} tokens exceeds block_size {self.block_size}"
         )
         assert positions is None or cache is None, "packed examples are trained, not decoded"
+        if cache is not None and T == 1 and targets is None:
+            from hone.models.gpt_decode import decode_token, lean_decodable  # built on this
+
+            if lean_decodable(self, idx, cache):  # one decoded token: the lean step
+                return decode_token(self, idx, cache)
         mask = None if positions is None else document_mask(positions)  # (B, 1, T, T)
         if cache is not None:  # a slot cache's rows each sit at their own positions
             positions, mask = cache.placement(T)  # (B, T), (B, 1, T, S); or None, None

@@ -30,18 +30,14 @@ from torch import nn
 
 from hone.models import few_rows
 from hone.models.gpt import KVCache
+from hone.models.gpt_decode import one_plain_token
 from hone.models.llama import Block, Llama, RMSNorm, rms_norm, rope_tables, rotate_half
 from hone.models.slot_cache import SlotCache
 
 
 def lean_decodable(model: Llama, idx: torch.Tensor, cache: KVCache | SlotCache | None) -> bool:
     """Whether `decode_token` computes what `model(idx, cache)` would."""
-    if cache is None or type(cache) not in (KVCache, SlotCache) or idx.size(1) != 1:
-        return False
-    if torch.is_grad_enabled() or torch.is_autocast_enabled(idx.device.type):
-        return False
-    cfg = model.config
-    if cfg.attn == "plain" or (model.training and cfg.dropout > 0):
+    if not one_plain_token(model, idx, cache):
         return False
     for block in cast(list[Block], list(model.blocks)):
         attn, mlp = block.attn, block.mlp

@@ -14,13 +14,16 @@ from hone.models import few_rows
 
 @pytest.mark.parametrize("rows", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_the_split_kernel_computes_the_linear_product(rows: int, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("out", [64, 65])  # an odd count of rows: the last one apart
+def test_the_split_kernel_computes_the_linear_product(
+    rows: int, dtype: torch.dtype, out: int
+) -> None:
     g = torch.Generator().manual_seed(0)
-    x, weight, bias = (torch.randn(*shape, generator=g) for shape in ((rows, 48), (64, 48), (64,)))
-    x, weight, bias = x.to(dtype), weight.to(dtype), bias.to(dtype)
+    shapes = ((rows, 48), (out, 48), (out,))
+    x, weight, bias = (torch.randn(*shape, generator=g).to(dtype) for shape in shapes)
     for b in (None, bias):
         got = few_rows.split(x, weight, b)
-        assert got.shape == (rows, 64) and got.dtype == dtype
+        assert got.shape == (rows, out) and got.dtype == dtype
         want = F.linear(x.float(), weight.float(), None if b is None else b.float())
         tolerance = 5e-2 if dtype == torch.bfloat16 else 1e-5
         assert torch.allclose(got.float(), want, atol=tolerance, rtol=tolerance)
@@ -36,14 +39,14 @@ def test_the_faster_kernel_is_chosen_once_per_shape(monkeypatch: pytest.MonkeyPa
         return F.linear(x, weight)
 
     monkeypatch.setattr(few_rows, "plain", slow_plain)
-    weights = [torch.randn(64, 48) for _ in range(3)] + [torch.randn(33, 48)]
+    weights = [torch.randn(64, 48) for _ in range(3)] + [torch.randn(1, 48)]
     assert not few_rows.chosen(1, weights)
     few_rows.choose(1, weights)
     assert few_rows.chosen(1, weights) and not few_rows.chosen(2, weights)
     threads = torch.get_num_threads()
     assert few_rows._CHOSEN[(torch.float32, 1, 64, 48, threads)] is few_rows.split
-    # an odd number of rows cannot be halved: F.linear's, untimed
-    assert few_rows._CHOSEN[(torch.float32, 1, 33, 48, threads)] is slow_plain
+    # a matrix of one row has no halves: F.linear's, untimed
+    assert few_rows._CHOSEN[(torch.float32, 1, 1, 48, threads)] is slow_plain
     assert passes.count("plain") == 1 + 3 * 3  # set-up, then 3 passes over the 3 weights
     few_rows.choose(1, weights)  # chosen already: not timed again
     assert passes.count("plain") == 10

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 from hone.config import ModelConfig
 from hone.errors import ConfigError
-from hone.models import MODELS, ModelSpec, build_model
+from hone.models import MODELS, ModelSpec, build_model, few_rows, gpt_decode
 from hone.models.generate import generate
 from hone.models.gpt import GPT
+from hone.models.slot_cache import SlotCache
 
 VOCAB = 17
 
@@ -156,3 +157,65 @@ def test_builder_errors_name_the_flag() -> None:
         ModelConfig(name="gpt", vocab_size=80), ModelSpec("lm", (64,), 65, vocab_size=65)
     )
     assert larger.lm_head.out_features == 80
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"pos": "learned", "norm": "layernorm", "mlp": "gelu_tanh", "bias": True},  # GPT-2's
+        {"pos": "rope", "norm": "rmsnorm", "mlp": "relu2", "qk_norm": True, "bias": False},
+    ],
+)
+def test_the_lean_decode_step_gives_the_general_paths_logits(
+    options: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain cache, and a slot cache whose rows sit at positions of their own: to the bit
+    with F.linear's products, to rounding with the weights split in halves (few_rows)."""
+    torch.manual_seed(0)
+    model = tiny(n_embd=32, n_head=4, block_size=16, **options).eval()
+    with torch.no_grad():  # biases and gains off their 0 and 1, so that they matter
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    idx = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(3))
+    lean_steps = []
+    decode_token = gpt_decode.decode_token
+
+    def counted(*args: object) -> torch.Tensor:
+        lean_steps.append(1)
+        return decode_token(*args)  # type: ignore[arg-type]
+
+    def decode() -> torch.Tensor:
+        cache = model.new_kv_cache()
+        slots = SlotCache(len(model.blocks), 3, 16)
+        with torch.no_grad():
+            steps = [model(idx[:, :4], cache)]  # the prompt: the general path
+            steps += [model(idx[:, t : t + 1], cache) for t in range(4, 10)]
+            for slot, length in ((2, 3), (0, 6)):  # prompts of two lengths, slots out of order
+                slots.select([slot], length, idx.device)
+                model(idx[:1, :length], slots)
+            for t in range(3):
+                slots.select([2, 0], 1, idx.device)
+                steps.append(model(idx[:, t : t + 1], slots))
+        return torch.cat(steps, dim=1)
+
+    monkeypatch.setattr(gpt_decode, "decode_token", counted)
+    monkeypatch.setattr(few_rows, "_CHOSEN", {})
+    monkeypatch.setattr(few_rows, "fastest", lambda rows, group: few_rows.plain)
+    lean = decode()
+    assert len(lean_steps) == 9
+    monkeypatch.setattr(few_rows, "_CHOSEN", {})
+    monkeypatch.setattr(few_rows, "fastest", lambda rows, group: few_rows.split)
+    split = decode()
+    monkeypatch.setattr(gpt_decode, "lean_decodable", lambda *args: False)
+    general = decode()
+    assert len(lean_steps) == 18
+    assert torch.equal(lean, general)
+    assert not torch.equal(split, general) and torch.allclose(split, general, atol=1e-5)
+    monkeypatch.undo()  # what the lean step leaves to the general path
+    token, cache = idx[:, :1], model.new_kv_cache()
+    with torch.no_grad():
+        assert gpt_decode.lean_decodable(model, token, cache)
+        assert not gpt_decode.lean_decodable(tiny(attn="plain"), token, cache)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not gpt_decode.lean_decodable(model, token, cache)
+    assert not gpt_decode.lean_decodable(model, token, cache)  # gradients
