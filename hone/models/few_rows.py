@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-Key = tuple[torch.dtype, int, int, int, int]  # (dtype, rows, out, in, threads)
+Key = tuple[str, torch.dtype, int, int, int, int]  # (device, dtype, rows, out, in, threads)
 
 # the split must save at least this share of the plain product's time to be chosen: a
 # choice that a noisy timing could flip would make two runs round differently
@@ -46,7 +46,8 @@ def split(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> t
 
 
 def key(rows: int, weight: torch.Tensor) -> Key:
-    return (weight.dtype, rows, weight.size(0), weight.size(1), torch.get_num_threads())
+    shape = (rows, weight.size(0), weight.size(1), torch.get_num_threads())
+    return (weight.device.type, weight.dtype, *shape)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -80,7 +81,9 @@ def fastest(rows: int, group: list[torch.Tensor]) -> Kernel:
     """`split` where a pass over `group` takes at most MARGIN of `plain`'s time (each
     kernel's best of 3 passes, alternated), else `plain`."""
     first = group[0]
-    x = torch.randn(rows, first.size(1), dtype=first.dtype)
+    # its own generator: the global one's stream is the caller's sampling
+    numbers = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, first.size(1), generator=numbers).to(first.dtype)
     best = {plain: float("inf"), split: float("inf")}
     with torch.no_grad():
         for kernel in best:  # the first pass of each pays for its set-up: not timed

@@ -1,14 +1,16 @@
 """One decoding step of a Llama: the next token's logits from the tokens a cache holds, with
 the general forward's very ops, less its modules and bookkeeping.
 
-Decoding at batch 1 runs every layer on one token: the matmuls then stream the weights and
-take little time, and what takes the rest is the ops around them, each a few microseconds
-of dispatch whatever its size. `Llama.forward` pays for generality there: a module call per
-layer, the (B, T, ...) views and transposes, the autocast and recompute checks, the mask
-logic of chunks and packed rows. `decode_token` runs the same arithmetic on (B, C) rows and
-calls the functions the modules would (so the logits are the general path's, to the bit,
-tests/models/test_llama.py). SmolLM2-135M, one token in fp32: 1,731 aten ops reach the
-kernels instead of the general path's 2,211, and far fewer Python calls (BENCHMARKS.md).
+Decoding at batch 1 runs every layer on one token: the matmuls then stream the weights, and
+the ops around them cost a few microseconds of dispatch each whatever their size.
+`Llama.forward` pays for generality there: a module call per layer, the (B, T, ...) views
+and transposes, the autocast and recompute checks, the mask logic of chunks and packed rows.
+`decode_token` runs the same arithmetic on (B, C) rows and calls the functions the modules
+would. SmolLM2-135M, one token in fp32: 1,731 aten ops reach the kernels instead of the
+general path's 2,211, and far fewer Python calls (BENCHMARKS.md). Its products go through
+hone.models.few_rows, which may split a weight to read it at the memory's speed: that only
+rounds differently, and with F.linear's products the logits are the general path's to the
+bit (tests/models/test_llama.py).
 
 It takes plain layers only: `lean_decodable` sends a converted model (LoRA, int8), the
 plain attention kernel, dropout in training mode and gradients to the general path. It

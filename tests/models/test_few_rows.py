@@ -41,12 +41,14 @@ def test_the_faster_kernel_is_chosen_once_per_shape(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(few_rows, "plain", slow_plain)
     weights = [torch.randn(64, 48) for _ in range(3)] + [torch.randn(1, 48)]
     assert not few_rows.chosen(1, weights)
+    state = torch.random.get_rng_state()
     few_rows.choose(1, weights)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's sampling untouched
     assert few_rows.chosen(1, weights) and not few_rows.chosen(2, weights)
     threads = torch.get_num_threads()
-    assert few_rows._CHOSEN[(torch.float32, 1, 64, 48, threads)] is few_rows.split
+    assert few_rows._CHOSEN[("cpu", torch.float32, 1, 64, 48, threads)] is few_rows.split
     # a matrix of one row has no halves: F.linear's, untimed
-    assert few_rows._CHOSEN[(torch.float32, 1, 1, 48, threads)] is slow_plain
+    assert few_rows._CHOSEN[("cpu", torch.float32, 1, 1, 48, threads)] is slow_plain
     assert passes.count("plain") == 1 + 3 * 3  # set-up, then 3 passes over the 3 weights
     few_rows.choose(1, weights)  # chosen already: not timed again
     assert passes.count("plain") == 10
@@ -55,4 +57,4 @@ def test_the_faster_kernel_is_chosen_once_per_shape(monkeypatch: pytest.MonkeyPa
     # where the split is no clear gain, F.linear's product stays
     monkeypatch.setattr(few_rows, "plain", F.linear)
     few_rows.choose(2, weights[:1])
-    assert few_rows._CHOSEN[(torch.float32, 2, 64, 48, threads)] is not few_rows.split
+    assert few_rows._CHOSEN[("cpu", torch.float32, 2, 64, 48, threads)] is not few_rows.split
