@@ -24,7 +24,7 @@ seeded random weights) they hold every weight, as a full run's do. `save_peft_ad
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
@@ -115,7 +115,11 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_a.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_b.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    takes_product = True  # forward takes the frozen weight's product (a lean decode step's)
+
+    def forward(
+        self, x: torch.Tensor, product: Callable[..., torch.Tensor] = F.linear
+    ) -> torch.Tensor:
         autocast = torch.is_autocast_enabled(x.device.type)
         if autocast:
             # x cast once for the base's matmul and the adapter's (autocast casts it for each,
@@ -134,7 +138,7 @@ class LoRALinear(nn.Module):
                 y = F.linear(x, weight, bias)  # (..., out)
             del weight
         else:
-            y = F.linear(x, self.base_weight().to(x.dtype), bias)  # (..., out)
+            y = product(x, self.base_weight().to(x.dtype), bias)  # (..., out)
         if self.merged:
             return y
         if not autocast:  # a bf16 input of a bf16 model: the adapters compute in fp32

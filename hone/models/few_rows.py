@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 Key = tuple[str, torch.dtype, int, int, int, int]  # (device, dtype, rows, out, in, threads)
@@ -54,6 +55,19 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """F.linear(x, weight, bias) for x (B, C) of a few rows, by the kernel `choose` found
     fastest for this shape (F.linear's own where none was chosen)."""
     return _CHOSEN.get(key(x.size(0), weight), plain)(x, weight, bias)
+
+
+def decodes_rows(layer: nn.Module) -> bool:
+    """Whether `layer_product` takes this layer: an nn.Linear, or a layer whose forward takes
+    its frozen weight's product function (`takes_product`: a LoRA layer)."""
+    return type(layer) is nn.Linear or getattr(layer, "takes_product", False)
+
+
+def layer_product(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's output for rows x (B, C), its weight's product by `linear`."""
+    if type(layer) is nn.Linear:
+        return linear(x, layer.weight, layer.bias)
+    return layer(x, linear)  # type: ignore[no-any-return]
 
 
 def chosen(rows: int, weights: Iterable[torch.Tensor]) -> bool:

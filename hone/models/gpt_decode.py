@@ -8,8 +8,9 @@ memory's speed (BENCHMARKS.md). Norms, rotary positions and attention are the mo
 functions' own calls on the same shapes, so with F.linear's products the logits are the
 general path's to the bit (tests/models/test_gpt.py); the split kernel rounds differently.
 
-`lean_decodable` sends a converted model (LoRA, int8), the plain attention
-kernel, dropout in training mode, autocast and gradients to the general path.
+`lean_decodable` takes LoRA layers too (handing them their frozen weight's product) and sends
+other converted models (int8), the plain attention kernel, dropout in training mode,
+autocast and gradients to the general path.
 
 Shapes: B rows, C channels, H heads, D head width, S the tokens the cache holds.
 """
@@ -46,7 +47,7 @@ def lean_decodable(model: GPT, idx: torch.Tensor, cache: KVCache | SlotCache | N
         return False
     for block in cast(list[Block], list(model.blocks)):
         attn, mlp = block.attn, block.mlp
-        if any(type(layer) is not nn.Linear for layer in (attn.qkv, attn.proj, mlp.fc, mlp.proj)):
+        if not all(map(few_rows.decodes_rows, (attn.qkv, attn.proj, mlp.fc, mlp.proj))):
             return False
         if type(block.norm1) not in NORMS or type(block.norm2) not in NORMS:
             return False
@@ -59,7 +60,7 @@ def decode_token(model: GPT, idx: torch.Tensor, cache: KVCache | SlotCache) -> t
     B = idx.size(0)
     start = cache.length
     positions, mask = cache.placement(1)  # (B, 1), (B, 1, 1, S); or None, None
-    linear = few_rows.linear
+    linear, product = few_rows.linear, few_rows.layer_product
     if not few_rows.chosen(B, decoded_weights(model, first_block_only=True)):
         few_rows.choose(B, decoded_weights(model))
     x = model.token_embedding(idx[:, 0])  # (B, C)
@@ -69,7 +70,7 @@ def decode_token(model: GPT, idx: torch.Tensor, cache: KVCache | SlotCache) -> t
     for layer, block in enumerate(cast(list[Block], list(model.blocks))):
         attn, mlp = block.attn, block.mlp
         H, D = attn.n_head, attn.head_dim
-        qkv = linear(block.norm1(x), attn.qkv.weight, attn.qkv.bias)  # (B, 3C)
+        qkv = product(attn.qkv, block.norm1(x))  # (B, 3C)
         # (B, 3, H, 1, D): the general path's (3, B, H, T, D) at T = 1, as views
         q, k, v = qkv.view(B, 3, H, 1, D).unbind(1)
         q, k = attn.q_norm(q), attn.k_norm(k)
@@ -80,13 +81,13 @@ def decode_token(model: GPT, idx: torch.Tensor, cache: KVCache | SlotCache) -> t
         y = F.scaled_dot_product_attention(
             q, keys, values, attn_mask=mask, is_causal=mask is None and not start
         )  # (B, H, 1, D)
-        x = x + linear(y.reshape(B, H * D), attn.proj.weight, attn.proj.bias)
-        h = linear(block.norm2(x), mlp.fc.weight, mlp.fc.bias)  # (B, 4C)
+        x = x + product(attn.proj, y.reshape(B, H * D))
+        h = product(mlp.fc, block.norm2(x))  # (B, 4C)
         if mlp.kind == "relu2":
             h = F.relu(h).square()
         else:
             h = F.gelu(h, approximate="tanh" if mlp.kind == "gelu_tanh" else "none")
-        x = x + linear(h, mlp.proj.weight, mlp.proj.bias)
+        x = x + product(mlp.proj, h)
     cache.advance(1)
     head = model.lm_head
     return linear(model.norm(x), head.weight, head.bias)[:, None]  # (B, 1, V)
@@ -98,5 +99,6 @@ def decoded_weights(model: GPT, first_block_only: bool = False) -> list[torch.Te
     weights = [model.lm_head.weight]
     for block in blocks[:1] if first_block_only else blocks:
         layers = (block.attn.qkv, block.attn.proj, block.mlp.fc, block.mlp.proj)
-        weights += [cast(nn.Linear, layer).weight for layer in layers]
+        # a 4-bit LoRA base has none (it computes with the weight dequantized each time)
+        weights += [w for layer in layers if (w := getattr(layer, "weight", None)) is not None]
     return weights

@@ -12,8 +12,8 @@ hone.models.few_rows, which may split a weight to read it at the memory's speed:
 rounds differently, and with F.linear's products the logits are the general path's to the
 bit (tests/models/test_llama.py).
 
-It takes plain layers only: `lean_decodable` sends a converted model (LoRA, int8), the
-plain attention kernel, dropout in training mode and gradients to the general path. It
+It takes plain layers and LoRA layers (whose frozen weight's product it hands them):
+`lean_decodable` sends other converted models (int8), the plain attention kernel, dropout in training mode and gradients to the general path. It
 decodes hone serve's batches too (a slot cache, whose rows may sit at positions of their
 own): there a step multiplies a few rows by each weight, which hone.models.few_rows speeds
 up as it does one row's.
@@ -44,7 +44,7 @@ def lean_decodable(model: Llama, idx: torch.Tensor, cache: KVCache | SlotCache |
     for block in cast(list[Block], list(model.blocks)):
         attn, mlp = block.attn, block.mlp
         layers = (attn.q, attn.k, attn.v, attn.proj, mlp.gate, mlp.up, mlp.down)
-        if any(type(layer) is not nn.Linear for layer in layers):
+        if not all(few_rows.decodes_rows(layer) for layer in layers):
             return False
         if type(block.norm1) is not RMSNorm or type(block.norm2) is not RMSNorm:
             return False
@@ -69,7 +69,7 @@ def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache | SlotCache) ->
         rope = rope_tables(positions.float()[..., None] * model.rope_inv_freq)
     # Rows of (B, C): a 2-D input's product is one matmul op, a 3-D one's four; each by the
     # kernel few_rows found fastest for its shape (the weights' bandwidth is the step's time)
-    linear = few_rows.linear
+    linear, product = few_rows.linear, few_rows.layer_product
     if not few_rows.chosen(B, decoded_weights(model, first_block_only=True)):
         few_rows.choose(B, decoded_weights(model))
     x = model.token_embedding(idx[:, 0])  # (B, C)
@@ -78,9 +78,9 @@ def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache | SlotCache) ->
         attn, mlp = block.attn, block.mlp
         H, G, D = attn.H, attn.G, attn.D
         h = rms_norm(x, block.norm1.weight, block.norm1.eps)
-        q = linear(h, attn.q.weight, attn.q.bias).view(B, 1, H, D)
-        k = linear(h, attn.k.weight, attn.k.bias).view(B, 1, G, D)
-        v = linear(h, attn.v.weight, attn.v.bias).view(B, G, 1, D)
+        q = product(attn.q, h).view(B, 1, H, D)
+        k = product(attn.k, h).view(B, 1, G, D)
+        v = product(attn.v, h).view(B, G, 1, D)
         if not isinstance(attn.q_norm, nn.Identity):  # Qwen3's per-head norms
             q_norm, k_norm = cast(RMSNorm, attn.q_norm), cast(RMSNorm, attn.k_norm)
             q = rms_norm(q, q_norm.weight, q_norm.eps)
@@ -91,10 +91,10 @@ def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache | SlotCache) ->
         # (B, G, S, D) each; one new token sees every cached key of its row: the mask, if
         # any, is the padding of rows shorter than others
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=G != H)
-        x = x + linear(y.view(B, H * D), attn.proj.weight)
+        x = x + product(attn.proj, y.view(B, H * D))
         h = rms_norm(x, block.norm2.weight, block.norm2.eps)
-        hidden = F.silu(linear(h, mlp.gate.weight)) * linear(h, mlp.up.weight)  # (B, F)
-        x = x + linear(hidden, mlp.down.weight)
+        hidden = F.silu(product(mlp.gate, h)) * product(mlp.up, h)  # (B, F)
+        x = x + product(mlp.down, hidden)
     cache.advance(1)
     head = model.lm_head
     return linear(rms_norm(x, model.norm.weight, model.norm.eps), head.weight, head.bias)[:, None]
@@ -107,5 +107,6 @@ def decoded_weights(model: Llama, first_block_only: bool = False) -> list[torch.
     for block in blocks[:1] if first_block_only else blocks:
         attn, mlp = block.attn, block.mlp
         layers = (attn.q, attn.k, attn.v, attn.proj, mlp.gate, mlp.up, mlp.down)
-        weights += [cast(nn.Linear, layer).weight for layer in layers]
+        # a 4-bit LoRA base has none (it computes with the weight dequantized each time)
+        weights += [w for layer in layers if (w := getattr(layer, "weight", None)) is not None]
     return weights

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from hone.config import ModelConfig
 from hone.errors import ConfigError
+from hone.finetune.lora import LoRA
 from hone.models import MODELS, ModelSpec, build_model, few_rows, gpt_decode
 from hone.models.generate import generate
 from hone.models.gpt import GPT
@@ -164,6 +165,7 @@ def test_builder_errors_name_the_flag() -> None:
     [
         {"pos": "learned", "norm": "layernorm", "mlp": "gelu_tanh", "bias": True},  # GPT-2's
         {"pos": "rope", "norm": "rmsnorm", "mlp": "relu2", "qk_norm": True, "bias": False},
+        {"pos": "learned", "bias": True, "lora": True},  # adapters on every linear layer
     ],
 )
 def test_the_lean_decode_step_gives_the_general_paths_logits(
@@ -172,8 +174,12 @@ def test_the_lean_decode_step_gives_the_general_paths_logits(
     """A plain cache, and a slot cache whose rows sit at positions of their own: to the bit
     with F.linear's products, to rounding with the weights split in halves (few_rows)."""
     torch.manual_seed(0)
+    options = dict(options)  # the parameter's own dict stays as pytest made it
+    lora = options.pop("lora", False)
     model = tiny(n_embd=32, n_head=4, block_size=16, **options).eval()
-    with torch.no_grad():  # biases and gains off their 0 and 1, so that they matter
+    if lora:
+        LoRA(4, 8, 0.0, "all-linear").convert(model)
+    with torch.no_grad():  # biases, gains and LoRA's B off their 0 and 1, so that they matter
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.1)
     idx = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(3))

@@ -58,13 +58,21 @@ def test_the_cache_decodes_what_a_full_forward_computes(attn: str) -> None:
     )
 
 
-@pytest.mark.parametrize("changes", [{}, {"qk_norm": True, "qkv_bias": True}])
+@pytest.mark.parametrize("changes", [{}, {"qk_norm": True, "qkv_bias": True}, {"lora": True}])
 def test_the_lean_decode_step_gives_the_general_paths_logits(
     changes: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """To the bit with F.linear's products; with the weights split in halves (the kernel
-    few_rows chooses where the BLAS is slow at one row), to rounding."""
+    few_rows chooses where the BLAS is slow at one row), to rounding. A LoRA model too: its
+    layers take the frozen weight's product from the lean step."""
+    lora = changes.pop("lora", False)
     model = tiny(**changes)
+    if lora:
+        LoRA(4, 8, 0.0, "all-linear").convert(model)
+        with torch.no_grad():  # B off zero: the adapters change the logits
+            for layer in lora_layers(model).values():
+                layer.lora_b.weight.normal_(0, 0.1)
+        model.eval()
     idx = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(4))
     lean_steps = []
     decode_token = llama_decode.decode_token
@@ -91,7 +99,7 @@ def test_the_lean_decode_step_gives_the_general_paths_logits(
     split, split_keys = decode()
     assert len(lean_steps) == 14
     assert set(few_rows._CHOSEN.values()) == {few_rows.split}
-    assert len(few_rows._CHOSEN) == 5  # q, k and v (one shape), proj, gate and up, down, head
+    assert len(few_rows._CHOSEN) == 5  # q, k, v's and proj's shape, gate and up, down, head
     monkeypatch.setattr(llama_decode, "lean_decodable", lambda *args: False)
     general, general_keys = decode()
     assert len(lean_steps) == 14
@@ -151,7 +159,9 @@ def test_only_plain_layers_without_gradients_decode_the_lean_way() -> None:
         )
     assert not llama_decode.lean_decodable(model, token, model.new_kv_cache())  # gradients
     LoRA(4, 8, 0.0, "attention").convert(model)
-    with torch.no_grad():
+    with torch.no_grad():  # LoRA layers take the product; a layer of another kind does not
+        assert llama_decode.lean_decodable(model, token, model.new_kv_cache())
+        model.blocks[0].mlp.up = nn.Sequential(model.blocks[0].mlp.up)
         assert not llama_decode.lean_decodable(model, token, model.new_kv_cache())
 
 
