@@ -7,8 +7,9 @@ remakes the same activations every step gets fresh pages from the kernel for the
 page faulted in and zeroed again. Counted on a 2-core AMD EPYC (SmolLM2-135M's shape,
 forward and backward at 4 x 256 in fp32): 55-135 thousand page faults and 0.3-0.5 s of
 kernel time a step; with the thresholds raised, 0-16 thousand (most steps none), at the
-same peak RSS; the steps 2.4% faster (BENCHMARKS.md). A training process's memory is at its peak every step anyway, so
-keeping what it frees costs nothing the next step would not take again.
+same peak RSS; the steps 2.4% faster (BENCHMARKS.md). A training process's memory is at its
+peak every step anyway, so keeping what it frees costs nothing the next step would not take
+again.
 
 The setting is the process's, as torch's thread count is (hone.engine.threads): the trainer
 holds it only while it trains (`with trainer.allocator:` around each round) and then sets
