@@ -81,7 +81,7 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         import peft
         import transformers
     else:
-        from hone.engine.allocator import FreedMemoryKept
+        from hone.engine.allocator import freed_memory_kept
         from hone.finetune.frozen_base import base_reference
         from hone.finetune.lora import LoRA, adapter_parameters, base_dtype_for
         from hone.pretrained.weights import load_pretrained
@@ -112,7 +112,7 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         step = training_step(side, model, params, precision)
     # hone's trainer keeps the memory a step frees while it trains (hone.engine.allocator);
     # transformers leaves malloc as it is
-    held = contextlib.nullcontext() if side == "peft" else FreedMemoryKept()
+    held = contextlib.nullcontext() if side == "peft" else freed_memory_kept()
     times = []
     with held:
         step()  # warm-up: the allocator, the kernels, AdamW's state

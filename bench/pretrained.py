@@ -23,7 +23,11 @@ Three benches, 2 torch threads on both sides, printing each side's numbers and t
               (by the kernel hone.models.few_rows chooses), and their bytes alone read once
               a token (the memory's bandwidth: no decoder of these weights is faster)
 
-Run: `.venv/bin/python bench/pretrained.py memory|train-step|generate [--rounds N]`.
+  lean-decode hone's lean decode step against its general path, fp32, in one process
+              alternated (`worker_lean_decode`: batch 1, a LoRA run, GPT-2's shape, batches of
+              a slot cache)
+
+Run: `.venv/bin/python bench/pretrained.py memory|train-step|generate|lean-decode [--rounds N]`.
 """
 
 from __future__ import annotations
@@ -200,9 +204,9 @@ def allocator_as_run(side: str) -> Any:
     memory a step frees (hone.engine.allocator); transformers leaves malloc as it is."""
     import contextlib
 
-    from hone.engine.allocator import FreedMemoryKept
+    from hone.engine.allocator import freed_memory_kept
 
-    return FreedMemoryKept() if side.startswith("hone") else contextlib.nullcontext()
+    return freed_memory_kept() if side.startswith("hone") else contextlib.nullcontext()
 
 
 def worker_train_speed_alone(side: str, steps: int) -> dict[str, Any]:
@@ -324,6 +328,72 @@ def worker_generate(
     return {**result, "same_tokens": same}
 
 
+GPT2_SMALL = {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "pos": "learned",
+              "norm": "layernorm", "mlp": "gelu_tanh", "bias": True}  # fmt: skip
+
+
+def worker_lean_decode(case: str, rounds: int, new_tokens: int) -> dict[str, Any]:
+    """Tokens/s of hone's lean decode step (hone.models.llama_decode / gpt_decode, each
+    product by hone.models.few_rows) against the general path (the model's modules and
+    F.linear), fp32, alternated in one process: `llama` greedy generate at batch 1 of
+    SmolLM2-135M's shape; `lora` the same with rank-16 adapters on every linear layer;
+    `gpt2` GPT-2 small's shape; `slots4` / `slots8` that many rows of a slot cache (hone
+    serve's batches), prompts of different lengths, decoding together."""
+    import torch
+
+    from hone.config import ModelConfig
+    from hone.finetune.lora import LoRA, lora_layers
+    from hone.models import ModelSpec, build_model, gpt_decode, llama_decode
+    from hone.models.generate import generate
+    from hone.models.slot_cache import SlotCache
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    if case == "gpt2":
+        V, family = 50257, gpt_decode
+        cfg = ModelConfig(name="gpt", **GPT2_SMALL)  # type: ignore[arg-type]
+        model = build_model(cfg, ModelSpec("lm", (1024,), V, vocab_size=V))
+    else:
+        V, family, model = SMOLLM2_135M["vocab_size"], llama_decode, hone_llama(SMOLLM2_135M)
+    if case == "lora":
+        LoRA(16, 32, 0.0, "all-linear").convert(model)
+        with torch.no_grad():  # B off zero: the adapters count
+            for layer in lora_layers(model).values():
+                layer.lora_b.weight.normal_(0, 0.01)
+    model.eval()
+    lean_decodable = family.lean_decodable
+    prompt = torch.randint(0, V, (1, 32))
+    rows = int(case.removeprefix("slots")) if case.startswith("slots") else 1
+
+    def run(lean: bool) -> tuple[float, torch.Tensor]:
+        family.lean_decodable = lean_decodable if lean else (lambda *args: False)
+        if rows == 1:
+            start = time.perf_counter()
+            out = generate(model, prompt, new_tokens, temperature=0)
+            return new_tokens / (time.perf_counter() - start), out
+        cache = SlotCache(len(model.blocks), rows, 32 + 3 * rows + new_tokens)
+        for r in range(rows):  # prompts of different lengths, each into its slot
+            cache.select([r], 8 + 3 * r, prompt.device)
+            model(prompt[:, : 8 + 3 * r], cache)
+        token, tokens = torch.zeros(rows, 1, dtype=torch.long), []
+        start = time.perf_counter()
+        for _ in range(new_tokens):
+            cache.select(list(range(rows)), 1, token.device)
+            token = model(token, cache)[:, -1].argmax(-1, keepdim=True)
+            tokens.append(token)
+        return rows * new_tokens / (time.perf_counter() - start), torch.cat(tokens, 1)
+
+    result: dict[str, list[float]] = {"lean": [], "general": []}
+    outputs = {}
+    with torch.no_grad():
+        run(True), run(False)  # warm-up: few_rows' timing, the allocator
+        for i in range(rounds):
+            for lean in (True, False) if i % 2 == 0 else (False, True):
+                rate, outputs[lean] = run(lean)
+                result["lean" if lean else "general"].append(rate)
+    return {**result, "same_tokens": int(torch.equal(outputs[True], outputs[False]))}
+
+
 # ----------------------------------------------------------------------------- driver
 def save_checkpoint() -> None:
     """A random Qwen2.5-0.5B-shaped checkpoint in bf16, written by transformers, with a
@@ -434,6 +504,18 @@ def bench_generate(rounds: int, prompt_tokens: int, new_tokens: int, precision: 
     print(f"same tokens: {bool(r['same_tokens'])}")
 
 
+def bench_lean_decode(rounds: int, new_tokens: int, cases: list[str]) -> None:
+    for case in cases:
+        r = in_subprocess(__file__, THREADS, "lean-decode", case, str(rounds), str(new_tokens))
+        ratio = statistics.median(a / b for a, b in zip(r["lean"], r["general"], strict=True))
+        each = ", ".join(f"{x:.1f}" for x in r["lean"]), ", ".join(f"{x:.1f}" for x in r["general"])
+        print(
+            f"{case:>7}: lean {statistics.median(r['lean']):.1f} tokens/s ({each[0]}), general "
+            f"{statistics.median(r['general']):.1f} ({each[1]}): {ratio:.2f}x (median of "
+            f"per-round ratios), same tokens: {bool(r['same_tokens'])}"
+        )
+
+
 def main() -> None:
     if sys.argv[1:2] == ["_worker"]:
         kind, *args = sys.argv[2:]
@@ -444,6 +526,8 @@ def main() -> None:
             result = worker_memory(args[0])
         elif kind == "train-memory":
             result = worker_train_memory(args[0], batch=4, tokens=256)
+        elif kind == "lean-decode":
+            result = worker_lean_decode(args[0], int(args[1]), int(args[2]))
         elif kind == "train-speed-alone":
             result = worker_train_speed_alone(args[0], int(args[1]))
         elif kind == "train-speed":
@@ -454,13 +538,17 @@ def main() -> None:
         print(json.dumps(result))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", choices=["memory", "train-step", "generate"])
+    parser.add_argument("bench", choices=["memory", "train-step", "generate", "lean-decode"])
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two sides")
     parser.add_argument(
         "--layers", type=int, default=0, help="train-step speed: blocks (0: all 30)"
     )
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument(
+        "--cases", nargs="+", default=["llama", "lora", "gpt2", "slots4", "slots8"],
+        help="lean-decode: which models and batches",
+    )  # fmt: skip
     parser.add_argument(
         "--precision", default="fp32", choices=["fp32", "bf16"],
         help="generate: both sides' weights and compute (bf16: on a CPU with native bf16)",
@@ -470,6 +558,8 @@ def main() -> None:
         bench_memory(args.rounds)
     elif args.bench == "train-step":
         bench_train(args.rounds, args.layers)
+    elif args.bench == "lean-decode":
+        bench_lean_decode(args.rounds, args.new_tokens, args.cases)
     else:
         bench_generate(args.rounds, args.prompt_tokens, args.new_tokens, args.precision)
 

@@ -12,7 +12,7 @@ peak every step anyway, so keeping what it frees costs nothing the next step wou
 again.
 
 The setting is the process's, as torch's thread count is (hone.engine.threads): the trainer
-holds it only while it trains (`with trainer.allocator:` around each round) and then sets
+holds it only while it trains (`with freed_memory_kept():` around each round) and then sets
 glibc's ceilings back and gives the freed memory to the kernel (malloc_trim), so that a
 notebook or a program that trains between other work gets its memory back. glibc only (other
 C libraries have no mallopt): elsewhere, nothing.
@@ -24,10 +24,11 @@ MALLOC_TRIM_THRESHOLD_) are read once at the process's start, before hone could 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import platform
-from types import TracebackType
+from collections.abc import Iterator
 from typing import Any
 
 # mallopt's parameters (malloc.h)
@@ -50,29 +51,23 @@ def glibc() -> Any:
     return ctypes.CDLL(None)
 
 
-class FreedMemoryKept:
-    """`with FreedMemoryKept():` keeps what is freed in the process while inside; rounds may
-    nest (a trial inside a study): the outermost one sets and restores."""
+_depth = 0  # rounds inside one another (a trial inside a study): the outermost sets and restores
 
-    depth = 0  # the process's, shared by every instance
 
-    def __enter__(self) -> FreedMemoryKept:
-        libc = glibc()
-        if libc is not None and FreedMemoryKept.depth == 0:
-            libc.mallopt(M_MMAP_THRESHOLD, HELD_MMAP_THRESHOLD)
-            libc.mallopt(M_TRIM_THRESHOLD, HELD_TRIM_THRESHOLD)
-        FreedMemoryKept.depth += 1
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        FreedMemoryKept.depth -= 1
-        libc = glibc()
-        if libc is not None and FreedMemoryKept.depth == 0:
+@contextlib.contextmanager
+def freed_memory_kept() -> Iterator[None]:
+    """Inside, what the process frees stays in it (glibc); afterwards it goes back."""
+    global _depth
+    libc = glibc()
+    if libc is not None and _depth == 0:
+        libc.mallopt(M_MMAP_THRESHOLD, HELD_MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, HELD_TRIM_THRESHOLD)
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if libc is not None and _depth == 0:
             libc.mallopt(M_MMAP_THRESHOLD, AFTER_MMAP_THRESHOLD)
             libc.mallopt(M_TRIM_THRESHOLD, AFTER_TRIM_THRESHOLD)
             libc.malloc_trim(0)

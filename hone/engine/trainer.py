@@ -23,7 +23,7 @@ from hone.data.base import Data
 from hone.data.loaders import LoaderData
 from hone.distributed.context import DistContext
 from hone.distributed.strategy import build_strategy
-from hone.engine.allocator import FreedMemoryKept
+from hone.engine.allocator import freed_memory_kept
 from hone.engine.bounds import BOUND_REASONS, Plan, bound_reached, planned_steps
 from hone.engine.checkpointing import Checkpointing, CheckpointTimer
 from hone.engine.early_stopping import EarlyStopping
@@ -209,7 +209,7 @@ class Trainer:
         """Train until step `until` (None: the config's bounds), a stop request or a signal;
         returns why it stopped. May be called again to continue (training in rounds)."""
         try:
-            with self.threads, FreedMemoryKept(), StopSignals() as signals:
+            with self.threads, freed_memory_kept(), StopSignals() as signals:
                 return self._loop(until, signals)
         except BaseException:
             self._close_files()  # what was logged is complete on disk
@@ -220,7 +220,7 @@ class Trainer:
         try:
             # SIGTERM/SIGINT only set a flag; the step ends, a checkpoint is written, and the
             # checkpoint timer raises TrainingInterrupted.
-            with self.threads, FreedMemoryKept():
+            with self.threads, freed_memory_kept():
                 with StopSignals() as signals:
                     self._loop(None, signals)
                     if self.state.step and self.state.last_val.get("_step") != self.state.step:
