@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hone.errors import ConfigError
+from hone.finetune.lora_product import with_update
 from hone.finetune.nf4 import NF4Weight, require_bitsandbytes
-from hone.finetune.settings import BASE_DTYPES, PRESETS, target_suffixes
+from hone.finetune.settings import BASE_DTYPES, PRESETS, base_dtype_for, target_suffixes
 from hone.models.converters import CONVERTERS, ModelConverter
 from hone.models.recompute import recomputed
 from hone.pretrained.weights import release_mapped_pages
@@ -45,28 +46,16 @@ if TYPE_CHECKING:
     from hone.run_files import RunFiles
 
 # [lora] base_dtype -> the dtype the frozen base weights are held in (None: as built); "auto"
-# is resolved from the run's precision (`base_dtype_for`) before the converter is made.
-# bf16 halves their memory, at the cost of a cast to the input's dtype at each forward. On a
-# 2-core AMD EPYC (AVX2; no AVX512, no native bf16), SmolLM2-135M, rank 16 all-linear, batch
-# 4 x 256 in fp32 (bench/lora.py peft, idle machine): 0.86x the tokens/s of an fp32 base, and
-# a higher peak RSS for an fp32 checkpoint (its mapped pages stay beside the bf16 copies).
-# Under bf16 autocast the cast is the one autocast makes anyway: hence "auto".
-# nf4: 4 bits a number (QLoRA's, hone.finetune.nf4), dequantized at each forward and again
-# in backward: a pretrained base only (its checkpoint is where the frozen weights come from).
+# (`base_dtype_for`) is bf16 under bf16 autocast, whose cast it is anyway, fp32 otherwise. bf16
+# halves their memory at a cast to the input's dtype each forward (0.86x the tokens/s of an fp32
+# base in fp32 on an AVX2 EPYC, bench/lora.py peft). nf4: QLoRA's 4 bits (hone.finetune.nf4),
+# dequantized each forward and in backward; a pretrained base only (where the weights come from).
 _BASE_DTYPES: dict[str, torch.dtype | str | None] = {
     "fp32": None,
     "bf16": torch.bfloat16,
     "nf4": "nf4",
 }
 assert set(_BASE_DTYPES) | {"auto"} == set(BASE_DTYPES)
-
-
-def base_dtype_for(base_dtype: str, precision: str) -> str:
-    """`[lora] base_dtype` for a run computing in `precision` (train.precision resolved):
-    "auto" is bf16 under bf16 autocast, fp32 otherwise; any other value is itself."""
-    if base_dtype != "auto":
-        return base_dtype
-    return "bf16" if precision == "bf16" else "fp32"
 
 
 class LoRALinear(nn.Module):
@@ -128,6 +117,15 @@ class LoRALinear(nn.Module):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         # The base computes in the input's dtype (a no-op cast when they agree).
         bias = self.bias.to(x.dtype) if self.bias is not None else None
+        summed = (  # training in fp32 without dropout
+            torch.is_grad_enabled() and not self.merged and product is F.linear
+            and x.dtype == self.lora_a.weight.dtype == torch.float32
+            and (isinstance(self.dropout, nn.Identity) or not self.training)
+            and (self.nf4 is not None or self.base_weight().dtype == torch.float32)
+        )  # fmt: skip
+        if summed:  # the update inside the weight's matmuls (hone.finetune.lora_product)
+            a, b = self.lora_a.weight, self.lora_b.weight
+            product = partial(with_update, a=a, b=b, scale=self.scale)
         if self.nf4 is not None and not self.merged:
             # The 4-bit weight dequantized for this matmul, and again for backward's (the
             # input's gradient): kept, the dequantized weights of every layer would stay
@@ -135,11 +133,11 @@ class LoRALinear(nn.Module):
             dequantized = partial(self.nf4.dequantized, x.dtype)
             weight = dequantized()
             with recomputed(weight, dequantized):
-                y = F.linear(x, weight, bias)  # (..., out)
+                y = (product if summed else F.linear)(x, weight, bias)  # (..., out)
             del weight
         else:
             y = product(x, self.base_weight().to(x.dtype), bias)  # (..., out)
-        if self.merged:
+        if self.merged or summed:
             return y
         if not autocast:  # a bf16 input of a bf16 model: the adapters compute in fp32
             x = x.to(self.lora_a.weight.dtype)

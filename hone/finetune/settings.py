@@ -33,6 +33,14 @@ BASE_DTYPES = ("auto", "fp32", "bf16", "nf4")
 _MODULE_NAME = re.compile(r"\w+(\.\w+)*")  # nn.Sequential's children are 0, 1, ...
 
 
+def base_dtype_for(base_dtype: str, precision: str) -> str:
+    """`[lora] base_dtype` for a run computing in `precision` (train.precision resolved):
+    "auto" is bf16 under bf16 autocast, fp32 otherwise; any other value is itself."""
+    if base_dtype != "auto":
+        return base_dtype
+    return "bf16" if precision == "bf16" else "fp32"
+
+
 def target_suffixes(targets: str | list[str]) -> list[str]:
     """The module-name suffixes that `targets` (a preset, comma-separated suffixes, or a
     list of them) names; a malformed one is refused in one line."""
