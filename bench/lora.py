@@ -154,10 +154,12 @@ def lora_matmul_floor(model: Any, precision: str) -> Any:
     """A function running the matmuls any LoRA training step of `model` (rank RANK on its
     linear layers but the head) must, in `precision`'s compute dtype: each frozen layer's
     forward product and its input's gradient (the head's too, every token at once), each
-    adapter's two forward products and four backward ones (A's and B's gradients, and the
-    input's through them), and attention forward and backward (SDPA, causal). Nothing else
-    (norms, SwiGLU, rotary positions, the loss, casts, autograd, Python): the ceiling of
-    any implementation's tokens/s at this precision."""
+    adapter's own (in fp32 the four skinny products of A's and B's gradients, the update
+    summed into the weight's products as hone.finetune.lora_product does; in bf16, where
+    that sum would round the update away, also the two forward products and the input's
+    gradient through the adapter), and attention forward and backward (SDPA, causal).
+    Nothing else (norms, SwiGLU, rotary positions, the loss, casts, the summed weights,
+    autograd, Python): the ceiling of any implementation's tokens/s at this precision."""
     import torch
     import torch.nn.functional as F
 
@@ -183,8 +185,9 @@ def lora_matmul_floor(model: Any, precision: str) -> Any:
                 F.linear(inputs[w.size(1)], w), inputs[w.size(0)] @ w
             for wa, wb in zip(a, b, strict=True):
                 x, g = inputs[wa.size(1)], inputs[wb.size(0)]
-                F.linear(x, wa), F.linear(h, wb)  # forward
-                g @ wb, g.t() @ h, gh @ wa, gh.t() @ x  # backward
+                F.linear(x, wa), g @ wb, g.t() @ h, gh.t() @ x  # A's and B's gradients
+                if dtype != torch.float32:  # the update apart from the weight
+                    F.linear(h, wb), gh @ wa
         for _ in model.blocks:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=G != H)
             y.backward(torch.ones_like(y))
