@@ -122,6 +122,7 @@ class LoRALinear(nn.Module):
             and x.dtype == self.lora_a.weight.dtype == torch.float32
             and (isinstance(self.dropout, nn.Identity) or not self.training)
             and (self.nf4 is not None or self.base_weight().dtype == torch.float32)
+            and not any(p.requires_grad for p in (self.weight, self.bias) if p is not None)
         )  # fmt: skip
         if summed:  # the update inside the weight's matmuls (hone.finetune.lora_product)
             a, b = self.lora_a.weight, self.lora_b.weight

@@ -67,6 +67,12 @@ def test_the_layer_sums_only_when_training_in_fp32_without_dropout() -> None:
     assert graph_of(dropped, x) == "_WeightWithUpdateBackward"
     layer.merge()  # merged: the base's one matmul
     assert graph_of(layer, x) != "_WeightWithUpdateBackward"
+    layer.unmerge()
+    assert layer.weight is not None
+    layer.weight.requires_grad_(True)  # a base weight someone unfroze gets its gradient
+    assert graph_of(layer, x) != "_WeightWithUpdateBackward"
+    layer(x).sum().backward()
+    assert layer.weight.grad is not None
 
 
 def test_backward_keeps_no_summed_copy_of_the_weight() -> None:
