@@ -47,7 +47,11 @@ def test_two_processes_share_a_postgres_study(database: str, tmp_path: Path) -> 
     config = linreg_config(
         tmp_path / "c.toml",
         SAFE_LR,
-        train={"max_steps": 300, "max_epochs": 0, "eval_every": 100},
+        # Trials long enough that one process cannot end the study before the other one
+        # joins: at 300 steps one often ran all 6 (5 runs of 6 on a faster machine) while the
+        # other was still starting; at 2400 the test takes about as long (7-9 s) and passed
+        # 6 runs of 6 there (1200 steps: 8 of 8).
+        train={"max_steps": 2400, "max_epochs": 0, "eval_every": 800},
         pruner="none",
     )
     shared = (str(config), "--trials", "6", "--storage", database, "--study", "shared")
