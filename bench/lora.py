@@ -15,13 +15,19 @@ threads, the sides alternating round by round; each prints its numbers and the r
            (train.activation_checkpointing), as extra rows; and `matmul-floor`, the step's
            matmuls and attention alone on the same shapes (`lora_matmul_floor`): the ceiling
            of any LoRA implementation at that precision.
+  summed   in fp32, a LoRA layer's training product with the update summed into the weight
+           (hone.finetune.lora_product, what hone runs) against the update apart (x W^T +
+           s (x A^T) B^T, PEFT's way and hone's before), in one process, alternated: each
+           layer shape of SmolLM2-135M at batch 4 x 256 (forward and backward, medians of
+           --rounds runs), then whole training steps of the bench's LoRA model (the apart
+           formula patched in).
   packing  `hone train` on chat data (prompt/completion records of 20 to 256 tokens, spread
            uniformly or log-uniformly: --lengths; a word-level tokenizer, one token a
            word) from the same checkpoint, --batch rows of 256 a step, padded rows against
            packed ones (data.pack): the real tokens a second the run logs (padding not
            counted, hone.data.batching.ExampleBatcher.real_tokens).
 
-Run: `.venv/bin/python bench/lora.py peft|packing [--rounds N] [--steps N] [--batch N]`.
+Run: `.venv/bin/python bench/lora.py peft|summed|packing [--rounds N] [--steps N] [--batch N]`.
 """
 
 from __future__ import annotations
@@ -195,6 +201,68 @@ def lora_matmul_floor(model: Any, precision: str) -> Any:
     return step
 
 
+def update_apart(x: Any, weight: Any, bias: Any, a: Any, b: Any, scale: float) -> Any:
+    """x W^T + b + scale (x A^T) B^T, the update beside the base's product (the addmm adds
+    it without a scaled copy): what a LoRA layer computed in training before the sum."""
+    import torch
+    import torch.nn.functional as F
+
+    y = F.linear(x, weight, bias)
+    out = torch.addmm(
+        y.reshape(-1, y.size(-1)), F.linear(x, a).reshape(-1, a.size(0)), b.t(), alpha=scale
+    )
+    return out.view(y.shape)
+
+
+def worker_summed(rounds: int, steps: int) -> dict[str, Any]:
+    """Median seconds of one LoRA layer's forward and backward per shape, and of whole
+    training steps, summed against apart, alternated in this process."""
+    import torch
+
+    import hone.finetune.lora as lora
+    from hone.engine.allocator import freed_memory_kept
+    from hone.finetune.lora import LoRA, adapter_parameters
+    from hone.finetune.lora_product import with_update
+    from hone.pretrained.weights import load_pretrained
+
+    torch.set_num_threads(THREADS)
+    generator = torch.Generator().manual_seed(0)
+    C, F_ = SMOLLM2_135M["hidden_size"], SMOLLM2_135M["intermediate_size"]
+    kv = SMOLLM2_135M["num_key_value_heads"] * SMOLLM2_135M["head_dim"]
+    shapes = {"q, o": (C, C), "k, v": (C, kv), "gate, up": (C, F_), "down": (F_, C)}
+    kinds = {"summed": with_update, "apart": update_apart}
+    layers: dict[str, dict[str, float]] = {}
+    for name, (n_in, n_out) in shapes.items():
+        w = torch.randn(n_out, n_in, generator=generator) * 0.02
+        a = (torch.randn(RANK, n_in, generator=generator) * 0.02).requires_grad_()
+        b = (torch.randn(n_out, RANK, generator=generator) * 0.02).requires_grad_()
+        x = torch.randn(BATCH, TOKENS, n_in, generator=generator).requires_grad_()
+        grad = torch.randn(BATCH, TOKENS, n_out, generator=generator)
+        times: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(rounds * 10):
+            for kind, product in kinds.items():
+                start = time.perf_counter()
+                product(x, w, None, a, b, ALPHA / RANK).backward(grad)
+                times[kind].append(time.perf_counter() - start)
+        layers[name] = {kind: statistics.median(t) for kind, t in times.items()}
+    torch.manual_seed(0)
+    model, _, _ = load_pretrained(FOLDER)
+    LoRA(RANK, ALPHA, 0.0, "all-linear", "fp32").convert(model)
+    step = training_step("hone", model, list(adapter_parameters(model).values()), "fp32")
+    step_times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    with freed_memory_kept():
+        step()
+        for _ in range(steps):
+            for kind, product in kinds.items():
+                lora.with_update = product  # what LoRALinear.forward calls while training
+                start = time.perf_counter()
+                step()
+                step_times[kind].append(time.perf_counter() - start)
+    lora.with_update = with_update
+    steps_median = {kind: statistics.median(t) for kind, t in step_times.items()}
+    return {"layers": layers, "steps": steps_median}
+
+
 def chat_records(path: Path, count: int, lengths: str) -> None:
     """`count` prompt/completion records of 20 to 256 words (tokens) in all: uniformly
     (`uniform`), or log-uniformly (`long-tail`: as many of 20-40 tokens as of 128-256, the
@@ -312,6 +380,28 @@ def bench_packing(rounds: int, steps: int, distributions: list[str], batch: int)
         )
 
 
+def bench_summed(rounds: int, steps: int) -> None:
+    in_subprocess(__file__, THREADS, "save")
+    run = in_subprocess(__file__, THREADS, "summed", str(rounds), str(steps))
+    block = {"summed": 0.0, "apart": 0.0}
+    count = {"q, o": 2, "k, v": 2, "gate, up": 2, "down": 1}  # layers of a block
+    print("fp32, batch 4 x 256, rank 16, forward + backward of one layer (medians):")
+    for name, times in run["layers"].items():
+        print(
+            f"  {name:>9}: summed {times['summed'] * 1e3:.1f} ms, apart {times['apart'] * 1e3:.1f} ms"
+        )
+        for kind in block:
+            block[kind] += count[name] * times[kind]
+    print(
+        f"  a block's 7 layers: summed {block['summed'] * 1e3:.0f} ms, apart {block['apart'] * 1e3:.0f} ms"
+    )
+    summed, apart = run["steps"]["summed"], run["steps"]["apart"]
+    print(
+        f"training step of the LoRA model (median of {steps} each, alternated): summed "
+        f"{summed:.2f} s, apart {apart:.2f} s: {apart / summed:.2f}x the tokens/s"
+    )
+
+
 def main() -> None:
     if sys.argv[1:2] == ["_worker"]:
         kind, *args = sys.argv[2:]
@@ -320,12 +410,14 @@ def main() -> None:
         elif kind == "step":
             side, precision, steps, extra = args
             result = worker_step(side, precision, int(steps), "" if extra == "-" else extra)
+        elif kind == "summed":
+            result = worker_summed(int(args[0]), int(args[1]))
         else:
             result = worker_packing(args[0], int(args[1]), args[2], int(args[3]))
         print(json.dumps(result))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", choices=["peft", "packing"])
+    parser.add_argument("bench", choices=["peft", "summed", "packing"])
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the sides")
     parser.add_argument("--steps", type=int, default=2, help="timed steps a run")
     parser.add_argument(
@@ -347,6 +439,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.bench == "peft":
         bench_peft(args.rounds, args.steps, args.precision, args.sides)
+    elif args.bench == "summed":
+        bench_summed(args.rounds, args.steps)
     else:
         bench_packing(args.rounds, args.steps, args.lengths, args.batch)
 

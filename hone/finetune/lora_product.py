@@ -12,10 +12,10 @@ a frozen layer's; only the adapters' own gradients need the skinny products:
     dA = s (dy B)^T x        dB = s dy^T (x A^T)
 
 SmolLM2-135M's shapes at batch 4 x 256, fp32, 2 threads, forward and backward of one
-layer (`/tmp` script, 30 alternated runs, medians), before -> after, and a frozen layer:
-q (576 -> 576) 11.6 -> 8.2 ms (7.8), k/v (576 -> 192) 4.6 -> 3.3 (2.4), gate/up (576 ->
-1536) 21.3 -> 20.2 (18.4), down (1536 -> 576) 23.8 -> 20.7 (20.3): 99 -> 84 ms a block,
-where the frozen layers alone take 77.
+layer, summed against apart (`bench/lora.py summed`, two runs): q and o 7.8-8.1 against
+8.3-8.7 ms, k and v 3.1-3.4 against 3.9, gate and up 19.5-21.7 against 20.5-22.7, down
+20.4-22.3 against 22.0-23.8; a block 81-89 against 87-94 ms; whole training steps 1.02-1.03x
+the tokens/s (within the machine's spread of a few percent).
 
 The summed weight lives only inside the forward's and the backward's matmul (made twice:
 kept, every layer's would stay until backward, another copy of the frozen weights). It is
