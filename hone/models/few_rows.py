@@ -70,6 +70,12 @@ def layer_product(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return layer(x, linear)  # type: ignore[no-any-return]
 
 
+def weights_of(layers: Iterable[nn.Module]) -> list[torch.Tensor]:
+    """The weight matrices of `layers` that a decoding step multiplies (a 4-bit LoRA base
+    has none: it computes with its weight dequantized each time)."""
+    return [w for layer in layers if (w := getattr(layer, "weight", None)) is not None]
+
+
 def chosen(rows: int, weights: Iterable[torch.Tensor]) -> bool:
     """Whether every product of `rows` rows by these weights has its kernel chosen."""
     return all(key(rows, weight) in _CHOSEN for weight in weights)

@@ -252,12 +252,14 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc(x)  # (B, T, 4C)
+        return self.dropout(self.proj(self.activation(self.fc(x))))  # fc: (B, T, 4C)
+
+    def activation(self, h: torch.Tensor) -> torch.Tensor:
+        """The nonlinearity between fc and proj (hone.models.gpt_decode calls it too)."""
         if self.kind == "relu2":
-            h = F.relu(h).square()
-        else:  # GPT-2 was trained with the tanh approximation: its weights expect it
-            h = F.gelu(h, approximate="tanh" if self.kind == "gelu_tanh" else "none")
-        return self.dropout(self.proj(h))
+            return F.relu(h).square()
+        # GPT-2 was trained with the tanh approximation: its weights expect it
+        return F.gelu(h, approximate="tanh" if self.kind == "gelu_tanh" else "none")
 
 
 class Block(nn.Module):

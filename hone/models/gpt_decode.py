@@ -46,8 +46,7 @@ def lean_decodable(model: GPT, idx: torch.Tensor, cache: KVCache | SlotCache | N
     if not one_plain_token(model, idx, cache):
         return False
     for block in cast(list[Block], list(model.blocks)):
-        attn, mlp = block.attn, block.mlp
-        if not all(map(few_rows.decodes_rows, (attn.qkv, attn.proj, mlp.fc, mlp.proj))):
+        if not all(map(few_rows.decodes_rows, decoded_layers(block))):
             return False
         if type(block.norm1) not in NORMS or type(block.norm2) not in NORMS:
             return False
@@ -82,23 +81,20 @@ def decode_token(model: GPT, idx: torch.Tensor, cache: KVCache | SlotCache) -> t
             q, keys, values, attn_mask=mask, is_causal=mask is None and not start
         )  # (B, H, 1, D)
         x = x + product(attn.proj, y.reshape(B, H * D))
-        h = product(mlp.fc, block.norm2(x))  # (B, 4C)
-        if mlp.kind == "relu2":
-            h = F.relu(h).square()
-        else:
-            h = F.gelu(h, approximate="tanh" if mlp.kind == "gelu_tanh" else "none")
+        h = mlp.activation(product(mlp.fc, block.norm2(x)))  # (B, 4C)
         x = x + product(mlp.proj, h)
     cache.advance(1)
     head = model.lm_head
     return linear(model.norm(x), head.weight, head.bias)[:, None]  # (B, 1, V)
 
 
+def decoded_layers(block: Block) -> tuple[nn.Module, ...]:
+    """A block's linear layers, which `decode_token` multiplies through hone.models.few_rows."""
+    return (block.attn.qkv, block.attn.proj, block.mlp.fc, block.mlp.proj)
+
+
 def decoded_weights(model: GPT, first_block_only: bool = False) -> list[torch.Tensor]:
     """The matrices `decode_token` multiplies: every block's linear layers' and the head's."""
-    blocks = cast(list[Block], list(model.blocks))
-    weights = [model.lm_head.weight]
-    for block in blocks[:1] if first_block_only else blocks:
-        layers = (block.attn.qkv, block.attn.proj, block.mlp.fc, block.mlp.proj)
-        # a 4-bit LoRA base has none (it computes with the weight dequantized each time)
-        weights += [w for layer in layers if (w := getattr(layer, "weight", None)) is not None]
-    return weights
+    blocks = cast(list[Block], list(model.blocks))[: 1 if first_block_only else None]
+    layers = [layer for block in blocks for layer in decoded_layers(block)]
+    return [model.lm_head.weight, *few_rows.weights_of(layers)]

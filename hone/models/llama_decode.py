@@ -13,10 +13,10 @@ rounds differently, and with F.linear's products the logits are the general path
 bit (tests/models/test_llama.py).
 
 It takes plain layers and LoRA layers (whose frozen weight's product it hands them):
-`lean_decodable` sends other converted models (int8), the plain attention kernel, dropout in training mode and gradients to the general path. It
-decodes hone serve's batches too (a slot cache, whose rows may sit at positions of their
-own): there a step multiplies a few rows by each weight, which hone.models.few_rows speeds
-up as it does one row's.
+`lean_decodable` sends other converted models (int8), the plain attention kernel, dropout
+in training mode and gradients to the general path. It decodes hone serve's batches too
+(a slot cache, whose rows may sit at positions of their own): there a step multiplies a few
+rows by each weight, which hone.models.few_rows speeds up as it does one row's.
 
 Shapes in comments as in hone.models.llama: B batch, C channels, H query heads, G key/value
 heads, D head width, F the MLP's width, V vocabulary, S the tokens the cache holds.
@@ -42,13 +42,14 @@ def lean_decodable(model: Llama, idx: torch.Tensor, cache: KVCache | SlotCache |
     if not one_plain_token(model, idx, cache):
         return False
     for block in cast(list[Block], list(model.blocks)):
-        attn, mlp = block.attn, block.mlp
-        layers = (attn.q, attn.k, attn.v, attn.proj, mlp.gate, mlp.up, mlp.down)
-        if not all(few_rows.decodes_rows(layer) for layer in layers):
+        if not all(map(few_rows.decodes_rows, decoded_layers(block))):
             return False
         if type(block.norm1) is not RMSNorm or type(block.norm2) is not RMSNorm:
             return False
-        if any(type(norm) not in (RMSNorm, nn.Identity) for norm in (attn.q_norm, attn.k_norm)):
+        if any(
+            type(norm) not in (RMSNorm, nn.Identity)
+            for norm in (block.attn.q_norm, block.attn.k_norm)
+        ):
             return False
     return type(model.lm_head) is nn.Linear and type(model.norm) is RMSNorm
 
@@ -100,13 +101,14 @@ def decode_token(model: Llama, idx: torch.Tensor, cache: KVCache | SlotCache) ->
     return linear(rms_norm(x, model.norm.weight, model.norm.eps), head.weight, head.bias)[:, None]
 
 
+def decoded_layers(block: Block) -> tuple[nn.Module, ...]:
+    """A block's linear layers, which `decode_token` multiplies through hone.models.few_rows."""
+    attn, mlp = block.attn, block.mlp
+    return (attn.q, attn.k, attn.v, attn.proj, mlp.gate, mlp.up, mlp.down)
+
+
 def decoded_weights(model: Llama, first_block_only: bool = False) -> list[torch.Tensor]:
     """The matrices `decode_token` multiplies: every block's linear layers' and the head's."""
-    blocks = cast(list[Block], list(model.blocks))
-    weights = [model.lm_head.weight]
-    for block in blocks[:1] if first_block_only else blocks:
-        attn, mlp = block.attn, block.mlp
-        layers = (attn.q, attn.k, attn.v, attn.proj, mlp.gate, mlp.up, mlp.down)
-        # a 4-bit LoRA base has none (it computes with the weight dequantized each time)
-        weights += [w for layer in layers if (w := getattr(layer, "weight", None)) is not None]
-    return weights
+    blocks = cast(list[Block], list(model.blocks))[: 1 if first_block_only else None]
+    layers = [layer for block in blocks for layer in decoded_layers(block)]
+    return [model.lm_head.weight, *few_rows.weights_of(layers)]
