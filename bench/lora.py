@@ -250,6 +250,8 @@ def worker_summed(rounds: int, steps: int) -> dict[str, Any]:
     LoRA(RANK, ALPHA, 0.0, "all-linear", "fp32").convert(model)
     step = training_step("hone", model, list(adapter_parameters(model).values()), "fp32")
     step_times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    # the name LoRALinear.forward calls: patched under another name, both sides would sum
+    assert lora.with_update is with_update, "hone.finetune.lora no longer calls with_update"
     with freed_memory_kept():
         step()
         for _ in range(steps):
