@@ -4,14 +4,17 @@ second copy of the weight kept for backward."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
-from hone.finetune.lora import LoRALinear
+from hone.finetune.lora import LoRA, LoRALinear, adapter_parameters
 from hone.finetune.lora_product import with_update
+from hone.pretrained.weights import load_pretrained
 
 
 def unmerged(x: torch.Tensor, w: torch.Tensor, bias: Any, a: Any, b: Any, s: float) -> Any:
@@ -93,3 +96,35 @@ def test_backward_keeps_no_summed_copy_of_the_weight() -> None:
     y.sum().backward()
     assert layer.lora_a.weight.grad is not None and layer.lora_b.weight.grad is not None
     assert layer.weight.grad is None
+
+
+def test_a_lora_model_trains_with_the_gradients_of_the_update_apart(
+    tiny_checkpoint: Callable[[str], Path],
+) -> None:
+    """Every adapter of a tiny Llama, fp32: its gradient through the summed products against
+    the same model's with the update apart (adapter dropout of p = 0: an nn.Dropout, which
+    keeps a training layer off the sum, that drops nothing)."""
+    model, _, _ = load_pretrained(tiny_checkpoint("llama"))
+    LoRA(4, 8, 0.1, "all-linear", "fp32").convert(model)
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    generator = torch.Generator().manual_seed(0)
+    for param in adapter_parameters(model).values():
+        with torch.no_grad():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    ids = torch.randint(0, 200, (2, 13), generator=generator)
+    model.train()
+    grads = []
+    for dropout in (nn.Identity(), nn.Dropout(0.0)):  # summed, then apart
+        for layer in layers:
+            layer.dropout = dropout
+        assert (
+            graph_of(layers[0], torch.randn(2, layers[0].in_features))
+            == "_WeightWithUpdateBackward"
+        ) == (type(dropout) is nn.Identity)
+        model.zero_grad(set_to_none=True)
+        model(ids[:, :-1], targets=ids[:, 1:]).backward()
+        grads.append({k: p.grad.clone() for k, p in adapter_parameters(model).items()})
+    assert len(grads[0]) == 2 * len(layers)
+    for name, apart in grads[1].items():
+        atol = 1e-5 * float(apart.abs().max())
+        torch.testing.assert_close(grads[0][name], apart, rtol=1e-5, atol=atol)
