@@ -46,7 +46,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.workers import SMOLLM2_135M, in_subprocess, mib, rss_bytes  # noqa: E402
+from bench.workers import SMOLLM2_135M, as_hone_trains, in_subprocess, mib, rss_bytes  # noqa: E402
 
 THREADS = 2
 FOLDER = Path(os.environ.get("HONE_BENCH_DIR", "/tmp/hone-bench")) / "smollm2-135m-lora"
@@ -327,6 +327,7 @@ SIDES = {
     "hone-nf4-base": ("hone", "nf4-base"),
     "hone-checkpointing": ("hone", "checkpointing"),
     "matmul-floor": ("hone", "floor"),
+    "hone-untuned": ("hone", "untuned"),  # without the environment `hone train` starts in
 }
 
 
@@ -337,9 +338,13 @@ def bench_peft(rounds: int, steps: int, precisions: list[str], names: list[str])
         results: dict[tuple[str, str], list[dict[str, Any]]] = {s: [] for s in sides}
         for i in range(rounds):
             for side, extra in sides if i % 2 == 0 else sides[::-1]:
+                # hone's sides in the environment of `hone train`'s training process (glibc's
+                # malloc tunables: hone.glibc_malloc); PEFT's as it runs
+                tuned = side == "hone" and extra != "untuned"
                 run = in_subprocess(
-                    __file__, THREADS, "step", side, precision, str(steps), extra or "-"
-                )
+                    __file__, THREADS, "step", side, precision, str(steps), extra or "-",
+                    env=as_hone_trains() if tuned else None,
+                )  # fmt: skip
                 results[(side, extra)].append(run)
                 print(f"  {precision} {side} {extra}: {run}", flush=True)
         speed = {
@@ -365,8 +370,9 @@ def bench_packing(rounds: int, steps: int, distributions: list[str], batch: int)
         for i in range(rounds):
             for pack in ("false", "true") if i % 2 == 0 else ("true", "false"):
                 run = in_subprocess(
-                    __file__, THREADS, "packing", pack, str(steps), lengths, str(batch)
-                )
+                    __file__, THREADS, "packing", pack, str(steps), lengths, str(batch),
+                    env=as_hone_trains(),  # as `hone train` runs
+                )  # fmt: skip
                 results[pack].append(run)
                 print(f"  {lengths} pack={pack}: {run}", flush=True)
         speed = {

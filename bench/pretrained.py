@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.workers import SMOLLM2_135M as SMOLLM2_135M_CONFIG  # noqa: E402
-from bench.workers import in_subprocess, mib, rss_bytes  # noqa: E402
+from bench.workers import as_hone_trains, in_subprocess, mib, rss_bytes  # noqa: E402
 
 THREADS = 2
 CHECKPOINT = Path(os.environ.get("HONE_BENCH_DIR", "/tmp/hone-bench")) / "qwen2.5-0.5b-random"
@@ -191,7 +191,9 @@ def worker_train_memory(side: str, batch: int, tokens: int) -> dict[str, Any]:
     baseline = rss_bytes()
     model = (hone_llama if side.startswith("hone") else hf_llama)(SMOLLM2_135M).train()
     step = train_step(
-        side, model, torch.randint(0, SMOLLM2_135M["vocab_size"], (batch, tokens + 1))
+        side.removesuffix("-untuned"),
+        model,
+        torch.randint(0, SMOLLM2_135M["vocab_size"], (batch, tokens + 1)),
     )
     with allocator_as_run(side):
         step()
@@ -446,11 +448,16 @@ def bench_memory(rounds: int) -> None:
 
 def bench_train(rounds: int, layers: int) -> None:
     tokens = 4 * 256
-    results: dict[str, list[dict[str, Any]]] = {"hone": [], "hone-plain": [], "transformers": []}
+    # hone's sides in the environment `hone train` gives its training process (glibc's
+    # malloc tunables: hone.glibc_malloc), hone-untuned without it, transformers as it runs
+    results: dict[str, list[dict[str, Any]]] = {
+        "hone": [], "hone-untuned": [], "hone-plain": [], "transformers": []
+    }  # fmt: skip
     order = list(results)
     for i in range(rounds):
         for side in order if i % 2 == 0 else order[::-1]:
-            results[side].append(in_subprocess(__file__, THREADS, "train-memory", side))
+            env = as_hone_trains() if side in ("hone", "hone-plain") else None
+            results[side].append(in_subprocess(__file__, THREADS, "train-memory", side, env=env))
     peaks = {side: statistics.median(r["peak"] for r in runs) for side, runs in results.items()}
     for side, runs in results.items():
         each = ", ".join(mib(r["peak"]) for r in runs)
@@ -477,9 +484,10 @@ def bench_train(rounds: int, layers: int) -> None:
     alone: dict[str, list[float]] = {"hone": [], "transformers": []}
     for i in range(rounds):
         for side in list(alone) if i % 2 == 0 else list(alone)[::-1]:
-            alone[side] += in_subprocess(__file__, THREADS, "train-speed-alone", side, "3")[
-                "seconds"
-            ]
+            env = as_hone_trains() if side == "hone" else None
+            alone[side] += in_subprocess(
+                __file__, THREADS, "train-speed-alone", side, "3", env=env
+            )["seconds"]
     medians = {side: statistics.median(seconds) for side, seconds in alone.items()}
     for side, median in medians.items():
         print(f"{side:>12}, a process each: {tokens / median:.0f} tokens/s (median step)")

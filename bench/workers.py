@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,22 @@ def mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
 
-def in_subprocess(script: str, threads: int, *args: str) -> dict[str, Any]:
+def as_hone_trains() -> dict[str, str]:
+    """The environment `hone train` runs its training process in (glibc's malloc tunables,
+    hone.glibc_malloc), for a worker that stands for that process."""
+    from hone.glibc_malloc import training_environment
+
+    return training_environment(os.environ) or dict(os.environ)
+
+
+def in_subprocess(
+    script: str, threads: int, *args: str, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Run `script _worker ARGS` in a fresh interpreter with `threads` OpenMP threads (peak
-    RSS is then the worker's own); its last line of output is its result, as JSON."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    RSS is then the worker's own), in `env` (default: this process's); its last line of
+    output is its result, as JSON."""
+    env = {**(os.environ if env is None else env), "OMP_NUM_THREADS": str(threads)}
+    env["PYTHONPATH"] = str(ROOT)
     out = subprocess.run(
         [sys.executable, script, "_worker", *args],
         capture_output=True,

@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from hone.cli.output import add_json_flag, stdout_gone
 from hone.errors import ConfigError, ExitCode, UserError
+from hone.glibc_malloc import relaunch_to_train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `hone` console script; returns the exit code (the table in
     README.md, `hone.errors.ExitCode`)."""
+    if argv is None:  # the console script: a training command starts again tuned, at once
+        relaunch_to_train(sys.argv[1:])
     try:
         try:
             code = _run(list(sys.argv[1:] if argv is None else argv))

@@ -20,6 +20,7 @@ exposes what observers read (`RunOwner`); for a federated run a round is a step.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ from hone.engine.reporters import MetricsLogger, ProgressObserver
 from hone.engine.run_status import RunStatus
 from hone.engine.tasks import Task
 from hone.errors import ConfigError
+from hone.glibc_malloc import TUNABLES_VAR
 from hone.metrics import is_better
 from hone.run_files import RunFiles
 from hone.track.run import RunLog
@@ -189,6 +191,8 @@ class RunShell:
             **(details or {}),
             "torch_version": torch.__version__,
             "numpy_version": np.__version__,
+            # the malloc settings the process started with (hone.glibc_malloc), if any
+            **({"glibc_tunables": tunables} if (tunables := os.environ.get(TUNABLES_VAR)) else {}),
             "seed": self.cfg.train.seed,
             "run_dir": str(self.files.root),
         }

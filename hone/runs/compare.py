@@ -16,7 +16,9 @@ from hone.errors import ConfigError
 from hone.runs.records import RunRecord, is_run, read_run
 
 # Summary keys that describe the machine or the run's identity, not its result.
-_NOT_RESULTS = {"recipe", "run_dir", "torch_version", "numpy_version", "device", "seed"}
+_NOT_RESULTS = {
+    "recipe", "run_dir", "torch_version", "numpy_version", "device", "seed", "glibc_tunables"
+}  # fmt: skip
 # The results shown first, in this order; the other numbers of the summaries follow.
 _FIRST = (
     "steps",

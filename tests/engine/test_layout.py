@@ -47,7 +47,7 @@ def test_run_file_names_live_in_run_files_only() -> None:
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": (
         "errors", "run_files", "registry", "metrics", "run_records", "hardware", "imports",
-        "recipes", "config",
+        "recipes", "config", "glibc_malloc",
     ),
     "building blocks": (
         "data", "models", "optim", "losses", "track", "distributed", "checkpoint",
