@@ -17,6 +17,10 @@ glibc's ceilings back and gives the freed memory to the kernel (malloc_trim), so
 notebook or a program that trains between other work gets its memory back. glibc only (other
 C libraries have no mallopt): elsewhere, nothing.
 
+What can only be set when the process starts (glibc's tunables: no per-thread cache and no
+fast bins, so that the holes freed tensors leave fit the next ones) is hone.glibc_malloc's,
+which `hone train` starts under.
+
 Written here because neither torch nor glibc has it: torch's CPU allocator has no cache
 (its caching allocator is CUDA's), and the environment variables (MALLOC_MMAP_THRESHOLD_,
 MALLOC_TRIM_THRESHOLD_) are read once at the process's start, before hone could set them.
