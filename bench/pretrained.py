@@ -10,7 +10,10 @@ Three benches, 2 torch threads on both sides, printing each side's numbers and t
               CHECKPOINT` do); the view's one-time writing too
   train-step  forward + backward of a SmolLM2-135M-shaped Llama (random, fp32) at batch
               4 x 256. Peak RSS of fresh subprocesses alternated: hone's chunked loss (what
-              the language task trains with), its plain logits path, transformers. Speed in
+              the language task trains with), its plain logits path, both in the
+              environment `hone train` starts its process in (glibc's malloc tunables,
+              hone.glibc_malloc), the chunked loss without it (hone-untuned); transformers
+              as it runs, and in hone's environment (transformers-tuned). Speed in
               one process, the two sides' steps alternated (same data, no optimizer), and
               with them the step's matmuls and attention alone (`matmul_floor`): the
               ceiling of any implementation at this precision. And each side in a process
@@ -184,7 +187,7 @@ def worker_train_memory(side: str, batch: int, tokens: int) -> dict[str, Any]:
     """Peak RSS of a process that builds `side`'s model and runs two steps."""
     import torch
 
-    if side == "transformers":
+    if side.startswith("transformers"):
         import transformers  # noqa: F401  (imported before the baseline, as hone is)
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
@@ -449,20 +452,23 @@ def bench_memory(rounds: int) -> None:
 def bench_train(rounds: int, layers: int) -> None:
     tokens = 4 * 256
     # hone's sides in the environment `hone train` gives its training process (glibc's
-    # malloc tunables: hone.glibc_malloc), hone-untuned without it, transformers as it runs
+    # malloc tunables: hone.glibc_malloc), hone-untuned without it; transformers as it runs,
+    # and transformers-tuned in hone's environment
     results: dict[str, list[dict[str, Any]]] = {
-        "hone": [], "hone-untuned": [], "hone-plain": [], "transformers": []
+        "hone": [], "hone-untuned": [], "hone-plain": [], "transformers": [],
+        "transformers-tuned": [],
     }  # fmt: skip
     order = list(results)
     for i in range(rounds):
         for side in order if i % 2 == 0 else order[::-1]:
-            env = as_hone_trains() if side in ("hone", "hone-plain") else None
+            tuned = side in ("hone", "hone-plain", "transformers-tuned")
+            env = as_hone_trains() if tuned else None
             results[side].append(in_subprocess(__file__, THREADS, "train-memory", side, env=env))
     peaks = {side: statistics.median(r["peak"] for r in runs) for side, runs in results.items()}
     for side, runs in results.items():
         each = ", ".join(mib(r["peak"]) for r in runs)
         print(
-            f"{side:>12}: peak RSS {mib(peaks[side])} ({each}; after imports "
+            f"{side:>18}: peak RSS {mib(peaks[side])} ({each}; after imports "
             f"{mib(runs[0]['baseline'])}), {peaks[side] / peaks['transformers']:.2f}x transformers"
         )
     r = in_subprocess(__file__, THREADS, "train-speed", str(rounds), str(layers))
