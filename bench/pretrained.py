@@ -18,7 +18,10 @@ Three benches, 2 torch threads on both sides, printing each side's numbers and t
               with them the step's matmuls and attention alone (`matmul_floor`): the
               ceiling of any implementation at this precision. And each side in a process
               of its own, as each trains (hone's trainer keeps the memory a step frees:
-              hone.engine.allocator), the processes alternated
+              hone.engine.allocator), the processes alternated: the fair figure, since
+              transformers' steps (under glibc's default malloc) run slower after hone's in
+              one process: 4.6-5.3 s against 4.0-4.4 alone, 290-400 thousand page faults a
+              step against 280 thousand (a /tmp script, Intel Xeon, seventh session)
   generate    greedy decoding at batch 1 with the key/value cache, hone's `generate` against
               transformers' `generate`, the same weights in one process, alternated: tokens/s
               (weights and compute in fp32, or both sides in bf16: --precision);
