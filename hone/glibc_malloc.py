@@ -10,7 +10,7 @@ allocations; once it is freed, its hole is the tensor's own size, 96 bytes short
 the next request of that size asks for, and stays empty until the step ends. Traced with
 mtrace over two steps of SmolLM2-135M (fp32, batch 4 x 256, the trainer's thresholds from
 hone.engine.allocator): at the end of the second forward the heap spanned 1,711 MB for
-827 MB in use, 156 of its holes one (B, T, C) activation long. Without the cache and the
+827 MB in use, 169 of its holes one (B, T, C) activation long. Without the cache and the
 fast bins the freed slack joins its neighbours again and the holes are used: peak RSS of
 the step's process 1,972-1,982 MiB against 2,165-2,200 (`bench/pretrained.py train-step
 --rounds 3`: 0.64x transformers' instead of 0.71x), the steps as fast (BENCHMARKS.md,
