@@ -31,9 +31,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import platform
 from collections.abc import Iterator
 from typing import Any
+
+from hone.glibc_malloc import is_glibc
 
 # mallopt's parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -50,9 +51,7 @@ AFTER_TRIM_THRESHOLD = 64 << 20
 @functools.cache
 def glibc() -> Any:
     """The C library's handle where it is glibc, else None."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    return ctypes.CDLL(None)
+    return ctypes.CDLL(None) if is_glibc() else None
 
 
 _depth = 0  # rounds inside one another (a trial inside a study): the outermost sets and restores

@@ -217,6 +217,35 @@ def test_the_lean_norm_and_mlp_give_autograds_gradients() -> None:
                 assert torch.allclose(a.float(), b.float(), atol=atol, rtol=atol), (dtype, fn)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("wanted", ["both", "input", "gain"])
+def test_the_norms_backward_in_each_dtype_and_for_either_input(
+    dtype: torch.dtype, wanted: str
+) -> None:
+    """RMSNorm's two backward paths (fp32: LayerNorm's fused kernel plus RMSNorm's own term;
+    other dtypes: the formula in tensor ops) against float64 autograd, for the gradients of
+    the input, the gain, or both."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 6, 16, generator=g).to(dtype)
+    gain = (torch.randn(16, generator=g) + 1).to(dtype)  # off 1: mean(grad * gain) matters
+    up = torch.randn(2, 6, 16, generator=g).to(dtype)  # the incoming gradient
+    leaves = [
+        x.clone().requires_grad_(wanted != "gain"),
+        gain.clone().requires_grad_(wanted != "input"),
+    ]
+    _RMSNormFunction.apply(*leaves, 1e-5).backward(up)
+    wide = [t.detach().double().requires_grad_(t.requires_grad) for t in leaves]
+    x64, gain64 = wide
+    (x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-5) * gain64).backward(up.double())
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    for ours, exact in zip(leaves, wide, strict=True):
+        if not ours.requires_grad:
+            continue
+        assert ours.grad is not None and ours.grad.dtype == dtype
+        scale = exact.grad.abs().max()
+        assert (ours.grad.double() - exact.grad).abs().max() <= tol * scale, (dtype, wanted)
+
+
 @pytest.mark.parametrize("adapters", [False, True])
 def test_a_block_keeps_neither_normed_inputs_nor_the_mlp_product(adapters: bool) -> None:
     """The normed inputs and silu(gate) * up are made again in backward, not kept, for plain
