@@ -128,3 +128,33 @@ def test_evaluation_takes_the_loss_from_the_model_without_logits() -> None:
     hook.remove()
     assert lean == pytest.approx(plain, rel=1e-6)
     assert all(out.dim() == 0 for out in outputs)  # the loss, never logits
+
+
+@pytest.mark.parametrize(("rows", "most"), [(1024, 341), (32, 5), (7, 7), (8, 7), (1, 341)])
+def test_chunks_are_as_few_as_the_bound_allows_and_even(rows: int, most: int) -> None:
+    chunk = lm_loss.even_chunk(rows, most)
+    sizes = [min(chunk, rows - start) for start in range(0, rows, chunk)]
+    assert sum(sizes) == rows and max(sizes) <= most
+    assert len(sizes) == -(-rows // most)  # no more chunks than the bound needs
+    assert max(sizes) - min(sizes) < len(sizes)  # no sliver of a chunk at the end
+
+
+def test_a_scaled_loss_scales_both_gradients() -> None:
+    """Backward scales the gradients the forward computed unless the loss comes back as is."""
+    gen = torch.Generator().manual_seed(5)
+    hidden = torch.randn(10, 8, generator=gen)
+    weight = torch.randn(VOCAB, 8, generator=gen)
+    targets = torch.randint(0, VOCAB, (10,), generator=gen)
+    grads = []
+    for scale, chunked in ((1.0, True), (0.25, True), (0.25, False)):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        if chunked:
+            loss = chunked_cross_entropy(h, w, targets, chunk_tokens=3)
+        else:
+            loss = F.cross_entropy(h @ w.T, targets)
+        (loss * scale).backward()
+        assert h.grad is not None and w.grad is not None
+        grads.append((h.grad, w.grad))
+    for got, want in zip(grads[1], grads[2], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[1][1] * 4, grads[0][1], rtol=1e-5, atol=1e-7)
