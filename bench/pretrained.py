@@ -33,7 +33,8 @@ Three benches, 2 torch threads on both sides, printing each side's numbers and t
               alternated (`worker_lean_decode`: batch 1, a LoRA run, GPT-2's shape, batches of
               a slot cache)
 
-Run: `.venv/bin/python bench/pretrained.py memory|train-step|generate|lean-decode [--rounds N]`.
+Run: `.venv/bin/python bench/pretrained.py memory|train-step|generate|lean-decode [--rounds N]`
+(train-step: `--parts memory speed alone`, any of them).
 """
 
 from __future__ import annotations
@@ -452,8 +453,17 @@ def bench_memory(rounds: int) -> None:
         )
 
 
-def bench_train(rounds: int, layers: int) -> None:
+def bench_train(rounds: int, layers: int, parts: list[str]) -> None:
     tokens = 4 * 256
+    if "memory" in parts:
+        bench_train_memory(rounds)
+    if "speed" in parts:
+        bench_train_speed(rounds, layers, tokens)
+    if "alone" in parts:
+        bench_train_alone(rounds, tokens)
+
+
+def bench_train_memory(rounds: int) -> None:
     # hone's sides in the environment `hone train` gives its training process (glibc's
     # malloc tunables: hone.glibc_malloc), hone-untuned without it; transformers as it runs,
     # and transformers-tuned in hone's environment
@@ -474,6 +484,9 @@ def bench_train(rounds: int, layers: int) -> None:
             f"{side:>18}: peak RSS {mib(peaks[side])} ({each}; after imports "
             f"{mib(runs[0]['baseline'])}), {peaks[side] / peaks['transformers']:.2f}x transformers"
         )
+
+
+def bench_train_speed(rounds: int, layers: int, tokens: int) -> None:
     r = in_subprocess(__file__, THREADS, "train-speed", str(rounds), str(layers))
     shape = f"{layers} layers" if layers else "all layers"
     for side in ("hone", "transformers", "matmul floor"):
@@ -488,21 +501,31 @@ def bench_train(rounds: int, layers: int) -> None:
             f"min {min(per_round):.2f}x median {statistics.median(per_round):.2f}x "
             f"max {max(per_round):.2f}x"
         )
-    # each side in a process of its own, as each trains (hone's trainer keeps freed memory),
-    # the processes alternated; the median step of each side
+
+
+def bench_train_alone(rounds: int, tokens: int) -> None:
+    """Each side in a process of its own, as each trains (hone's trainer keeps freed memory),
+    the processes alternated; the median step of each side, and of each pair of processes."""
     alone: dict[str, list[float]] = {"hone": [], "transformers": []}
+    pairs: list[float] = []  # transformers' median step over hone's, round by round
     for i in range(rounds):
+        this_round = {}
         for side in list(alone) if i % 2 == 0 else list(alone)[::-1]:
             env = as_hone_trains() if side == "hone" else None
-            alone[side] += in_subprocess(
+            this_round[side] = in_subprocess(
                 __file__, THREADS, "train-speed-alone", side, "3", env=env
             )["seconds"]
+            alone[side] += this_round[side]
+        pairs.append(
+            statistics.median(this_round["transformers"]) / statistics.median(this_round["hone"])
+        )
     medians = {side: statistics.median(seconds) for side, seconds in alone.items()}
     for side, median in medians.items():
         print(f"{side:>12}, a process each: {tokens / median:.0f} tokens/s (median step)")
     print(
         f"hone/transformers speed, a process each: "
-        f"{medians['transformers'] / medians['hone']:.2f}x (median steps)"
+        f"{medians['transformers'] / medians['hone']:.2f}x (median steps); per round "
+        f"min {min(pairs):.2f}x median {statistics.median(pairs):.2f}x max {max(pairs):.2f}x"
     )
 
 
@@ -560,6 +583,11 @@ def main() -> None:
     parser.add_argument(
         "--layers", type=int, default=0, help="train-step speed: blocks (0: all 30)"
     )
+    parser.add_argument(
+        "--parts", nargs="+", default=["memory", "speed", "alone"],
+        choices=["memory", "speed", "alone"],
+        help="train-step: peak memory, speed in one process, speed a process each",
+    )  # fmt: skip
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument(
@@ -574,7 +602,7 @@ def main() -> None:
     if args.bench == "memory":
         bench_memory(args.rounds)
     elif args.bench == "train-step":
-        bench_train(args.rounds, args.layers)
+        bench_train(args.rounds, args.layers, args.parts)
     elif args.bench == "lean-decode":
         bench_lean_decode(args.rounds, args.new_tokens, args.cases)
     else:
