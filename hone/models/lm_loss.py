@@ -148,8 +148,13 @@ class _HeadCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_weight = ctx.saved_tensors
         # A loss backpropagated as is (most are) leaves them as they are: on the CPU the check
         # costs nothing, and scaling the (V, C) gradient is a pass over 113 MB (SmolLM2-135M,
-        # ~10 ms). On an accelerator the check would wait for the device: scaled always.
-        unscaled = grad_loss.device.type == "cpu" and float(grad_loss) == 1.0
+        # ~10 ms). On an accelerator the check would wait for the device, and under
+        # torch.compile it would break the graph: scaled always.
+        unscaled = (
+            grad_loss.device.type == "cpu"
+            and not torch.compiler.is_compiling()
+            and float(grad_loss) == 1.0
+        )
         if grad_hidden is not None and not unscaled:
             grad_hidden = grad_hidden.mul_(grad_loss.to(grad_hidden.dtype))
         if grad_weight is not None:

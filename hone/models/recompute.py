@@ -61,11 +61,11 @@ class recomputed:  # noqa: N801  (a context manager, named as the one it stands 
 
     def __enter__(self) -> None:
         tensor = self.tensor
+        if not torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return  # (before the hooks' lookup, which dynamo cannot trace: a graph break)
         outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
         if (
-            not torch.is_grad_enabled()
-            or torch.compiler.is_compiling()
-            or (outer is not None and not hasattr(outer[0], "recipes"))
+            (outer is not None and not hasattr(outer[0], "recipes"))
             or type(tensor) is not torch.Tensor
             or not tensor.is_contiguous()
             or tensor.storage_offset()
