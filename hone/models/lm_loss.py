@@ -53,7 +53,7 @@ def chunked_cross_entropy(
 
 def even_chunk(rows: int, most: int) -> int:
     """Rows per chunk for `rows` rows in chunks of at most `most`: as few chunks, evened out.
-    1,024 tokens at most 341 a chunk are 342 + 342 + 340, not 341 x 3 + 1, whose one-row
+    1,024 tokens at most 341 a chunk are 256 x 4, not 341 x 3 + 1, whose one-row
     chunk reads the whole (V, C) weight for one token: three memory-bound products, 15 ms
     under the profiler (SmolLM2-135M, fp32), though the head's forward and backward as a
     whole measured the same either way (0.80-0.83 s, a /tmp script)."""

@@ -158,3 +158,9 @@ def test_a_scaled_loss_scales_both_gradients() -> None:
     for got, want in zip(grads[1], grads[2], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(grads[1][1] * 4, grads[0][1], rtol=1e-5, atol=1e-7)
+
+
+def test_smollm2_batch_is_four_even_chunks() -> None:
+    """1,024 tokens of a 49,152-word head: 341 logits rows fit the bound, so four chunks."""
+    assert lm_loss.LOGITS_PER_CHUNK // 49152 == 341
+    assert lm_loss.even_chunk(1024, 341) == 256
