@@ -61,10 +61,17 @@ class Stateful(Protocol):
 
 
 def resume_point(
-    files: RunFiles, manager: CheckpointManager, resume: bool | str | Path, is_main: bool = True
+    files: RunFiles,
+    manager: CheckpointManager,
+    resume: bool | str | Path,
+    is_main: bool = True,
+    cut_back: bool = True,
 ) -> Checkpoint | None:
     """The checkpoint a run resumes from (None: a fresh run), with metrics.jsonl cut back to
     it; every kind of run (trainer, federated server) picks it so, before its log opens.
+    With `cut_back=False` the run directory is left as it is, for `cut_back_to` once the
+    checkpoint has loaded (a resume refused then, e.g. for a changed schedule, changes
+    nothing).
 
     `resume`: False for a fresh run (refused when the run directory has checkpoints), True
     for the newest valid checkpoint (one must exist), "auto" for the newest valid one if any,
@@ -93,10 +100,19 @@ def resume_point(
             f"{run_dir}/checkpoints holds no complete checkpoint to resume; "
             "start the run again without --resume"
         )
+    if cut_back:
+        cut_back_to(files, manager, checkpoint, is_main)
+    return checkpoint
+
+
+def cut_back_to(
+    files: RunFiles, manager: CheckpointManager, checkpoint: Checkpoint, is_main: bool = True
+) -> None:
+    """The run directory as it was when `checkpoint` was written: later checkpoints dropped,
+    metrics.jsonl cut back (in place: an open log's appends land at the new end)."""
     manager.drop_newer_than(checkpoint.step)
     if is_main:
-        truncate_metrics(run_dir, checkpoint.manifest["metrics_bytes"])
-    return checkpoint
+        truncate_metrics(files.root, checkpoint.manifest["metrics_bytes"])
 
 
 def _named(path: Path) -> Checkpoint:
@@ -159,15 +175,17 @@ class Checkpointing:
 
     # ----------------------------------------------------------------- resume
     def prepare(self, resume: bool | str | Path) -> Checkpoint | None:
-        """Pick the checkpoint to resume from and cut the metrics back (`resume_point`)."""
-        checkpoint = resume_point(self.files, self.manager, resume, self.is_main)
+        """Pick the checkpoint to resume from (`resume_point`); `restore` cuts back to it."""
+        checkpoint = resume_point(self.files, self.manager, resume, self.is_main, cut_back=False)
         if checkpoint is not None and not self.distributed and is_sharded(checkpoint.path):
             # Written by several processes (DCP shards): one process reads it just as well.
             self.manager.io = ShardedStateIO(frozen_base=self.frozen_base)
         return checkpoint
 
-    def restore(self, checkpoint: Checkpoint) -> None:
-        """Load the checkpoint into every piece; the global RNGs last, after all building."""
+    def restore(self, checkpoint: Checkpoint, resumed: bool = False) -> None:
+        """Load the checkpoint into every piece; the global RNGs last, after all building.
+        `resumed`: a run resumed from it, whose directory is then cut back to it (only now,
+        every piece loaded: a resume refused here leaves the run as it was)."""
         state = self.manager.load(checkpoint, self.model, self.optimizer)
         for name, piece in self.states.items():
             if name in state:
@@ -179,6 +197,8 @@ class Checkpointing:
                 )
         self.rollbacks = state["rollbacks"]
         set_rng_state(state["rng"])
+        if resumed:
+            cut_back_to(self.files, self.manager, checkpoint, self.is_main)
         self._saved = (checkpoint.step, checkpoint.manifest["metrics_bytes"])
 
     def capture(self) -> dict[str, Any]:

@@ -84,10 +84,13 @@ class RunShell:
         state: LoopState | None = None,
     ) -> None:
         """Opens the run's log: after any resume cut metrics.jsonl back to its checkpoint
-        (`purge_step`, the checkpoint's step + 1, makes TensorBoard drop the same events)."""
+        (`purge_step`, the checkpoint's step + 1, makes TensorBoard drop the same events);
+        a resumed run's config.toml is written once its checkpoint has loaded (`log.write_config`)."""
         self.cfg, self.files, self.is_main = cfg, RunFiles(run_dir), is_main
         self.state = state if state is not None else LoopState()
-        self.log = RunLog(self.files.root, cfg, is_main, cfg.log.tensorboard, purge_step)
+        self.log = RunLog(
+            self.files.root, cfg, is_main, cfg.log.tensorboard, purge_step, purge_step is None
+        )
         self.progress = ProgressObserver(cfg.log.progress, is_main)
         self.owner: RunOwner | None = None
         self.observers = Observers([])

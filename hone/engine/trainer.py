@@ -135,7 +135,6 @@ class Trainer:
             self.dist.is_main, self.strategy.checkpoint_io if self.strategy else None,
             self.strategy is not None, self.device, frozen_base(self.converters),
         )  # fmt: skip
-        # Before the log opens metrics.jsonl: resuming cuts it back to the checkpoint.
         resume_from = self.checkpointing.prepare(resume)
         # TensorBoard drops the events a killed run logged after its checkpoint, as metrics.jsonl does.
         purge_step = resume_from.step + 1 if resume_from is not None else None
@@ -164,8 +163,9 @@ class Trainer:
         )
         self._agreed_seconds = 0.0  # train_seconds averaged over ranks at the last log step
         self._mark = self._token_mark = 0  # a loader's samples, real tokens: at the last log
-        if resume_from is not None:  # last: everything it restores must be built
-            self.checkpointing.restore(resume_from)
+        if resume_from is not None:  # last: everything it restores must be built; the run's
+            self.checkpointing.restore(resume_from, resumed=True)  # files change only now
+            self.log.write_config(cfg)
 
     def stateful(self) -> dict[str, Any]:
         """Every piece a checkpoint holds besides model and optimizer, by name."""

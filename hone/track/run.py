@@ -35,7 +35,10 @@ class RunLog:
         is_main: bool = True,
         tensorboard: bool = True,
         purge_step: int | None = None,
+        config_now: bool = True,
     ) -> None:
+        """`config_now=False`: config.toml waits for `write_config` (a resumed run writes its
+        config once its checkpoint has loaded: a refused resume leaves the old one)."""
         self.path = Path(path)
         self.is_main = is_main
         self._metrics = None
@@ -44,11 +47,8 @@ class RunLog:
             return
         self.path.mkdir(parents=True, exist_ok=True)
         files = RunFiles(self.path)
-        files.config.write_text(to_toml(cfg))
-        # Where model.target / data.target were imported from (the model is built by now):
-        # loading the run looks there first, from any folder.
-        if imports := import_record(to_dict(cfg)):
-            files.imports.write_text(json.dumps(imports, indent=2) + "\n")
+        if config_now:
+            self.write_config(cfg)
         # Line-buffered append: every event is on disk as soon as it is logged, so a killed run
         # loses nothing it had logged, and a resumed run appends to the same file.
         self._metrics = open(files.metrics, "a", buffering=1)  # noqa: SIM115
@@ -56,6 +56,16 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(files.tensorboard), purge_step=purge_step)
+
+    def write_config(self, cfg: Config) -> None:
+        """config.toml, the fully resolved config, and where model.target / data.target were
+        imported from (the model is built by now: loading the run looks there first)."""
+        if not self.is_main:
+            return
+        files = RunFiles(self.path)
+        files.config.write_text(to_toml(cfg))
+        if imports := import_record(to_dict(cfg)):
+            files.imports.write_text(json.dumps(imports, indent=2) + "\n")
 
     def log(self, event: dict[str, Any]) -> None:
         """Append one event (step, split, loss, ...) to metrics.jsonl and TensorBoard."""

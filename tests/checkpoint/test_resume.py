@@ -184,10 +184,22 @@ def test_resume_extends_a_finished_run(tmp_path) -> None:
 
 
 def test_changing_a_decaying_schedule_length_is_refused(tmp_path) -> None:
-    overrides = [*LINREG, "optim.name=sgd", "schedule.name=cosine"]
+    """Refused when the checkpoint loads, and then the run is as it was: its config (whose
+    bounds the next resume reads), its metrics, its later checkpoints."""
+    overrides = [*LINREG, "optim.name=sgd", "schedule.name=cosine", "train.checkpoint_every=5"]
     run(tmp_path / "run", [*overrides, "train.max_steps=10"])
+    files = {
+        name: (tmp_path / "run" / name).read_bytes() for name in ("config.toml", "metrics.jsonl")
+    }
+    steps = checkpoint_steps(tmp_path / "run")
+    assert steps[-1] == 10 and len(steps) > 1
+    older = tmp_path / "run" / "checkpoints" / f"step-{steps[0]:07d}"
     with pytest.raises(ConfigError, match="planned for 10 steps"):
-        run(tmp_path / "run", [*overrides, "train.max_steps=20"], resume=True)
+        run(tmp_path / "run", [*overrides, "train.max_steps=20"], resume=older)
+    for name, before in files.items():
+        assert (tmp_path / "run" / name).read_bytes() == before, name
+    assert checkpoint_steps(tmp_path / "run") == steps
+    assert main(["train", "--resume", str(tmp_path / "run"), "--log.progress=off"]) == 0
 
 
 def test_fresh_run_in_a_directory_with_checkpoints_is_refused(tmp_path) -> None:
