@@ -67,11 +67,11 @@ def resume_point(
     is_main: bool = True,
     cut_back: bool = True,
 ) -> Checkpoint | None:
-    """The checkpoint a run resumes from (None: a fresh run), with metrics.jsonl cut back to
-    it; every kind of run (trainer, federated server) picks it so, before its log opens.
-    With `cut_back=False` the run directory is left as it is, for `cut_back_to` once the
-    checkpoint has loaded (a resume refused then, e.g. for a changed schedule, changes
-    nothing).
+    """The checkpoint a run resumes from (None: a fresh run); every kind of run (trainer,
+    federated server) picks it so, before its log opens. With `cut_back`, the run directory
+    is cut back to it at once (`cut_back_to`); the trainer passes False and cuts back once the
+    checkpoint has loaded, so that a resume refused then (a changed schedule, a missing
+    state) changes nothing.
 
     `resume`: False for a fresh run (refused when the run directory has checkpoints), True
     for the newest valid checkpoint (one must exist), "auto" for the newest valid one if any,
