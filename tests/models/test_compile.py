@@ -43,8 +43,12 @@ def test_a_training_forward_traces_as_one_graph(name: str, lora: bool) -> None:
 
 
 def test_a_compiled_run_trains_as_the_eager_one(tmp_path: Path) -> None:
-    """A Llama with LoRA adapters, 4 steps, compiled and not: the same losses."""
+    """A Llama with LoRA adapters, 4 steps, compiled and not: the same losses, and the
+    compiled run's steps went through one graph that dynamo compiled, with no break."""
+    from torch._dynamo.utils import counters
+
     losses = {}
+    compiled_graphs = graph_breaks = 0
     for compiled in (False, True):
         run = tmp_path / f"compiled-{compiled}"
         overrides = [
@@ -54,10 +58,14 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path: Path) -> None:
             "train.sample_tokens=0", f"train.compile={str(compiled).lower()}",
             "train.precision=fp32", "log.progress=off", "log.tensorboard=false", "log.every=1",
         ]  # fmt: skip
+        counters.clear()
         try:
             hone.Trainer(config=None, overrides=overrides, run_dir=run).fit()
+            compiled_graphs += counters["stats"]["unique_graphs"]
+            graph_breaks += sum(counters["graph_break"].values())
         finally:
             torch._dynamo.reset()
         losses[compiled] = [e["loss"] for e in read_metrics(run) if e["split"] == "train"]
+    assert compiled_graphs >= 1 and graph_breaks == 0, (compiled_graphs, graph_breaks)
     assert len(losses[True]) == 4 and len(set(losses[True])) == 4  # four batches, four losses
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
