@@ -26,8 +26,13 @@ threads, the sides alternating round by round; each prints its numbers and the r
            word) from the same checkpoint, --batch rows of 256 a step, padded rows against
            packed ones (data.pack): the real tokens a second the run logs (padding not
            counted, hone.data.batching.ExampleBatcher.real_tokens).
+  labelled in fp32, training steps of the bench's LoRA model on chat examples (the packing
+           bench's lengths, uniform; the prompt's and the padding's targets ignored), in padded
+           rows (one example a row) and packed rows (positions restarting), with only the
+           labelled rows through the head (hone.models.lm_loss.labelled_rows, what hone runs)
+           against every row (as before), in one process, alternated: medians of --rounds.
 
-Run: `.venv/bin/python bench/lora.py peft|summed|packing [--rounds N] [--steps N] [--batch N]`.
+Run: `.venv/bin/python bench/lora.py peft|summed|packing|labelled [--rounds N] [--steps N] [--batch N]`.
 """
 
 from __future__ import annotations
@@ -319,6 +324,76 @@ def worker_packing(pack: str, steps: int, lengths: str, batch: int) -> dict[str,
     }
 
 
+def chat_rows(packed: bool, rows: int, rng: random.Random) -> tuple[Any, Any, Any]:
+    """`rows` rows of TOKENS tokens of chat examples (chat_records' uniform lengths, random
+    token ids): idx, targets (the prompt's and the padding's ignored) and positions (None for
+    padded rows, one example a row; restarting at each example in packed rows)."""
+    import torch
+
+    idx = torch.zeros(rows, TOKENS, dtype=torch.long)
+    targets = torch.full((rows, TOKENS), -100)
+    positions = torch.zeros(rows, TOKENS, dtype=torch.long)
+    for row in range(rows):
+        at = 0
+        while True:
+            total = rng.randint(20, 255)
+            if at + total > TOKENS:
+                break
+            prompt = rng.randint(1, total // 2)
+            idx[row, at : at + total] = torch.randint(3, WORDS, (total,))
+            # a target is the next token: the answer's, from the prompt's last token on
+            targets[row, at + prompt - 1 : at + total - 1] = idx[row, at + prompt : at + total]
+            positions[row, at : at + total] = torch.arange(total)
+            at += total
+            if not packed:
+                break
+        positions[row, at:] = torch.arange(TOKENS - at)  # the tail: padding
+    return idx, targets, positions if packed else None
+
+
+def worker_labelled(rounds: int, steps: int) -> dict[str, Any]:
+    """Median seconds of a training step with only the labelled rows through the head and
+    with every row, alternated, for padded and packed rows; and the labelled share."""
+    import torch
+
+    from hone.engine.allocator import freed_memory_kept
+    from hone.finetune.lora import LoRA, adapter_parameters
+    from hone.models import lm_loss
+    from hone.pretrained.weights import load_pretrained
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    model, _, _ = load_pretrained(FOLDER)
+    LoRA(RANK, ALPHA, 0.0, "all-linear", "fp32").convert(model)
+    model.train()
+    optimizer = torch.optim.AdamW(list(adapter_parameters(model).values()), lr=1e-4, fused=True)
+    labelled = lm_loss.labelled_rows
+
+    def every_row(hidden: Any, targets: Any) -> tuple[Any, Any]:
+        return hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
+
+    rng = random.Random(0)
+    result: dict[str, Any] = {}
+    for layout in ("padded", "packed"):
+        batches = [chat_rows(layout == "packed", BATCH, rng) for _ in range(steps)]
+        share = statistics.mean(float((t != -100).float().mean()) for _, t, _ in batches)
+        times: dict[str, list[float]] = {"labelled": [], "every": []}
+        with freed_memory_kept():
+            for i in range(rounds + 1):  # the first round warms up, not counted
+                for how in ("labelled", "every") if i % 2 == 0 else ("every", "labelled"):
+                    lm_loss.labelled_rows = labelled if how == "labelled" else every_row
+                    start = time.perf_counter()
+                    for idx, targets, positions in batches:
+                        model(idx, targets=targets, positions=positions).backward()
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    if i:
+                        times[how].append((time.perf_counter() - start) / len(batches))
+        lm_loss.labelled_rows = labelled
+        result[layout] = {"share": share, **{how: statistics.median(t) for how, t in times.items()}}
+    return result
+
+
 # ----------------------------------------------------------------------------- driver
 SIDES = {
     "hone": ("hone", ""),
@@ -388,6 +463,20 @@ def bench_packing(rounds: int, steps: int, distributions: list[str], batch: int)
         )
 
 
+def bench_labelled(rounds: int, steps: int) -> None:
+    in_subprocess(__file__, THREADS, "save")
+    run = in_subprocess(
+        __file__, THREADS, "labelled", str(rounds), str(steps), env=as_hone_trains()
+    )
+    print(f"fp32, batch {BATCH} x {TOKENS}, rank {RANK}, a training step (medians of {rounds}):")
+    for layout, r in run.items():
+        print(
+            f"  {layout}: {r['share']:.0%} of the targets labelled; labelled rows through the "
+            f"head {r['labelled']:.2f} s, every row {r['every']:.2f} s: "
+            f"{r['every'] / r['labelled']:.2f}x the tokens/s"
+        )
+
+
 def bench_summed(rounds: int, steps: int) -> None:
     in_subprocess(__file__, THREADS, "save")
     run = in_subprocess(__file__, THREADS, "summed", str(rounds), str(steps))
@@ -420,12 +509,14 @@ def main() -> None:
             result = worker_step(side, precision, int(steps), "" if extra == "-" else extra)
         elif kind == "summed":
             result = worker_summed(int(args[0]), int(args[1]))
+        elif kind == "labelled":
+            result = worker_labelled(int(args[0]), int(args[1]))
         else:
             result = worker_packing(args[0], int(args[1]), args[2], int(args[3]))
         print(json.dumps(result))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", choices=["peft", "summed", "packing"])
+    parser.add_argument("bench", choices=["peft", "summed", "packing", "labelled"])
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the sides")
     parser.add_argument("--steps", type=int, default=2, help="timed steps a run")
     parser.add_argument(
@@ -449,6 +540,8 @@ def main() -> None:
         bench_peft(args.rounds, args.steps, args.precision, args.sides)
     elif args.bench == "summed":
         bench_summed(args.rounds, args.steps)
+    elif args.bench == "labelled":
+        bench_labelled(args.rounds, args.steps)
     else:
         bench_packing(args.rounds, args.steps, args.lengths, args.batch)
 

@@ -168,10 +168,28 @@ def lm_head_loss(
     head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
 ) -> torch.Tensor:
     """The mean cross-entropy of `head(hidden)` (B, T, V) against targets (B, T): chunked for
-    a plain bias-free nn.Linear head; a head a converter replaced (LoRA, int8) is run whole."""
+    a plain bias-free nn.Linear head; a head a converter replaced (LoRA, int8) is run whole.
+    Only the rows whose targets count go through the head (`labelled_rows`)."""
+    rows, targets = labelled_rows(hidden, targets)  # (K, C), (K,)
     if type(head) is nn.Linear and head.bias is None:
-        return chunked_cross_entropy(hidden, head.weight, targets, label_smoothing)
-    logits = head(hidden)  # (B, T, V)
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), label_smoothing=label_smoothing
-    )
+        return chunked_cross_entropy(rows, head.weight, targets, label_smoothing)
+    logits = head(rows)  # (K, V)
+    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+
+def labelled_rows(hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden (..., C) and targets (...) as (K, C) and (K,): the K rows whose targets are not
+    ignored. A chat example's prompt and a padded row's tail are ignored targets, and their
+    logits (a (V, C) product a token, forward and backward) would count for nothing: with the
+    loss on answers only, a quarter to half of a fine-tuning batch's head work. The loss
+    and the gradients are the same (ignored rows get a zero gradient, from index_select's
+    backward). All rows are kept when every target counts (no copy), when none does (the
+    loss says so as before), under torch.compile (a data-dependent shape), and off the CPU,
+    where counting the rows would wait for the device mid-step."""
+    rows, flat = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)  # (N, C), (N,)
+    if rows.device.type != "cpu" or torch.compiler.is_compiling():
+        return rows, flat
+    index = (flat != IGNORE_INDEX).nonzero().squeeze(1)  # (K,)
+    if index.numel() in (0, flat.numel()):
+        return rows, flat
+    return rows.index_select(0, index), flat.index_select(0, index)

@@ -67,6 +67,41 @@ def test_the_chunked_loss_and_its_gradients_are_the_plain_ones(
         torch.testing.assert_close(chunked_grads[param_name], grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("bias", [False, True])  # chunked, and a head run whole
+def test_only_the_labelled_rows_go_through_the_head(
+    bias: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt's and a pad's targets are ignored: their rows never reach the head, and the
+    loss and the gradients are the plain loss's over all rows."""
+    gen = torch.Generator().manual_seed(5)
+    head = nn.Linear(8, VOCAB, bias=bias)
+    hidden = torch.randn(2, 16, 8, generator=gen, requires_grad=True)
+    targets = torch.randint(0, VOCAB, (2, 16), generator=gen)
+    targets[0, :6] = targets[1, 10:] = -100  # a prompt, a padded tail: 12 of 32 ignored
+    seen: list[int] = []
+    chunked = lm_loss.chunked_cross_entropy
+    monkeypatch.setattr(
+        lm_loss,
+        "chunked_cross_entropy",
+        lambda rows, *args: seen.append(rows.size(0)) or chunked(rows, *args),
+    )
+    hook = head.register_forward_hook(lambda module, args, out: seen.append(args[0].size(0)))
+    loss = lm_loss.lm_head_loss(head, hidden, targets, 0.1)
+    hook.remove()
+    assert seen == [20]
+    loss.backward()
+    got = (hidden.grad, head.weight.grad)
+    hidden.grad = head.weight.grad = None
+    plain = F.cross_entropy(
+        head(hidden).reshape(-1, VOCAB), targets.reshape(-1), label_smoothing=0.1
+    )
+    plain.backward()
+    torch.testing.assert_close(loss, plain, rtol=1e-6, atol=1e-6)
+    assert got[0] is not None and bool((got[0][0, :6] == 0).all())  # ignored rows: zero
+    torch.testing.assert_close(got[0], hidden.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got[1], head.weight.grad, rtol=1e-5, atol=1e-7)
+
+
 def test_without_gradients_only_the_loss_is_computed() -> None:
     gen = torch.Generator().manual_seed(2)
     hidden, weight = torch.randn(10, 8, generator=gen), torch.randn(VOCAB, 8, generator=gen)
