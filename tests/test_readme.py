@@ -68,6 +68,8 @@ NOT_RUN: dict[str, str] = {
     "pip install": "a download from a package index",
     "hone train my.toml --nproc 8": "8 processes: a machine with 8 GPUs",
     "torchrun --nproc-per-node 8": "8 processes: a machine with 8 GPUs",
+    "torchrun --nproc-per-node 4 train.py": "the reader's own script: "
+    "tests/distributed/test_user_loader.py runs one with its own DataLoader on 2 processes",
     "srun ": "a SLURM cluster",
     "hone train my.toml \\ hone train my.toml": "two machines (their commands side by side)",
     "hone train gpt-7b.toml": "a 7B model on 8 or 64 GPUs",

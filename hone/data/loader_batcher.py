@@ -45,6 +45,11 @@ class LoaderBatcher:
         self._moves = device.type != "cpu"
 
     def _start(self) -> Iterator[Any]:
+        # A sampler that draws a new order each epoch from its seed and the epoch (a
+        # DistributedSampler: hone.data.loader_shards) is told the epoch, also on resume.
+        set_epoch = getattr(getattr(self.loader, "sampler", None), "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.epoch)
         iterator = self._iterator = iter(self.loader)
         for _ in range(self._skip):
             next(iterator)

@@ -318,7 +318,7 @@ def as_loader(data: Any, batch_size: int, training: bool, seed: int) -> Iterable
     if _is_hf_dataset(data):
         data = data.with_format("torch")
     if isinstance(data, IterableDataset):
-        return _stateful(data, batch_size=batch_size)
+        return stateful(data, batch_size=batch_size)
     if isinstance(data, Dataset) or _is_hf_dataset(data):
         size = len(data)  # type: ignore[arg-type]
         if training and size < batch_size:
@@ -327,7 +327,7 @@ def as_loader(data: Any, batch_size: int, training: bool, seed: int) -> Iterable
                 f"set overrides=['train.batch_size={size}'] or less"
             )
         if not training:
-            return _stateful(data, batch_size=batch_size)
+            return stateful(data, batch_size=batch_size)
         return _shuffled(data, batch_size, True, _generator(seed), seed)
     if isinstance(data, Iterable) and not isinstance(data, str | bytes | Mapping):
         return data
@@ -348,7 +348,7 @@ def _shuffled(
     tests/python/test_trainer_api.py). With the sampler's own generator both agree."""
     from torchdata.stateful_dataloader.sampler import RandomSampler  # type: ignore[import-untyped]
 
-    return _stateful(
+    return stateful(
         dataset,
         batch_size=batch_size,
         sampler=RandomSampler(dataset, generator=order),
@@ -358,7 +358,7 @@ def _shuffled(
     )
 
 
-def _stateful(*args: Any, **kwargs: Any) -> Any:
+def stateful(*args: Any, **kwargs: Any) -> Any:
     """A torchdata StatefulDataLoader; its constructor calls a torch function that torch
     2.13 deprecated, which warned on every loader hone built."""
     from torchdata.stateful_dataloader import StatefulDataLoader  # type: ignore[import-untyped]
@@ -366,6 +366,22 @@ def _stateful(*args: Any, **kwargs: Any) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*set_vital.*")
         return StatefulDataLoader(*args, **kwargs)
+
+
+def common_arguments(loader: Any) -> dict[str, Any]:
+    """What a DataLoader made again from `loader` keeps of it besides its data and order:
+    its collate function and workers."""
+    common: dict[str, Any] = dict(
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        persistent_workers=loader.persistent_workers,
+    )
+    if loader.num_workers:
+        common["prefetch_factor"] = loader.prefetch_factor
+    return common
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -381,18 +397,9 @@ def _rewrap(loader: Any, seed: int) -> Any:
     from one seeded with train.seed, so that runs repeat and resume."""
     from torch.utils.data import RandomSampler
 
-    common: dict[str, Any] = dict(
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-        timeout=loader.timeout,
-        worker_init_fn=loader.worker_init_fn,
-        persistent_workers=loader.persistent_workers,
-    )
-    if loader.num_workers:
-        common["prefetch_factor"] = loader.prefetch_factor
+    common = common_arguments(loader)
     if loader.batch_size is None:  # a batch_sampler of the user's, or no batching at all
-        return _stateful(
+        return stateful(
             loader.dataset, batch_sampler=loader.batch_sampler, batch_size=None, **common
         ) if loader.batch_sampler is not None else loader  # fmt: skip
     sampler = loader.sampler
@@ -405,7 +412,7 @@ def _rewrap(loader: Any, seed: int) -> Any:
     kind = type(sampler).__name__
     if kind in ("SequentialSampler", "_InfiniteConstantSampler"):
         sampler = None  # shuffle=False, or an IterableDataset
-    return _stateful(
+    return stateful(
         loader.dataset,
         batch_size=loader.batch_size,
         sampler=sampler,

@@ -20,6 +20,7 @@ from hone.data import FullBatcher, TensorBatcher, TokenData, WindowBatcher, buil
 from hone.data.base import Data, ExampleData
 from hone.data.batching import ExampleBatcher
 from hone.data.loader_batcher import LoaderBatcher
+from hone.data.loader_shards import rank_shard
 from hone.data.loaders import LoaderData
 from hone.distributed.context import DistContext
 from hone.engine.precision import resolve_precision
@@ -106,20 +107,16 @@ def build_batcher(
     micro-batches."""
     t = cfg.train
     if isinstance(data, LoaderData):
-        if dist.world_size > 1:
-            raise ConfigError(
-                "data handed in as loaders trains in one process; for several processes pass "
-                "(x, y) arrays or the config's data set"
-            )
+        loader = data.train
+        if dist.world_size > 1:  # this rank's part of each global batch
+            loader = rank_shard(loader, dist.rank, dist.world_size, t.seed)
         if kind.full_batch:
             raise ConfigError(
                 f"optim.name = {cfg.optim.name!r} steps on the whole training split at once; "
                 "hand in train_data as (x, y) arrays, or choose a mini-batch optimizer "
                 "(--optim.name=adamw)"
             )
-        return LoaderBatcher(
-            data.train, data.split_batch, t.grad_accum, device or torch.device("cpu")
-        )
+        return LoaderBatcher(loader, data.split_batch, t.grad_accum, device or torch.device("cpu"))
     if isinstance(data, TokenData):
         return WindowBatcher(
             data.train,
