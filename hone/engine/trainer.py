@@ -159,8 +159,9 @@ class Trainer:
         self.checkpointing.monitor_value = self.shell.monitor_value
         self.checkpointing.close_log = self.log.close
         self.throughput = ThroughputMeter.for_model(
-            self.model, self.device, self.precision.name, t.peak_flops, self.dist.world_size
-        )
+            self.model, self.device, self.precision.name, t.peak_flops, self.dist.world_size,
+            self.task.context_length(self.spec),
+        )  # fmt: skip
         self._agreed_seconds = 0.0  # train_seconds averaged over ranks at the last log step
         self._mark = self._token_mark = 0  # a loader's samples, real tokens: at the last log
         if resume_from is not None:  # last: everything it restores must be built; the run's

@@ -106,6 +106,10 @@ class LoRALinear(nn.Module):
 
     takes_product = True  # forward takes the frozen weight's product (a lean decode step's)
 
+    def frozen_numel(self) -> int:
+        """The 4-bit frozen weight, not a parameter, for hone.models.base.weight_flops."""
+        return self.in_features * self.out_features if self.nf4 is not None else 0
+
     def forward(
         self, x: torch.Tensor, product: Callable[..., torch.Tensor] = F.linear
     ) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from hone.config import ModelConfig, opt, register_model_config
 from hone.errors import ConfigError
-from hone.models.base import MODELS, ModelSpec
+from hone.models.base import MODELS, ModelSpec, weight_flops
 from hone.models.lm_loss import lm_head_loss
 
 # `attn = "auto"` means SDPA on every device. Measured on this project's 2-core AMD EPYC
@@ -313,23 +313,24 @@ class GPT(nn.Module):
         """Tokens per training window: the block size."""
         return self.block_size
 
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6 N + 12 n_layer n_embd block_size (PaLM, app. B).
+    def flops_per_token(self, context: int = 0) -> float:
+        """Training FLOPs per token: 6 N + 12 n_layer n_embd T (PaLM, app. B), T the `context`
+        trained (default: block_size).
 
         N counts the parameters that take part in a matrix multiply per token: all of them
         except the embedding lookups (the learned position table, and the token table when the
         head is untied), but including the LM head, which multiplies every token by a V x C
         matrix whether or not it shares the token table's weights. The attention term counts
         q @ k^T and att @ v over the full context for forward and backward, without halving for
-        the causal mask (as PaLM and nanoGPT do).
+        the causal mask (as PaLM and nanoGPT do). A frozen weight counts 4, not 6 (its own
+        gradient is never computed: `weight_flops`).
         """
         cfg = self.config
-        n = sum(p.numel() for p in self.parameters())  # a tied weight counts once
-        if self.pos_embedding is not None:
-            n -= self.pos_embedding.weight.numel()
+        lookups = [] if self.pos_embedding is None else [self.pos_embedding.weight]
         if not cfg.tie_embeddings:
-            n -= self.token_embedding.weight.numel()  # the untied head stays in N
-        return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * cfg.block_size
+            lookups.append(self.token_embedding.weight)  # the untied head stays in N
+        T = context or cfg.block_size
+        return weight_flops(self, lookups) + 12.0 * cfg.n_layer * cfg.n_embd * T
 
     def _init_weights(self, cfg: GPTConfig) -> None:
         """GPT-2 init: N(0, 0.02) everywhere; residual projections scaled by 1/sqrt(2 n_layer).

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from hone.config import ModelConfig, opt, register_model_config
 from hone.errors import ConfigError
-from hone.models.base import MODELS, ModelSpec
+from hone.models.base import MODELS, ModelSpec, weight_flops
 
 # The GPT's cache holds whatever heads a layer writes (here the G key/value heads, which is
 # what makes grouped-query attention's cache H / G times smaller).
@@ -437,15 +437,18 @@ class Llama(nn.Module):
         device = self.token_embedding.weight.device
         self.rope_inv_freq = rope_frequencies(self.config).to(device)
 
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token: 6 N + 12 n_layer (H D) block_size, as for the GPT (PaLM,
-        app. B): N counts every parameter that multiplies a token (the LM head included, the
-        token lookup not, when untied); attention's q @ k^T and att @ v run H D wide."""
+    def flops_per_token(self, context: int = 0) -> float:
+        """Training FLOPs per token: 6 N + 12 n_layer (H D) T, as for the GPT (PaLM, app. B):
+        N counts every parameter that multiplies a token (the LM head included, the token
+        lookup not, when untied), a frozen weight 4 (`weight_flops`); attention's q @ k^T and
+        att @ v run H D wide over T, the `context` trained (default: block_size, which for
+        a pretrained checkpoint is its whole context: SmolLM2's 8,192, 32x the 256-token
+        windows a fine-tuning run trains on)."""
         cfg = self.config
-        n = sum(p.numel() for p in self.parameters())  # a tied weight counts once
-        if not cfg.tie_embeddings:
-            n -= self.token_embedding.weight.numel()
-        return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_head * cfg.head_width * cfg.block_size
+        lookups = [] if cfg.tie_embeddings else [self.token_embedding.weight]
+        T = context or cfg.block_size
+        attention = 12.0 * cfg.n_layer * cfg.n_head * cfg.head_width * T
+        return weight_flops(self, lookups) + attention
 
     def _init_weights(self, cfg: LlamaConfig) -> None:
         """N(0, 0.02), the residual output projections scaled by 1/sqrt(2 n_layer) (GPT-2's

@@ -1,9 +1,10 @@
 """The device's peak FLOP/s and model FLOPs utilization (MFU).
 
 MFU = achieved model FLOP/s / peak FLOP/s, where the model FLOPs are what the architecture
-needs (the model reports them: `flops_per_token()`, e.g. the GPT's 6 per parameter per token
-plus attention), not what the kernels happen to run (recomputation from activation
-checkpointing does not count). A model that does not report them gets no MFU.
+needs (the model reports them: `flops_per_token()`, e.g. the GPT's 6 per trained parameter
+per token, 4 per frozen one, plus attention), not what the kernels happen to run
+(recomputation from activation checkpointing does not count). A model that does not report
+them gets no MFU.
 
 The peak comes from `train.peak_flops`, else a GPU datasheet, else a matmul rate measured on
 this machine and cached in the hone cache dir. Two guards keep a measured peak honest:
@@ -24,6 +25,7 @@ must repeat exactly.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -244,10 +246,16 @@ class ThroughputMeter:
         precision: str,
         configured_peak: float = 0.0,
         world_size: int = 1,
+        context: int = 0,
     ) -> ThroughputMeter:
         """The meter of `model`'s training, with the FLOPs per token the model reports (its
-        `flops_per_token()`; none: no MFU). `precision` is the resolved one, not 'auto'."""
-        flops_per_token = getattr(model, "flops_per_token", lambda: None)()
+        `flops_per_token()`, at the `context` trained when it takes one; none: no MFU).
+        `precision` is the resolved one, not 'auto'."""
+        report = getattr(model, "flops_per_token", None)
+        flops_per_token = None
+        if report is not None:
+            takes_context = context and "context" in inspect.signature(report).parameters
+            flops_per_token = report(context=context) if takes_context else report()
         return cls(flops_per_token, device, precision, configured_peak, world_size)
 
     def rates(self, tokens_per_second: float) -> dict[str, float]:

@@ -23,6 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import hone
 from hone.config import load_config
 from hone.errors import ConfigError
+from hone.finetune.frozen_base import base_reference
 from hone.finetune.lora import (
     LoRA,
     adapter_parameters,
@@ -82,6 +83,23 @@ def test_adapters_start_neutral_and_merge_to_the_same_logits(llama: Path) -> Non
     unmerge_adapters(model)
     assert all((m.weight - weights[n]).abs().max() < 1e-6 for n, m in lora_layers(model).items())
     assert (logits(model) - unmerged).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("base_dtype", ["fp32", "bf16", "nf4"])
+def test_the_flops_count_frozen_weights_at_4_a_parameter(llama: Path, base_dtype: str) -> None:
+    """A frozen weight has no gradient of its own to compute: 4 FLOPs a token, not 6 (MFU);
+    a 4-bit base, which is not a parameter, counts as its dense weight."""
+    if base_dtype == "nf4":
+        pytest.importorskip("bitsandbytes")
+    model = base(llama)
+    full = model.flops_per_token()
+    cfg = model.config
+    attention = 12.0 * cfg.n_layer * cfg.n_head * cfg.head_width * cfg.block_size
+    weights = (full - attention) / 6  # every weight that multiplies a token, trained
+    reference = base_reference(str(llama)) if base_dtype == "nf4" else None
+    LoRA(4, 8, 0.0, "all-linear", base_dtype, reference).convert(model)
+    adapters = sum(p.numel() for p in adapter_parameters(model).values())
+    assert model.flops_per_token() == 4 * weights + 6 * adapters + attention
 
 
 def test_a_bf16_base_keeps_fp32_adapters_and_close_logits(llama: Path) -> None:
@@ -311,6 +329,15 @@ def test_training_moves_only_the_adapters(trained: Any, llama: Path) -> None:
         if "lora_" not in name:
             assert torch.equal(tensor, start[name]), name  # bit-identical: frozen
     assert all(adapters[n].abs().max() > 0 for n in adapters if "lora_b" in n)  # moved off zero
+
+
+def test_the_runs_flops_count_its_32_token_windows_not_the_checkpoints_context(
+    trained: Any,
+) -> None:
+    """MFU's attention term: the checkpoint's context is 128 tokens, the run trains 32."""
+    assert trained.model.config.block_size == 128
+    meter = trained.throughput.flops_per_token
+    assert meter == trained.model.flops_per_token(32) < trained.model.flops_per_token()
 
 
 def test_a_lora_run_reloads_with_its_adapters(trained: Any) -> None:

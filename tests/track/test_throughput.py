@@ -14,7 +14,13 @@ import torch
 from hone.config import ModelConfig
 from hone.models import ModelSpec, build_model
 from hone.track import throughput
-from hone.track.throughput import Measurement, ThroughputMeter, cache_key, mfu, peak_flops
+from hone.track.throughput import (
+    Measurement,
+    ThroughputMeter,
+    cache_key,
+    mfu,
+    peak_flops,
+)
 
 CPU = torch.device("cpu")
 
@@ -36,6 +42,20 @@ def test_flops_per_token_matches_a_hand_count(tie: bool, pos: str) -> None:
     assert 6 * n + attention == 11808
     # the model reports the same count itself, and its context length
     assert model.flops_per_token() == 11808 and model.context_length == T
+
+
+def test_the_meter_counts_the_context_trained_when_the_model_takes_one() -> None:
+    cfg = ModelConfig(name="gpt", n_layer=2, n_head=2, n_embd=8, block_size=16)
+    model = build_model(cfg, ModelSpec("lm", (16,), 10, vocab_size=10))
+    cpu = torch.device("cpu")
+    at_4 = ThroughputMeter.for_model(model, cpu, "fp32", context=4).flops_per_token
+    assert at_4 == model.flops_per_token(4) == model.flops_per_token() - 12 * 2 * 8 * 12
+
+    class Own(torch.nn.Module):  # a user's model whose count takes no context
+        def flops_per_token(self) -> float:
+            return 123.0
+
+    assert ThroughputMeter.for_model(Own(), cpu, "fp32", context=4).flops_per_token == 123.0
 
 
 def test_mfu_is_achieved_over_peak() -> None:
