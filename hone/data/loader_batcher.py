@@ -24,8 +24,12 @@ class LoaderBatcher:
         split: Callable[[Any], Batch],
         grad_accum: int,
         device: torch.device,
+        ranks: int = 1,
     ) -> None:
         self.loader, self.split, self.grad_accum, self.device = loader, split, grad_accum, device
+        # Under several processes each rank's batch is an equal share of the global batch
+        # (hone.data.loader_shards): samples are counted for all of them.
+        self.ranks = ranks
         try:
             batches = len(loader)  # type: ignore[arg-type]
         except TypeError:
@@ -38,7 +42,7 @@ class LoaderBatcher:
             )
         self.epoch = 0
         self.position = 0  # batches consumed in this epoch
-        self.samples = 0  # samples handed out since this process started
+        self.samples = 0  # samples of the global batches handed out since this process started
         self._iterator: Iterator[Any] | None = None
         self._skip = 0  # batches to skip on the next iteration (resuming a plain iterable)
         self._epoch_batches = self.steps_per_epoch * grad_accum  # 0: unknown
@@ -80,7 +84,7 @@ class LoaderBatcher:
         for _ in range(self.grad_accum):
             x, y = self.split(self._next())
             self.position += 1
-            self.samples += len(x)
+            self.samples += len(x) * self.ranks
             if self._moves:  # a tensor already on the device would only cost a call
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             batches.append((x, y))

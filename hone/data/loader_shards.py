@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from hone.data.loaders import common_arguments, stateful
 from hone.errors import ConfigError
 
@@ -72,10 +74,13 @@ def rank_shard(loader: Any, rank: int, world_size: int, seed: int) -> Any:
     share = StatefulDistributedSampler(
         loader.dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
     )
+    workers = torch.Generator()  # the workers' base seeds, as hone.data.loaders._shuffled's
+    workers.manual_seed(seed + 1 + rank)  # a rank's own: its workers draw their own numbers
     return stateful(
         loader.dataset,
         batch_size=batch // world_size,
         sampler=share,
         drop_last=loader.drop_last,
+        generator=workers,
         **common_arguments(loader),
     )

@@ -116,7 +116,8 @@ def build_batcher(
                 "hand in train_data as (x, y) arrays, or choose a mini-batch optimizer "
                 "(--optim.name=adamw)"
             )
-        return LoaderBatcher(loader, data.split_batch, t.grad_accum, device or torch.device("cpu"))
+        device = device or torch.device("cpu")
+        return LoaderBatcher(loader, data.split_batch, t.grad_accum, device, dist.world_size)
     if isinstance(data, TokenData):
         return WindowBatcher(
             data.train,

@@ -113,8 +113,7 @@ class Trainer:
         self.model, self.loss_fn, self.converters = parts.model, parts.loss_fn, parts.converters
         self.eval_loss_fn = parts.eval_loss_fn
         self.num_parameters = num_parameters(self.model)
-        # The module called in training steps (DDP wraps, FSDP shards in place); before the
-        # optimizer, which must see FSDP's sharded parameters.
+        # The module training steps call (DDP wraps, FSDP shards in place): before the optimizer.
         self.train_module = self.strategy.wrap(self.model) if self.strategy else self.model
         self.optimizer, kind = build_user_optimizer(optimizer, cfg, self.model, self.device)
         self.batcher = build_batcher(cfg, self.data, self.spec, kind, self.dist, self.device)

@@ -48,8 +48,12 @@ def test_two_processes_train_what_one_does_on_the_same_loader(runs: dict[str, Pa
     assert two[-1] < two[0] / 2  # it learned
     assert max(abs(a - b) for a, b in zip(two, one, strict=True)) < 1e-5
     assert max_weight_difference(runs["in-order"], runs["one process"]) < 5e-6
-    # each rank's batches were half the loader's: the run records the global batch
+    # each rank's batches were half the loader's: the run records the global batch, and
+    # counts the global batches' samples (12 steps of 16)
     assert hone.load_run(runs["in-order"]).cfg.train.batch_size == BATCH
+    for run in (runs["in-order"], runs["one process"]):
+        state = json.loads((run / "checkpoints/step-0000012/trainer.json").read_text())
+        assert state["loop"]["samples_seen"] == 12 * BATCH
 
 
 def test_a_resumed_run_ends_as_the_uninterrupted_one(runs: dict[str, Path]) -> None:
