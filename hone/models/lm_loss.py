@@ -182,7 +182,7 @@ def labelled_rows(hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Te
     ignored. A chat example's prompt and a padded row's tail are ignored targets, and their
     logits (a (V, C) product a token, forward and backward) would count for nothing: with the
     loss on answers only, half the head's work or more (bench/lora.py labelled: a third to
-    a half of its chat rows' targets count, and steps ran 1.17-1.24x faster). The loss
+    a half of its chat rows' targets count, and steps ran 1.14-1.24x faster). The loss
     and the gradients are the same (ignored rows get a zero gradient, from index_select's
     backward). All rows are kept when every target counts (no copy), when none does (the
     loss says so as before), under torch.compile (a data-dependent shape), and off the CPU,
