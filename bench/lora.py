@@ -11,8 +11,8 @@ threads, the sides alternating round by round; each prints its numbers and the r
            from `labels`), in fp32 and under bf16 autocast. Tokens/s of the fastest step and
            peak RSS (VmHWM). hone's base in the dtype a run gives it by default (lora.base_dtype
            = auto: bf16 under bf16 autocast, fp32 otherwise); also hone with the base held in
-           bf16 whatever the precision, in 4 bits (nf4, QLoRA's), and with activation checkpointing
-           (train.activation_checkpointing), as extra rows; and `matmul-floor`, the step's
+           bf16 whatever the precision, in 4 bits (nf4, QLoRA's), with activation checkpointing
+           (train.activation_checkpointing) and compiled (train.compile), as extra rows; and `matmul-floor`, the step's
            matmuls and attention alone on the same shapes (`lora_matmul_floor`): the ceiling
            of any LoRA implementation at that precision.
   summed   in fp32, a LoRA layer's training product with the update summed into the weight
@@ -119,6 +119,8 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
         params = list(adapter_parameters(model).values())
     if extra == "floor":  # the matmuls alone, on hone's model's shapes
         step = lora_matmul_floor(model, precision)
+    elif extra == "compiled":  # as the trainer compiles: the module its steps call
+        step = training_step(side, CompiledModel(model), params, precision)
     else:
         step = training_step(side, model, params, precision)
     # hone's trainer keeps the memory a step frees while it trains (hone.engine.allocator);
@@ -133,6 +135,21 @@ def worker_step(side: str, precision: str, steps: int, extra: str) -> dict[str, 
             times.append(time.perf_counter() - start)
     # the fastest step: on a shared machine the slower ones measure the other jobs
     return {"tokens_per_second": BATCH * TOKENS / min(times), "peak": rss_bytes("VmHWM")}
+
+
+class CompiledModel:
+    """`model` called through torch.compile, as `train.compile = true` runs it."""
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        self.model, self.compiled = model, torch.compile(model)
+
+    def train(self) -> None:
+        self.model.train()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.compiled(*args, **kwargs)
 
 
 def training_step(side: str, model: Any, params: list[Any], precision: str) -> Any:
@@ -403,6 +420,7 @@ SIDES = {
     "hone-checkpointing": ("hone", "checkpointing"),
     "matmul-floor": ("hone", "floor"),
     "hone-untuned": ("hone", "untuned"),  # without the environment `hone train` starts in
+    "hone-compiled": ("hone", "compiled"),  # train.compile = true (one graph; minutes to compile)
 }
 
 
