@@ -21,10 +21,11 @@ STEP6 = "checkpoints/step-0000006"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("user-loader")
-    names = ("in-order", "shuffled", "resumed")
+    names = ("in-order", "fsdp", "shuffled", "resumed")
     run = {name: folder / name for name in names}
     spec = [
         {"shuffle": False, "run_dir": str(run["in-order"]), "max_steps": 12},
+        {"shuffle": False, "run_dir": str(run["fsdp"]), "max_steps": 12, "strategy": "fsdp"},
         {"shuffle": True, "run_dir": str(run["shuffled"]), "max_steps": 12},
         {"copy": [str(run["shuffled"]), str(run["resumed"])]},
         {
@@ -42,12 +43,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return run
 
 
-def test_two_processes_train_what_one_does_on_the_same_loader(runs: dict[str, Path]) -> None:
-    two, one = train_losses(runs["in-order"]), train_losses(runs["one process"])
+@pytest.mark.parametrize("strategy", ["in-order", "fsdp"])  # DDP, and FSDP's shards
+def test_two_processes_train_what_one_does_on_the_same_loader(
+    runs: dict[str, Path], strategy: str
+) -> None:
+    two, one = train_losses(runs[strategy]), train_losses(runs["one process"])
     assert len(two) == len(one) == 12
     assert two[-1] < two[0] / 2  # it learned
     assert max(abs(a - b) for a, b in zip(two, one, strict=True)) < 1e-5
-    assert max_weight_difference(runs["in-order"], runs["one process"]) < 5e-6
+    assert max_weight_difference(runs[strategy], runs["one process"]) < 5e-6
     # each rank's batches were half the loader's: the run records the global batch, and
     # counts the global batches' samples (12 steps of 16)
     assert hone.load_run(runs["in-order"]).cfg.train.batch_size == BATCH

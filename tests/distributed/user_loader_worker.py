@@ -1,6 +1,6 @@
 """A user's own script under torchrun: an nn.Module and a DataLoader of their own, handed to
 `hone.Trainer`. Trains each entry of a JSON list in turn in one process group:
-{"shuffle", "run_dir", "max_steps", "resume"?} or {"copy": [src, dst]} (rank 0 copies)."""
+{"shuffle", "run_dir", "max_steps", "resume"?, "strategy"?} or {"copy": [src, dst]} (rank 0 copies)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def train(entry: dict) -> None:
         f"train.max_steps={entry['max_steps']}", "train.max_epochs=0", "train.checkpoint_every=6",
         "optim.name=adamw", "optim.lr=0.01", "schedule.name=constant", "log.every=1",
         "log.tensorboard=false", "log.progress=off", "log.stats_every=0",
+        f"dist.strategy={entry.get('strategy', 'ddp')}",
     ]  # fmt: skip
     resume = entry.get("resume")
     hone.Trainer(
